@@ -1,0 +1,81 @@
+//! Working directories for started processes, reachable by the `postgres` user when we
+//! run as root (PostgreSQL refuses to run as root, so it runs as that user).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::{io_context, HarnessError};
+
+static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
+
+/// A directory removed on drop, unless the thread is panicking (then it is kept and its
+/// path printed, so a failed test's logs can be read) or `LEDGER_KEEP_DIRS` is set.
+#[derive(Debug)]
+pub struct WorkDir {
+    path: PathBuf,
+    remove: bool,
+}
+
+impl WorkDir {
+    /// A fresh directory under the system temp dir, named after `label` and this process.
+    pub fn temp(label: &str) -> Result<Self, HarnessError> {
+        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("ledger-{label}-{}-{n}", std::process::id()));
+        if path.exists() {
+            std::fs::remove_dir_all(&path)
+                .map_err(io_context(format!("clear {}", path.display())))?;
+        }
+        make_shared_dir(&path)?;
+        Ok(WorkDir {
+            path,
+            remove: std::env::var_os("LEDGER_KEEP_DIRS").is_none(),
+        })
+    }
+
+    /// An existing or new directory that is kept (the local deployment's data).
+    pub fn keep(path: PathBuf) -> Result<Self, HarnessError> {
+        make_shared_dir(&path)?;
+        Ok(WorkDir {
+            path,
+            remove: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, part: &str) -> PathBuf {
+        self.path.join(part)
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} for inspection", self.path.display());
+        } else if self.remove {
+            // Best effort: a leftover temp dir is harmless.
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Creates `path` (and parents) world-traversable, so a process of another user can
+/// reach the directories it owns below it.
+pub fn make_shared_dir(path: &Path) -> Result<(), HarnessError> {
+    std::fs::create_dir_all(path).map_err(io_context(format!("create {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(io_context(format!("chmod {}", path.display())))
+}
+
+/// True when every ancestor of `path` lets other users through (mode o+x), so the
+/// `postgres` user can reach a data directory there.
+pub fn traversable_by_others(path: &Path) -> bool {
+    path.ancestors().skip(1).all(|dir| {
+        std::fs::metadata(dir)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    })
+}

@@ -1,0 +1,303 @@
+//! A real PostgreSQL cluster of our own: its own data dir and port, never the system's.
+//!
+//! The data dir is a copy of a template made once by `initdb` and cached in the temp
+//! dir (initdb takes seconds; a copy takes a fraction of one). When we run as root,
+//! PostgreSQL runs as the `postgres` user, which it requires.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::{Uid, User};
+use tokio_postgres::NoTls;
+
+use crate::process::{free_port, run_checked, ChildGuard};
+use crate::{dirs, io_context, wait_until, HarnessError};
+
+/// The superuser of every cluster we create (trust authentication, loopback only).
+pub const SUPERUSER: &str = "ledger";
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const PORT_ATTEMPTS: usize = 3;
+
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// fsync and synchronous commit on (benchmarks, the local deployment); off for tests.
+    pub durable: bool,
+    pub max_connections: u32,
+    /// A fixed port (the local deployment); `None` picks a free one.
+    pub port: Option<u16>,
+    /// Start in a new process group (so a whole region can be signalled at once).
+    pub own_process_group: bool,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            durable: false,
+            max_connections: 200,
+            port: None,
+            own_process_group: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct PgCluster {
+    guard: ChildGuard,
+    port: u16,
+    data_dir: PathBuf,
+}
+
+impl PgCluster {
+    /// Starts a cluster whose data lives in `dir/pgdata` (created from the template if
+    /// missing, reused otherwise) and waits until it accepts connections.
+    pub async fn start(dir: &Path, options: &PgOptions) -> Result<Self, HarnessError> {
+        let bin = bin_dir()?;
+        let data_dir = dir.join("pgdata");
+        if !data_dir.join("PG_VERSION").exists() {
+            let template = ensure_template(&bin)?;
+            run_checked(
+                "copy the cluster template",
+                Command::new("cp").arg("-a").arg(&template).arg(&data_dir),
+            )?;
+        }
+        let log = dir.join("postgres.log");
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = match options.port {
+                Some(port) => port,
+                None => free_port()?,
+            };
+            let mut command = Command::new(bin.join("postgres"));
+            command
+                .arg("-D")
+                .arg(&data_dir)
+                .arg("-p")
+                .arg(port.to_string());
+            for setting in settings(options) {
+                command.arg("-c").arg(setting);
+            }
+            as_postgres_user(&mut command)?;
+            if options.own_process_group {
+                command.process_group(0);
+            }
+            let guard =
+                ChildGuard::spawn(format!("postgres :{port}"), command, &log, Signal::SIGINT)?;
+            let mut cluster = PgCluster {
+                guard,
+                port,
+                data_dir: data_dir.clone(),
+            };
+            match cluster.wait_ready().await {
+                Ok(()) => return Ok(cluster),
+                Err(e) => {
+                    let clash = std::fs::read_to_string(&log).is_ok_and(|text| {
+                        text.contains("could not bind") || text.contains("in use")
+                    });
+                    if options.port.is_some() || !clash {
+                        return Err(e);
+                    }
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or(HarnessError::Command {
+            what: "start postgres".into(),
+            detail: "no port attempt made".into(),
+        }))
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), HarnessError> {
+        let url = self.url("postgres");
+        let mut exited = None;
+        let ready = wait_until(READY_TIMEOUT, Duration::from_millis(50), || {
+            let status = self.guard.exited();
+            let url = url.clone();
+            exited = status.clone();
+            async move {
+                if status.is_some() {
+                    return Some(false);
+                }
+                let (client, connection) = tokio_postgres::connect(&url, NoTls).await.ok()?;
+                tokio::spawn(connection);
+                client.simple_query("SELECT 1").await.ok().map(|_| true)
+            }
+        })
+        .await;
+        match (ready, exited) {
+            (Some(true), _) => Ok(()),
+            (_, Some(status)) => Err(HarnessError::Exited {
+                what: self.guard.name().to_owned(),
+                status,
+                log: Some(self.guard.log().to_owned()),
+            }),
+            _ => Err(HarnessError::Timeout {
+                what: self.guard.name().to_owned(),
+                waited: READY_TIMEOUT,
+                log: Some(self.guard.log().to_owned()),
+            }),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates a database (if missing) and returns its URL.
+    pub async fn create_database(&self, name: &str) -> Result<String, HarnessError> {
+        let (client, connection) = tokio_postgres::connect(&self.url("postgres"), NoTls).await?;
+        tokio::spawn(connection);
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await?
+            .is_some();
+        if !exists {
+            // Identifiers cannot be bound as parameters; quote it.
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            client
+                .batch_execute(&format!("CREATE DATABASE {quoted}"))
+                .await?;
+        }
+        Ok(self.url(name))
+    }
+
+    pub fn guard(&mut self) -> &mut ChildGuard {
+        &mut self.guard
+    }
+
+    /// Fast shutdown (SIGINT), waiting for the server to exit.
+    pub fn stop(&mut self) -> Option<String> {
+        self.guard.stop()
+    }
+
+    /// Leaves the server running past this value; returns its pid.
+    pub fn detach(self) -> Option<u32> {
+        self.guard.detach()
+    }
+}
+
+fn settings(options: &PgOptions) -> Vec<String> {
+    let mut settings = vec![
+        "listen_addresses=127.0.0.1".to_owned(),
+        "unix_socket_directories=".to_owned(),
+        format!("max_connections={}", options.max_connections),
+        "shared_buffers=128MB".to_owned(),
+        "log_min_messages=warning".to_owned(),
+    ];
+    if !options.durable {
+        settings.extend(
+            [
+                "fsync=off",
+                "synchronous_commit=off",
+                "full_page_writes=off",
+            ]
+            .map(String::from),
+        );
+    }
+    settings
+}
+
+/// The directory of PostgreSQL's server binaries: `LEDGER_PG_BIN`, else the newest
+/// Debian install under /usr/lib/postgresql.
+pub fn bin_dir() -> Result<PathBuf, HarnessError> {
+    if let Some(dir) = std::env::var_os("LEDGER_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| HarnessError::MissingBinary("PostgreSQL", "LEDGER_PG_BIN"))?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or(HarnessError::MissingBinary("PostgreSQL", "LEDGER_PG_BIN"))
+}
+
+/// The `postgres` user's uid and gid when we run as root (PostgreSQL refuses root).
+fn postgres_user() -> Result<Option<User>, HarnessError> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    User::from_name("postgres")
+        .map_err(|e| HarnessError::Command {
+            what: "look up the postgres user".into(),
+            detail: e.to_string(),
+        })?
+        .map(Some)
+        .ok_or_else(|| HarnessError::Command {
+            what: "look up the postgres user".into(),
+            detail: "running as root needs a 'postgres' user (apt-get install postgresql)".into(),
+        })
+}
+
+fn as_postgres_user(command: &mut Command) -> Result<(), HarnessError> {
+    if let Some(user) = postgres_user()? {
+        command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
+    Ok(())
+}
+
+/// Makes (once per machine, user and PostgreSQL version) the initdb'd template that
+/// every cluster is copied from; concurrent callers race safely via rename.
+fn ensure_template(bin: &Path) -> Result<PathBuf, HarnessError> {
+    let version = bin
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("pg");
+    let template = std::env::temp_dir().join(format!(
+        "ledger-pg-template-{}-{version}",
+        Uid::effective().as_raw()
+    ));
+    if template.join("PG_VERSION").exists() {
+        return Ok(template);
+    }
+    let staging = template.with_extension(format!("staging-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    dirs::make_shared_dir(&staging)?;
+    if let Some(user) = postgres_user()? {
+        std::os::unix::fs::chown(&staging, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+            .map_err(io_context(format!("chown {}", staging.display())))?;
+    }
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb.arg("-D").arg(&staging).args([
+        "-U",
+        SUPERUSER,
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+    ]);
+    as_postgres_user(&mut initdb)?;
+    run_checked("initdb", &mut initdb)?;
+    if std::fs::rename(&staging, &template).is_err() {
+        // Another process made the template first; use theirs.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    if template.join("PG_VERSION").exists() {
+        Ok(template)
+    } else {
+        Err(HarnessError::Command {
+            what: "make the cluster template".into(),
+            detail: format!("{} has no PG_VERSION", template.display()),
+        })
+    }
+}

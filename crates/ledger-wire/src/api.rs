@@ -1,0 +1,204 @@
+//! Request and response bodies of the public API (v1).
+//!
+//! Requests refuse unknown fields so that a typo (`ammount`) is an error rather than a
+//! silently ignored field. Amounts in requests are strings and parsed with
+//! [`crate::parse_amount`]; amounts in responses are decimals at the currency's scale,
+//! serialised as strings.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::AccountId;
+
+/// Longest accepted free-text reference on an entry or transfer.
+pub const MAX_REFERENCE_LEN: usize = 140;
+/// Default and largest page size of `GET /v1/accounts/{id}/ledger`.
+pub const DEFAULT_PAGE_LIMIT: u32 = 50;
+pub const MAX_PAGE_LIMIT: u32 = 500;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccountRequest {
+    /// ISO 4217 code of a supported currency, e.g. `EUR`.
+    #[schema(example = "EUR")]
+    pub currency: String,
+    /// Region that should own the account; defaults to the region that receives the request.
+    #[serde(default)]
+    pub home_region: Option<String>,
+}
+
+/// Body of a deposit or a withdrawal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AmountRequest {
+    /// Positive decimal string at most at the currency's scale, e.g. `"12.50"`.
+    #[schema(example = "12.50")]
+    pub amount: String,
+    /// Free text for the account holder, at most 140 characters.
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTransferRequest {
+    pub from: AccountId,
+    pub to: AccountId,
+    #[schema(example = "12.50")]
+    pub amount: String,
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    Open,
+    Closed,
+}
+
+/// Where a read was served from and how fresh it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Freshness {
+    /// `home` when the serving region owns the account (the copy is authoritative),
+    /// `replica` otherwise.
+    pub source: ReadSource,
+    /// Time of the newest change this copy reflects.
+    #[serde(with = "crate::timestamp")]
+    pub as_of: DateTime<Utc>,
+    /// How far behind the home the copy may be, in milliseconds (0 at the home).
+    pub lag_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadSource {
+    Home,
+    Replica,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Account {
+    pub id: AccountId,
+    pub currency: String,
+    #[schema(value_type = String, example = "12.50")]
+    pub balance: Decimal,
+    /// Number of committed writes; each write adds exactly one.
+    pub seq: i64,
+    /// Ownership epoch of the last write.
+    pub epoch: i64,
+    pub home_region: String,
+    pub slot: u16,
+    pub status: AccountStatus,
+    #[serde(with = "crate::timestamp")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::timestamp")]
+    pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<Freshness>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Deposit,
+    Withdrawal,
+    TransferDebit,
+    TransferCredit,
+}
+
+/// One committed change of one account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Entry {
+    pub account_id: AccountId,
+    pub seq: i64,
+    pub epoch: i64,
+    pub kind: EntryKind,
+    /// Signed change of the balance.
+    #[schema(value_type = String, example = "-12.50")]
+    pub amount: Decimal,
+    /// Balance after this entry.
+    #[schema(value_type = String, example = "87.50")]
+    pub balance: Decimal,
+    pub currency: String,
+    /// The business transaction this entry belongs to; its ledger lines sum to zero.
+    pub txn_id: Uuid,
+    pub reference: Option<String>,
+    pub transfer_id: Option<Uuid>,
+    /// Region whose node committed the entry.
+    pub origin_region: String,
+    #[serde(with = "crate::timestamp")]
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferState {
+    /// Source debited, destination not yet credited (cross-region saga in flight).
+    Debited,
+    /// Both sides booked.
+    Completed,
+    /// Destination refused; the source is refunded.
+    Refunded,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Transfer {
+    pub id: Uuid,
+    pub from: AccountId,
+    pub to: AccountId,
+    #[schema(value_type = String, example = "12.50")]
+    pub amount: Decimal,
+    pub currency: String,
+    pub state: TransferState,
+    pub reference: Option<String>,
+    #[serde(with = "crate::timestamp")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::timestamp")]
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerPage {
+    pub account_id: AccountId,
+    pub entries: Vec<Entry>,
+    /// Pass as `cursor` to read the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LedgerQuery {
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Entries per page, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Serve from this region's copy, with its staleness.
+    #[default]
+    Local,
+    /// Read at the account's home region.
+    Strong,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AccountQuery {
+    #[serde(default)]
+    pub consistency: Option<Consistency>,
+    /// Answer only with a copy that has at least this seq.
+    pub min_seq: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub region: String,
+}

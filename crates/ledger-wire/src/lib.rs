@@ -1,0 +1,28 @@
+//! Wire types shared by every ledger service and client.
+//!
+//! Nothing here talks to a network or a database: these are the shapes that cross
+//! process boundaries (HTTP bodies, ids, problem documents), so that the region node,
+//! the tools and the tests agree on them by construction.
+
+pub mod account_id;
+pub mod api;
+pub mod money;
+pub mod problem;
+pub mod timestamp;
+
+pub use account_id::{AccountId, AccountIdError, MAX_SLOTS};
+pub use money::{parse_amount, AmountError, Currency, MAX_AMOUNT};
+pub use problem::{Problem, ProblemType};
+
+/// Response header naming the region whose node produced the answer.
+pub const HEADER_SERVED_BY: &str = "x-served-by-region";
+/// Response header naming the account's home region (the only region that may write it).
+pub const HEADER_HOME_REGION: &str = "x-home-region";
+/// Request header every write must carry.
+pub const HEADER_IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Response header set when the answer is a stored answer to an earlier request.
+pub const HEADER_IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// Request/response header carrying the correlation id of one request.
+pub const HEADER_REQUEST_ID: &str = "x-request-id";
+/// W3C trace context header.
+pub const HEADER_TRACEPARENT: &str = "traceparent";

@@ -1,0 +1,114 @@
+//! The region's PostgreSQL: connection pool with the node's session settings, and the
+//! versioned schema migrations (refinery, embedded from `migrations/`).
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::{NodeConfig, NodeError};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Advisory lock key under which one node at a time migrates a database.
+const MIGRATION_LOCK_KEY: i64 = 0x6c65_6467_6572_0001;
+
+fn pg_config(config: &NodeConfig) -> Result<tokio_postgres::Config, NodeError> {
+    let mut pg: tokio_postgres::Config = config
+        .database_url
+        .parse()
+        .map_err(|e| NodeError::Config(format!("database url: {e}")))?;
+    // Session settings every write relies on: bounded statements, open transactions of a
+    // paused node aborted by the server, and timestamps rendered in UTC.
+    pg.options(format!(
+        "-c statement_timeout={} -c idle_in_transaction_session_timeout={} -c TimeZone=UTC",
+        config.statement_timeout_ms, config.idle_in_transaction_timeout_ms
+    ));
+    pg.application_name(&format!("region-node/{}", config.region));
+    pg.connect_timeout(Duration::from_secs(5));
+    Ok(pg)
+}
+
+pub fn pool(config: &NodeConfig) -> Result<Pool, NodeError> {
+    let manager = Manager::from_config(
+        pg_config(config)?,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.db_pool_size)
+        .wait_timeout(Some(Duration::from_millis(config.pool_wait_ms)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| NodeError::Config(format!("database pool: {e}")))
+}
+
+/// Brings the schema to the newest version, holding an advisory lock so that nodes
+/// starting together against one database do not race.
+pub async fn migrate(config: &NodeConfig) -> Result<(), NodeError> {
+    let (mut client, connection) = pg_config(config)?
+        .connect(NoTls)
+        .await
+        .map_err(NodeError::Database)?;
+    let driver = tokio::spawn(connection);
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(NodeError::Database)?;
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .map_err(|e| NodeError::Migration(e.to_string()))?;
+    for migration in report.applied_migrations() {
+        tracing::info!(
+            version = migration.version(),
+            name = migration.name(),
+            "applied migration"
+        );
+    }
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(NodeError::Database)?;
+    drop(client);
+    // The connection task ends once the client is gone; its result carries nothing new.
+    let _ = driver.await;
+    Ok(())
+}
+
+/// Records, in the database, that this region holds `slots` at `epoch` until
+/// `valid_for` from now by the database's clock (`None`: without expiry), and drops
+/// every other slot. Write functions check this table as their last statement.
+pub async fn record_leases(
+    pool: &Pool,
+    slot_count: u32,
+    epoch: i64,
+    valid_for: Option<Duration>,
+) -> Result<(), NodeError> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| NodeError::Pool(e.to_string()))?;
+    let tx = client.transaction().await.map_err(NodeError::Database)?;
+    let slots = i32::try_from(slot_count).map_err(|_| NodeError::Config("slot count".into()))?;
+    let valid_ms = valid_for.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    tx.execute("DELETE FROM ledger.slot_leases WHERE slot >= $1", &[&slots])
+        .await
+        .map_err(NodeError::Database)?;
+    tx.execute(
+        "INSERT INTO ledger.slot_leases (slot, epoch, expires_at)
+         SELECT s, $2, CASE WHEN $3::bigint IS NULL THEN 'infinity'::timestamptz
+                            ELSE clock_timestamp() + make_interval(secs => $3::bigint / 1000.0) END
+         FROM generate_series(0, $1 - 1) AS s
+         ON CONFLICT (slot) DO UPDATE SET epoch = EXCLUDED.epoch, expires_at = EXCLUDED.expires_at",
+        &[&slots, &epoch, &valid_ms],
+    )
+    .await
+    .map_err(NodeError::Database)?;
+    tx.commit().await.map_err(NodeError::Database)
+}

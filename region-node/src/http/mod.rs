@@ -1,0 +1,194 @@
+//! The HTTP API of a region node: router, shared state, and response helpers.
+
+mod accounts;
+mod context;
+mod error;
+mod extract;
+mod system;
+mod transfers;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use ledger_wire::api::MAX_REFERENCE_LEN;
+use ledger_wire::problem::PROBLEM_CONTENT_TYPE;
+use ledger_wire::{ProblemType, HEADER_HOME_REGION, HEADER_IDEMPOTENT_REPLAYED};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use context::{RequestContext, TraceParent};
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+use crate::ownership::Ownership;
+use crate::store::{LedgerStore, StoreError, WriteContext, WriteOutcome};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Ledger region node API",
+        version = "1",
+        description = "Accounts, deposits, withdrawals and transfers, served by every region. \
+                       Errors are RFC 9457 problem documents; every write needs an Idempotency-Key."
+    ),
+    tags(
+        (name = "accounts", description = "Accounts and their entries"),
+        (name = "transfers", description = "Moving money between accounts"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+    )
+)]
+struct ApiDoc;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: LedgerStore,
+    pub ownership: Arc<Ownership>,
+    pub metrics: Metrics,
+    pub shutdown: CancellationToken,
+    openapi: Arc<String>,
+    region_header: HeaderValue,
+}
+
+impl AppState {
+    fn write_context(
+        &self,
+        key: String,
+        fingerprint: Vec<u8>,
+        ctx: &RequestContext,
+    ) -> WriteContext {
+        WriteContext {
+            idempotency_key: key,
+            fingerprint,
+            region: self.ownership.region().to_owned(),
+            traceparent: Some(ctx.traceparent.clone()),
+        }
+    }
+
+    /// Counts a write's outcome and turns store errors into API errors.
+    fn record_write(
+        &self,
+        operation: &str,
+        result: Result<WriteOutcome, StoreError>,
+    ) -> Result<WriteOutcome, ApiError> {
+        let label = match &result {
+            Ok(o) if o.replayed => "replayed",
+            Ok(o) if o.status < 300 => "committed",
+            Ok(_) => "refused",
+            Err(StoreError::Rejected { .. }) => "rejected",
+            Err(_) => "failed",
+        };
+        self.metrics.observe_write(operation, label);
+        result.map_err(ApiError::from)
+    }
+}
+
+/// Builds the router with every route and its OpenAPI description from one list.
+pub fn router(
+    store: LedgerStore,
+    ownership: Arc<Ownership>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    max_body_bytes: usize,
+) -> Router {
+    let (routes, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accounts::create_account))
+        .routes(routes!(accounts::get_account))
+        .routes(routes!(accounts::deposit))
+        .routes(routes!(accounts::withdraw))
+        .routes(routes!(accounts::ledger_page))
+        .routes(routes!(transfers::create_transfer))
+        .routes(routes!(transfers::get_transfer))
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::openapi))
+        .split_for_parts();
+    let openapi = Arc::new(api.to_pretty_json().unwrap_or_default());
+    let region_header = HeaderValue::from_str(ownership.region())
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let state = AppState {
+        store,
+        ownership,
+        metrics,
+        shutdown,
+        openapi,
+        region_header,
+    };
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            context::observe,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ProblemType::NotFound, "no such route; see /openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ProblemType::MethodNotAllowed,
+        "this route does not take that method",
+    )
+}
+
+/// The answer of a write: the body exactly as the database stored it.
+fn write_response(outcome: WriteOutcome, home_region: &str) -> Response {
+    let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        PROBLEM_CONTENT_TYPE
+    };
+    let mut response = (status, outcome.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(home) = HeaderValue::from_str(home_region) {
+        headers.insert(HEADER_HOME_REGION, home);
+    }
+    if outcome.replayed {
+        headers.insert(HEADER_IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn json_response(status: u16, body: &impl Serialize, home_region: &str) -> Response {
+    match serde_json::to_string(body) {
+        Ok(text) => write_response(
+            WriteOutcome {
+                status,
+                body: text,
+                replayed: false,
+            },
+            home_region,
+        ),
+        Err(e) => ApiError::from(StoreError::Decode(e.to_string())).into_response(),
+    }
+}
+
+/// What makes two requests "the same" for idempotency: the operation and its
+/// normalised parameters (so `"12.5"` and `"12.50"` match), hashed.
+fn fingerprint(parts: &impl Serialize) -> Vec<u8> {
+    let canonical = serde_json::to_vec(parts).unwrap_or_default();
+    Sha256::digest(&canonical).to_vec()
+}
+
+fn check_reference(reference: Option<&str>) -> Result<(), ApiError> {
+    match reference {
+        Some(r) if r.chars().count() > MAX_REFERENCE_LEN => Err(ApiError::new(
+            ProblemType::InvalidBody,
+            format!("reference must be at most {MAX_REFERENCE_LEN} characters"),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,116 @@
+//! Prometheus metrics of a region node, on a registry of its own (so several nodes can
+//! run in one test process).
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    writes: IntCounterVec,
+    pool_connections: IntGauge,
+    pool_idle: IntGauge,
+}
+
+impl Metrics {
+    pub fn new(region: &str) -> Self {
+        let registry = Registry::new_custom(
+            Some("ledger".into()),
+            Some([("region".to_owned(), region.to_owned())].into()),
+        )
+        .unwrap_or_default();
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered"),
+            &["method", "route", "status"],
+        )
+        .expect("static metric definition");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ],
+            ),
+            &["method", "route"],
+        )
+        .expect("static metric definition");
+        let writes = IntCounterVec::new(
+            Opts::new("writes_total", "Ledger writes by operation and outcome"),
+            &["operation", "outcome"],
+        )
+        .expect("static metric definition");
+        let pool_connections =
+            IntGauge::new("db_pool_connections", "Open database connections").expect("static");
+        let pool_idle =
+            IntGauge::new("db_pool_idle_connections", "Idle database connections").expect("static");
+        for collector in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(writes.clone()),
+            Box::new(pool_connections.clone()),
+            Box::new(pool_idle.clone()),
+        ] {
+            // Registration fails only for duplicate names, which the definitions above exclude.
+            let _ = registry.register(collector);
+        }
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            writes,
+            pool_connections,
+            pool_idle,
+        }
+    }
+
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.http_requests
+            .with_label_values(&[method, route, status_label(status)])
+            .inc();
+        self.http_duration
+            .with_label_values(&[method, route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_write(&self, operation: &str, outcome: &str) {
+        self.writes.with_label_values(&[operation, outcome]).inc();
+    }
+
+    pub fn set_pool(&self, connections: usize, idle: usize) {
+        self.pool_connections
+            .set(i64::try_from(connections).unwrap_or(i64::MAX));
+        self.pool_idle.set(i64::try_from(idle).unwrap_or(i64::MAX));
+    }
+
+    /// The registry in Prometheus' text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "encoding metrics failed");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        400 => "400",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        500 => "500",
+        503 => "503",
+        s if s < 300 => "2xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
