@@ -21,12 +21,16 @@ fn pg_config(config: &NodeConfig) -> Result<tokio_postgres::Config, NodeError> {
         .parse()
         .map_err(|e| NodeError::Config(format!("database url: {e}")))?;
     // Session settings every write relies on: bounded statements, open transactions of a
-    // paused node aborted by the server, and timestamps rendered in UTC.
+    // paused node aborted by the server, timestamps rendered in UTC, and a fixed
+    // search_path: the default `"$user", public` would resolve unqualified names (such as
+    // refinery's history table) into the `ledger` schema when the role is also named
+    // `ledger`, so a restart would think no migration had run.
     pg.options(format!(
-        "-c statement_timeout={} -c idle_in_transaction_session_timeout={} -c TimeZone=UTC",
+        "-c statement_timeout={} -c idle_in_transaction_session_timeout={} -c TimeZone=UTC \
+         -c search_path=public",
         config.statement_timeout_ms, config.idle_in_transaction_timeout_ms
     ));
-    pg.application_name(&format!("region-node/{}", config.region));
+    pg.application_name(format!("region-node/{}", config.region));
     pg.connect_timeout(Duration::from_secs(5));
     Ok(pg)
 }

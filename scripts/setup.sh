@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what the ledger needs on a fresh Debian machine and builds it.
+# Re-runnable: every step is skipped when its result is already there.
+#
+#   scripts/setup.sh            # system packages + release build of the binaries
+#   scripts/setup.sh --deps     # system packages only (the test command builds itself)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# --- system packages (Debian) ---------------------------------------------------------
+missing=()
+pg_server=$(ls -d /usr/lib/postgresql/*/bin/postgres 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$pg_server" ] || ! id postgres >/dev/null 2>&1; then missing+=(postgresql postgresql-contrib); fi
+command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  log "Debian packages present (PostgreSQL at ${pg_server%/postgres})"
+fi
+
+# --- Rust toolchain -----------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "cargo not found: install Rust 1.85 or newer (rustup) and run this again" >&2
+    exit 1
+  fi
+fi
+log "$(cargo --version)"
+
+if [ "${1:-}" = "--deps" ]; then
+  exit 0
+fi
+
+# --- build ---------------------------------------------------------------------------
+log "building release binaries (first build takes a few minutes)"
+cargo build --release --locked --workspace --bins
+log "binaries in target/release: region-node, ledger-local, write-path-bench"
