@@ -86,8 +86,8 @@ impl Deployment {
         );
 
         let mut started = Vec::new();
-        for index in 0..regions {
-            let name = REGION_NAMES[index].to_owned();
+        for (index, name) in REGION_NAMES.iter().take(regions).enumerate() {
+            let name = (*name).to_owned();
             let dir = storage.join(&name);
             make_shared_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
             let offset = u16::try_from(index * 10).context("region index")?;
