@@ -1,0 +1,401 @@
+//! Write-path benchmark: withdrawals through the node's HTTP API against pgbench running
+//! the very same SQL (`region_node::POST_ENTRY_SQL`) on the same PostgreSQL at the same
+//! concurrency, in one run. Prints throughput, p50/p99 latency and the ratio.
+//!
+//!   cargo build --release --workspace --bins
+//!   target/release/write-path-bench --clients 16 --seconds 20 --rounds 3
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use harness::{free_port, wait_until, ChildGuard, PgCluster, PgOptions, WorkDir};
+use ledger_wire::AccountId;
+use nix::sys::signal::Signal;
+use rand::Rng;
+use tokio_postgres::NoTls;
+
+/// Slots the benchmark's accounts are spread over (the node's default slot count).
+const SLOTS: i64 = 4096;
+/// What each benchmark request carries, so both sides send the same bytes to PostgreSQL.
+const FINGERPRINT_HEX: &str = "abababababababababababababababababababababababababababababababab";
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[derive(Debug, Parser)]
+#[command(about = "Node write path vs pgbench on the same SQL")]
+struct Args {
+    /// Concurrent clients on both sides.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Measured seconds per side.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Accounts the withdrawals are spread over.
+    #[arg(long, default_value_t = 1000)]
+    accounts: i64,
+    /// Alternating rounds (pgbench, node, pgbench, node, ...); figures aggregate them.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Run PostgreSQL with fsync off (measures CPU paths rather than the disk).
+    #[arg(long)]
+    no_fsync: bool,
+}
+
+#[derive(Debug)]
+struct Figures {
+    label: &'static str,
+    transactions: usize,
+    errors: usize,
+    seconds: f64,
+    latencies_us: Vec<u64>,
+}
+
+impl Figures {
+    fn empty(label: &'static str) -> Self {
+        Figures {
+            label,
+            transactions: 0,
+            errors: 0,
+            seconds: 0.0,
+            latencies_us: Vec::new(),
+        }
+    }
+
+    fn absorb(&mut self, round: Figures) {
+        self.transactions += round.transactions;
+        self.errors += round.errors;
+        self.seconds += round.seconds;
+        self.latencies_us.extend(round.latencies_us);
+    }
+
+    fn throughput(&self) -> f64 {
+        self.transactions as f64 / self.seconds
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        if sorted.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+        sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin_dir = std::env::current_exe()
+        .context("locate benchmark binary")?
+        .parent()
+        .context("binary directory")?
+        .to_owned();
+    let pgbench = harness::pg::bin_dir()
+        .context("find PostgreSQL")?
+        .join("pgbench");
+    anyhow::ensure!(
+        pgbench.exists(),
+        "{} missing (apt-get install postgresql)",
+        pgbench.display()
+    );
+
+    let dir = WorkDir::temp("bench-write-path").context("make bench dir")?;
+    let options = PgOptions {
+        durable: !args.no_fsync,
+        max_connections: u32::try_from(args.clients * 2 + 20).context("clients")?,
+        ..PgOptions::default()
+    };
+    let mut pg = PgCluster::start(dir.path(), &options)
+        .await
+        .context("start PostgreSQL")?;
+    let database_url = pg
+        .create_database("ledger")
+        .await
+        .context("create database")?;
+    let (node, base) = start_node(&bin_dir, &database_url, args.clients, dir.path()).await?;
+    seed_accounts(&database_url, args.accounts)
+        .await
+        .context("seed accounts")?;
+    println!(
+        "write path: withdrawal of 1.00 over {} accounts, {} clients, {} s per side, fsync {}",
+        args.accounts,
+        args.clients,
+        args.seconds,
+        if args.no_fsync { "off" } else { "on" }
+    );
+
+    let duration = Duration::from_secs(args.seconds);
+    let mut sql = Figures::empty("pgbench (same SQL)");
+    let mut http = Figures::empty("node (HTTP API)");
+    for round in 1..=args.rounds {
+        prepare_round(&database_url).await?;
+        let sql_round = run_pgbench(&pgbench, &pg, &args, dir.path(), duration, round)?;
+        prepare_round(&database_url).await?;
+        let http_round = run_http(&base, &args, duration, round).await?;
+        println!(
+            "round {round}: pgbench {:.1} tx/s, node {:.1} tx/s, ratio {:.3}",
+            sql_round.throughput(),
+            http_round.throughput(),
+            http_round.throughput() / sql_round.throughput()
+        );
+        sql.absorb(sql_round);
+        http.absorb(http_round);
+    }
+    drop(node);
+    pg.stop();
+
+    println!("\nall rounds:");
+    println!(
+        "{:<22} {:>10} {:>9} {:>9} {:>8}",
+        "", "tx/s", "p50 ms", "p99 ms", "errors"
+    );
+    for f in [&sql, &http] {
+        println!(
+            "{:<22} {:>10.1} {:>9.2} {:>9.2} {:>8}",
+            f.label,
+            f.throughput(),
+            f.percentile_ms(50.0),
+            f.percentile_ms(99.0),
+            f.errors
+        );
+    }
+    let ratio = http.throughput() / sql.throughput();
+    println!("\nnode / pgbench throughput: {ratio:.3} (target >= 0.85)");
+    println!("SQL of both sides: {}", region_node::POST_ENTRY_SQL);
+    if http.errors > 0 || sql.errors > 0 {
+        bail!("errors during the run; see {}", dir.path().display());
+    }
+    Ok(())
+}
+
+async fn start_node(
+    bin_dir: &Path,
+    database_url: &str,
+    clients: usize,
+    dir: &Path,
+) -> anyhow::Result<(ChildGuard, String)> {
+    let node_bin = bin_dir.join("region-node");
+    anyhow::ensure!(
+        node_bin.exists(),
+        "{} missing: cargo build --release --workspace --bins",
+        node_bin.display()
+    );
+    let port = free_port()?;
+    let mut command = Command::new(node_bin);
+    command
+        .env("LEDGER_REGION", "bench")
+        .env("LEDGER_DATABASE_URL", database_url)
+        .env("LEDGER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("LEDGER_DB_POOL_SIZE", clients.to_string())
+        .env("LEDGER_LOG", "warn");
+    let mut node = ChildGuard::spawn(
+        "region-node",
+        command,
+        &dir.join("node.log"),
+        Signal::SIGTERM,
+    )?;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let ready = wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let response = http.get(format!("{base}/readyz")).send().await.ok()?;
+            response.status().is_success().then_some(())
+        },
+    )
+    .await;
+    node.ensure_running()?;
+    ready.context("node not ready")?;
+    Ok((node, base))
+}
+
+/// The id of bench account `n`: spread over the slots, computable inside pgbench.
+fn account_id(n: i64) -> i64 {
+    (n % SLOTS) * (1 << 48) + n
+}
+
+async fn seed_accounts(database_url: &str, accounts: i64) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .execute(
+            "INSERT INTO ledger.accounts (id, currency, scale, balance, seq, epoch, home_region,
+                                          created_at, updated_at)
+             SELECT (n % $2) * 281474976710656 + n, 'EUR', 2, 1000000000.00, 0, 1, 'bench', now(), now()
+             FROM generate_series(1, $1::bigint) AS n",
+            &[&accounts, &SLOTS],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A level start for each side: dead rows vacuumed, dirty pages flushed.
+async fn prepare_round(database_url: &str) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
+    tokio::spawn(connection);
+    // Separate statements: VACUUM refuses to run inside the implicit multi-statement block.
+    client.batch_execute("VACUUM ANALYZE").await?;
+    client.batch_execute("CHECKPOINT").await?;
+    Ok(())
+}
+
+fn run_pgbench(
+    pgbench: &Path,
+    pg: &PgCluster,
+    args: &Args,
+    dir: &Path,
+    duration: Duration,
+    round: usize,
+) -> anyhow::Result<Figures> {
+    // The node's statement with its parameters spelled as pgbench variables and literals.
+    let sql = region_node::POST_ENTRY_SQL
+        .replace("$1", "'pgb-' || :client_id || '-' || :r")
+        .replace("$2", &format!("'\\x{FINGERPRINT_HEX}'::bytea"))
+        .replace("$3", "'withdrawal'")
+        .replace("$4", ":id")
+        .replace("$5", "1.00")
+        .replace("$6", "NULL")
+        .replace("$7", "1")
+        .replace("$8", "'bench'")
+        .replace("$9", &format!("'{TRACEPARENT}'"));
+    let script = format!(
+        "\\set n random(1, {accounts})\n\\set id (:n % {SLOTS}) * 281474976710656 + :n\n\\set r random(1, 4611686018427387903)\n{sql};\n",
+        accounts = args.accounts
+    );
+    let script_path = dir.join("withdraw.sql");
+    std::fs::write(&script_path, script).context("write pgbench script")?;
+    let log_prefix = dir.join(format!("pgbench_log_{round}"));
+    let output = Command::new(pgbench)
+        .current_dir(dir)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port().to_string(),
+            "-U",
+            harness::pg::SUPERUSER,
+        ])
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &args.clients.to_string(),
+            "-j",
+            "2",
+        ])
+        .args(["-T", &duration.as_secs().to_string(), "-l", "--log-prefix"])
+        .arg(&log_prefix)
+        .arg("-f")
+        .arg(&script_path)
+        .arg("ledger")
+        .output()
+        .context("run pgbench")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "pgbench failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut latencies_us = Vec::new();
+    for entry in std::fs::read_dir(dir).context("read pgbench logs")? {
+        let path = entry?.path();
+        let is_log = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&format!("pgbench_log_{round}.")));
+        if is_log {
+            for line in std::fs::read_to_string(&path)?.lines() {
+                // client_id transaction_no latency_us script_no epoch_s epoch_us
+                if let Some(latency) = line.split_whitespace().nth(2).and_then(|v| v.parse().ok()) {
+                    latencies_us.push(latency);
+                }
+            }
+        }
+    }
+    let failed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of failed transactions: "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(Figures {
+        label: "pgbench (same SQL)",
+        transactions: latencies_us.len(),
+        errors: failed,
+        seconds: duration.as_secs_f64(),
+        latencies_us,
+    })
+}
+
+/// The node side: one keep-alive HTTP/1.1 connection per client on raw hyper, so the
+/// load generator costs about what pgbench's C client costs (both share the 2 cores
+/// with the system under test).
+async fn run_http(
+    base: &str,
+    args: &Args,
+    duration: Duration,
+    round: usize,
+) -> anyhow::Result<Figures> {
+    let authority = base.trim_start_matches("http://").to_owned();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..args.clients {
+        let authority = authority.clone();
+        let accounts = args.accounts;
+        workers.spawn(async move {
+            let stream = tokio::net::TcpStream::connect(&authority).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            let mut sent = 0u64;
+            while Instant::now() < deadline {
+                let n = rand::rng().random_range(1..=accounts);
+                let id = AccountId::from_i64(account_id(n)).map_err(|e| anyhow::anyhow!("{e}"))?;
+                sent += 1;
+                let request = hyper::Request::post(format!("/v1/accounts/{id}/withdrawals"))
+                    .header("host", &authority)
+                    .header("idempotency-key", format!("http-{round}-{worker}-{sent}"))
+                    .header("traceparent", TRACEPARENT)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                        br#"{"amount":"1.00"}"#,
+                    )))?;
+                let begun = Instant::now();
+                sender.ready().await?;
+                let response = sender.send_request(request).await?;
+                let created = response.status().as_u16() == 201;
+                http_body_util::BodyExt::collect(response.into_body()).await?;
+                if created {
+                    latencies.push(u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX));
+                } else {
+                    errors += 1;
+                }
+            }
+            anyhow::Ok((latencies, errors))
+        });
+    }
+    let mut latencies_us = Vec::new();
+    let mut errors = 0;
+    while let Some(joined) = workers.join_next().await {
+        let (latencies, worker_errors) = joined.context("join worker")??;
+        latencies_us.extend(latencies);
+        errors += worker_errors;
+    }
+    Ok(Figures {
+        label: "node (HTTP API)",
+        transactions: latencies_us.len(),
+        errors,
+        seconds: started.elapsed().as_secs_f64(),
+        latencies_us,
+    })
+}
