@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use harness::{free_port, wait_until, ChildGuard, PgCluster, PgOptions, WorkDir};
+use harness::node::{region_node_command, start_region_node};
+use harness::{free_port, ChildGuard, PgCluster, PgOptions, WorkDir};
 use ledger_wire::AccountId;
-use nix::sys::signal::Signal;
 use rand::Rng;
 use tokio_postgres::NoTls;
 
@@ -184,33 +184,20 @@ async fn start_node(
         node_bin.display()
     );
     let port = free_port()?;
-    let mut command = Command::new(node_bin);
+    let mut command = region_node_command(&node_bin, "bench", database_url, port);
     command
-        .env("LEDGER_REGION", "bench")
-        .env("LEDGER_DATABASE_URL", database_url)
-        .env("LEDGER_LISTEN", format!("127.0.0.1:{port}"))
         .env("LEDGER_DB_POOL_SIZE", clients.to_string())
         .env("LEDGER_LOG", "warn");
-    let mut node = ChildGuard::spawn(
+    let node = start_region_node(
         "region-node",
         command,
+        port,
         &dir.join("node.log"),
-        Signal::SIGTERM,
-    )?;
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let ready = wait_until(
         Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            let response = http.get(format!("{base}/readyz")).send().await.ok()?;
-            response.status().is_success().then_some(())
-        },
     )
-    .await;
-    node.ensure_running()?;
-    ready.context("node not ready")?;
-    Ok((node, base))
+    .await
+    .context("start region node")?;
+    Ok((node, format!("http://127.0.0.1:{port}")))
 }
 
 /// The id of bench account `n`: spread over the slots, computable inside pgbench.

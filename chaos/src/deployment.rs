@@ -6,13 +6,13 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use harness::dirs::{make_shared_dir, traversable_by_others};
+use harness::node::{region_node_command, start_region_node};
 use harness::process::{pid_alive, signal_group};
-use harness::{wait_until, ChildGuard, PgCluster, PgOptions};
+use harness::{PgCluster, PgOptions};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
@@ -164,42 +164,23 @@ async fn start_region(
         .context("create database")?;
     let pg_pid = pg.detach().context("PostgreSQL pid")?;
 
-    let mut command = Command::new(node_bin);
-    command
-        .env("LEDGER_REGION", name)
-        .env("LEDGER_DATABASE_URL", &database_url)
-        .env("LEDGER_LISTEN", format!("127.0.0.1:{api_port}"))
-        .process_group(i32::try_from(pg_pid).context("pid")?);
-    let mut node = ChildGuard::spawn(
-        format!("region-node {name}"),
+    let mut command = region_node_command(node_bin, name, &database_url, api_port);
+    command.process_group(i32::try_from(pg_pid).context("pid")?);
+    let started = start_region_node(
+        &format!("region-node {name}"),
         command,
+        api_port,
         &dir.join("node.log"),
-        Signal::SIGTERM,
-    )?;
-    let url = format!("http://127.0.0.1:{api_port}/readyz");
-    let http = reqwest::Client::new();
-    let ready = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
-        let exited = node.exited().is_some();
-        let request = http.get(&url).send();
-        async move {
-            if exited {
-                return Some(false);
-            }
-            request.await.ok()?.status().is_success().then_some(true)
-        }
-    })
+        Duration::from_secs(60),
+    )
     .await;
-    if let Err(error) = node.ensure_running() {
-        let _ = signal_group(pg_pid, Signal::SIGINT);
-        return Err(error.into());
-    }
-    if ready != Some(true) {
-        let _ = signal_group(pg_pid, Signal::SIGINT);
-        bail!(
-            "region node not ready within 60 s; see {}",
-            dir.join("node.log").display()
-        );
-    }
+    let node = match started {
+        Ok(node) => node,
+        Err(error) => {
+            let _ = signal_group(pg_pid, Signal::SIGINT);
+            return Err(error.into());
+        }
+    };
     let node_pid = node.detach().context("node pid")?;
     Ok(RegionState {
         name: name.to_owned(),

@@ -2,9 +2,9 @@
 //! writes, logging JSON with request ids, and draining to a clean exit on SIGTERM.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use harness::node::{region_node_command, start_region_node};
 use harness::{free_port, wait_until, ChildGuard, PgCluster, PgOptions, WorkDir};
 use nix::sys::signal::Signal;
 
@@ -16,35 +16,12 @@ async fn start_node(
     log: &Path,
 ) -> Result<(ChildGuard, String), Box<dyn std::error::Error>> {
     let port = free_port()?;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_region-node"));
-    command
-        .env("LEDGER_REGION", "ap-south")
-        .env("LEDGER_DATABASE_URL", database_url)
-        .env("LEDGER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("LEDGER_LOG", "info,region_node=debug");
-    let mut node = ChildGuard::spawn("region-node", command, log, Signal::SIGTERM)?;
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let ready = wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
-        let status = node.exited();
-        let request = http.get(format!("{base}/readyz")).send();
-        async move {
-            if status.is_some() {
-                return Some(false);
-            }
-            let response = request.await.ok()?;
-            response.status().is_success().then_some(true)
-        }
-    })
-    .await;
-    node.ensure_running()?;
-    assert_eq!(
-        ready,
-        Some(true),
-        "node not ready; log: {}",
-        std::fs::read_to_string(log)?
-    );
-    Ok((node, base))
+    let bin = Path::new(env!("CARGO_BIN_EXE_region-node"));
+    let mut command = region_node_command(bin, "ap-south", database_url, port);
+    command.env("LEDGER_LOG", "info,region_node=debug");
+    let node =
+        start_region_node("region-node", command, port, log, Duration::from_secs(30)).await?;
+    Ok((node, format!("http://127.0.0.1:{port}")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

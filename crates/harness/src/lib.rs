@@ -5,6 +5,7 @@
 //! Readiness is always polled against a deadline, never slept for.
 
 pub mod dirs;
+pub mod node;
 pub mod pg;
 pub mod process;
 pub mod wait;
