@@ -6,7 +6,6 @@ pub mod client;
 pub mod db;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -77,21 +76,6 @@ impl TestRegion {
 
     pub async fn db(&self) -> anyhow::Result<tokio_postgres::Client> {
         db::connect(&self.database_url).await
-    }
-
-    pub fn data_dir(&self) -> PathBuf {
-        self.pg.data_dir().to_owned()
-    }
-
-    /// Stops the node gracefully and returns how it ended.
-    pub async fn stop_node(&mut self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        if let Some(node) = self.node.take() {
-            node.await
-                .context("join node task")?
-                .context("node ended with an error")?;
-        }
-        Ok(())
     }
 }
 

@@ -33,15 +33,6 @@ impl WorkDir {
         })
     }
 
-    /// An existing or new directory that is kept (the local deployment's data).
-    pub fn keep(path: PathBuf) -> Result<Self, HarnessError> {
-        make_shared_dir(&path)?;
-        Ok(WorkDir {
-            path,
-            remove: false,
-        })
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }

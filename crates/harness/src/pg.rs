@@ -171,10 +171,6 @@ impl PgCluster {
         Ok(self.url(name))
     }
 
-    pub fn guard(&mut self) -> &mut ChildGuard {
-        &mut self.guard
-    }
-
     /// Fast shutdown (SIGINT), waiting for the server to exit.
     pub fn stop(&mut self) -> Option<String> {
         self.guard.stop()

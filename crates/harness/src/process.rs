@@ -104,11 +104,6 @@ impl ChildGuard {
         self.stop_with(self.stop_signal, STOP_GRACE)
     }
 
-    /// Kills the process at once (SIGKILL) and reaps it.
-    pub fn kill(&mut self) -> Option<String> {
-        self.stop_with(Signal::SIGKILL, STOP_GRACE)
-    }
-
     fn stop_with(&mut self, first: Signal, grace: Duration) -> Option<String> {
         let mut child = self.child.take()?;
         if let Ok(Some(status)) = child.try_wait() {
