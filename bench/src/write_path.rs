@@ -108,13 +108,9 @@ async fn main() -> anyhow::Result<()> {
         max_connections: u32::try_from(args.clients * 2 + 20).context("clients")?,
         ..PgOptions::default()
     };
-    let mut pg = PgCluster::start(dir.path(), &options)
+    let (mut pg, database_url) = PgCluster::start_with_database(dir.path(), &options, "ledger")
         .await
         .context("start PostgreSQL")?;
-    let database_url = pg
-        .create_database("ledger")
-        .await
-        .context("create database")?;
     let (node, base) = start_node(&bin_dir, &database_url, args.clients, dir.path()).await?;
     seed_accounts(&database_url, args.accounts)
         .await

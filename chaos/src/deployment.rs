@@ -155,13 +155,9 @@ async fn start_region(
         own_process_group: true,
         ..PgOptions::default()
     };
-    let pg = PgCluster::start(dir, &options)
+    let (pg, database_url) = PgCluster::start_with_database(dir, &options, "ledger")
         .await
         .context("start PostgreSQL")?;
-    let database_url = pg
-        .create_database("ledger")
-        .await
-        .context("create database")?;
     let pg_pid = pg.detach().context("PostgreSQL pid")?;
 
     let mut command = region_node_command(node_bin, name, &database_url, api_port);

@@ -43,13 +43,10 @@ impl TestRegion {
     ) -> anyhow::Result<Self> {
         init_test_logging();
         let dir = WorkDir::temp(label).context("make test dir")?;
-        let pg = PgCluster::start(dir.path(), &PgOptions::default())
-            .await
-            .context("start postgres")?;
-        let database_url = pg
-            .create_database("ledger")
-            .await
-            .context("create database")?;
+        let (pg, database_url) =
+            PgCluster::start_with_database(dir.path(), &PgOptions::default(), "ledger")
+                .await
+                .context("start postgres")?;
         let mut config = NodeConfig::new(REGION, database_url.clone());
         config.shutdown_grace_ms = 2_000;
         adjust(&mut config);

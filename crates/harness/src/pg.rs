@@ -109,6 +109,17 @@ impl PgCluster {
         }))
     }
 
+    /// [`PgCluster::start`], then creates `database`; returns the cluster and its URL.
+    pub async fn start_with_database(
+        dir: &Path,
+        options: &PgOptions,
+        database: &str,
+    ) -> Result<(Self, String), HarnessError> {
+        let cluster = Self::start(dir, options).await?;
+        let url = cluster.create_database(database).await?;
+        Ok((cluster, url))
+    }
+
     async fn wait_ready(&mut self) -> Result<(), HarnessError> {
         let url = self.url("postgres");
         let mut exited = None;
