@@ -47,7 +47,6 @@ impl Default for PgOptions {
 pub struct PgCluster {
     guard: ChildGuard,
     port: u16,
-    data_dir: PathBuf,
 }
 
 impl PgCluster {
@@ -85,11 +84,7 @@ impl PgCluster {
             }
             let guard =
                 ChildGuard::spawn(format!("postgres :{port}"), command, &log, Signal::SIGINT)?;
-            let mut cluster = PgCluster {
-                guard,
-                port,
-                data_dir: data_dir.clone(),
-            };
+            let mut cluster = PgCluster { guard, port };
             match cluster.wait_ready().await {
                 Ok(()) => return Ok(cluster),
                 Err(e) => {
@@ -154,10 +149,6 @@ impl PgCluster {
 
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
     }
 
     pub fn url(&self, database: &str) -> String {

@@ -143,13 +143,13 @@ pub async fn get_account(
     )
 )]
 pub async fn deposit(
-    state: State<AppState>,
-    ctx: Extension<RequestContext>,
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
     Path(id): Path<String>,
-    key: IdempotencyKey,
-    body: JsonBody<AmountRequest>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(request): JsonBody<AmountRequest>,
 ) -> Result<Response, ApiError> {
-    post_entry(state, ctx, EntryKind::Deposit, &id, key, body).await
+    post_entry(&state, &ctx, EntryKind::Deposit, &id, key, request).await
 }
 
 #[utoipa::path(
@@ -165,22 +165,22 @@ pub async fn deposit(
     )
 )]
 pub async fn withdraw(
-    state: State<AppState>,
-    ctx: Extension<RequestContext>,
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
     Path(id): Path<String>,
-    key: IdempotencyKey,
-    body: JsonBody<AmountRequest>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(request): JsonBody<AmountRequest>,
 ) -> Result<Response, ApiError> {
-    post_entry(state, ctx, EntryKind::Withdrawal, &id, key, body).await
+    post_entry(&state, &ctx, EntryKind::Withdrawal, &id, key, request).await
 }
 
 async fn post_entry(
-    State(state): State<AppState>,
-    Extension(ctx): Extension<RequestContext>,
+    state: &AppState,
+    ctx: &RequestContext,
     kind: EntryKind,
     id: &str,
-    IdempotencyKey(key): IdempotencyKey,
-    JsonBody(request): JsonBody<AmountRequest>,
+    key: String,
+    request: AmountRequest,
 ) -> Result<Response, ApiError> {
     let id = extract::account_id(id, state.ownership.slot_count())?;
     let amount = parse_amount(&request.amount)?;
@@ -192,7 +192,7 @@ async fn post_entry(
     let write = state.write_context(
         key,
         fingerprint(&(kind.as_str(), id, amount.normalize(), &request.reference)),
-        &ctx,
+        ctx,
     );
     let result = state
         .store
@@ -248,10 +248,11 @@ pub async fn ledger_page(
                 )
             })?,
     };
-    if state.store.account(id).await?.is_none() {
+    let mut entries = state.store.ledger_page(id, after_seq, limit + 1).await?;
+    // Only an empty page needs to tell "no such account" from "no more entries".
+    if entries.is_empty() && state.store.account(id).await?.is_none() {
         return Err(extract::not_found(id));
     }
-    let mut entries = state.store.ledger_page(id, after_seq, limit + 1).await?;
     let next_cursor = if entries.len() > limit as usize {
         entries.truncate(limit as usize);
         entries.last().map(|e| entry_seq(e).to_string())
