@@ -12,8 +12,8 @@ pub mod http;
 pub mod metrics;
 pub mod ownership;
 pub mod store;
-pub mod supervisor;
-pub mod telemetry;
+
+pub use service_kit::{supervisor, telemetry};
 
 use std::sync::Arc;
 use std::time::Duration;

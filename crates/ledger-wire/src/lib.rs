@@ -7,6 +7,7 @@
 pub mod account_id;
 pub mod api;
 pub mod money;
+pub mod ownership;
 pub mod problem;
 pub mod timestamp;
 

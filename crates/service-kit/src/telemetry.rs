@@ -1,4 +1,4 @@
-//! Logging set-up for the node's binary: structured JSON (or human text) with the
+//! Logging set-up for a service binary: structured JSON (or human text) with the
 //! request id and trace id of the surrounding request span.
 
 use tracing_subscriber::EnvFilter;

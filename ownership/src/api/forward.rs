@@ -1,0 +1,90 @@
+//! Forwarding a client request from a follower to the leader, once.
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use openraft::error::ForwardToLeader;
+use openraft::BasicNode;
+
+use super::{ApiError, AppState, HEADER_FORWARDED_BY};
+use crate::types::NodeId;
+
+/// The parts of a request needed to send it again to another voter.
+pub struct Replayable {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends `request` to the leader named in `to` and relays its answer. A request that
+/// was already forwarded once is not forwarded again (two voters disagreeing about
+/// the leader means an election is under way; the client retries).
+pub async fn to_leader(
+    state: &AppState,
+    to: ForwardToLeader<NodeId, BasicNode>,
+    request: Replayable,
+) -> Response {
+    if request.headers.contains_key(HEADER_FORWARDED_BY) {
+        return ApiError::unavailable(
+            "no_leader",
+            "forwarded to a voter that is not the leader either; an election is probably under way",
+        )
+        .into_response();
+    }
+    let (Some(leader_id), Some(leader)) = (to.leader_id, to.leader_node) else {
+        return ApiError::unavailable(
+            "no_leader",
+            "no leader known: an election is under way or this voter is cut off from the majority",
+        )
+        .into_response();
+    };
+    let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut outgoing = state
+        .forward_http
+        .request(request.method, format!("http://{}{path}", leader.addr))
+        .header(HEADER_FORWARDED_BY, state.node_id.to_string())
+        .header("content-type", "application/json")
+        .body(request.body);
+    for name in [
+        ledger_wire::HEADER_REQUEST_ID,
+        ledger_wire::HEADER_TRACEPARENT,
+    ] {
+        if let Some(value) = request.headers.get(name) {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    match outgoing.send().await {
+        Ok(answer) => {
+            let status = answer.status();
+            let mut headers = HeaderMap::new();
+            for name in ["content-type", "retry-after"] {
+                if let Some(value) = answer.headers().get(name) {
+                    headers.insert(name, value.clone());
+                }
+            }
+            match answer.bytes().await {
+                Ok(body) => (status, headers, body).into_response(),
+                Err(e) => ApiError::unavailable(
+                    "leader_unreachable",
+                    format!("reading the answer of leader {leader_id} at {} failed: {e}", leader.addr),
+                )
+                .into_response(),
+            }
+        }
+        Err(e) if e.is_connect() => ApiError::unavailable(
+            "leader_unreachable",
+            format!("leader {leader_id} at {} is unreachable: {e}", leader.addr),
+        )
+        .into_response(),
+        // The leader may have got the request: say so rather than inviting a blind retry.
+        Err(e) => ApiError::unavailable(
+            "outcome_unknown",
+            format!(
+                "no answer from leader {leader_id} at {} ({e}); the command may have been applied, read the map before retrying",
+                leader.addr
+            ),
+        )
+        .into_response(),
+    }
+}

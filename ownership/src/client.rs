@@ -1,0 +1,313 @@
+//! The client library for the ownership service, used by region nodes, the failover
+//! tool and tests.
+//!
+//! It knows every voter's address and tries them in turn, starting with the one
+//! that answered last. It moves on to the next voter only when the request surely
+//! did not take effect (connection refused, no leader known, leader unreachable);
+//! when the outcome is unknown (a commit timed out) it says so instead of retrying.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ledger_wire::ownership::{
+    ChangeRecord, ClusterStatus, Command, CommandRequest, LeaseGrant, Outcome, OwnershipMap,
+    RegionSpec, RegionStatus, RejectCode, SlotAtEpoch, WatchReply,
+};
+use ledger_wire::AccountId;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Error codes after which another voter may be asked: the request was not applied.
+const RETRYABLE_CODES: [&str; 3] = ["no_leader", "leader_unreachable", "no_quorum"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no voter could serve the request: {0}")]
+    Unavailable(String),
+    #[error("the command's outcome is unknown: {0}")]
+    OutcomeUnknown(String),
+    #[error("refused ({code:?}): {message}")]
+    Rejected { code: RejectCode, message: String },
+    #[error("voter answered {status}: {message}")]
+    Http { status: u16, message: String },
+    #[error("unexpected answer: {0}")]
+    Decode(String),
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+}
+
+#[derive(Debug)]
+pub struct OwnershipClient {
+    voters: Vec<String>,
+    actor: String,
+    http: reqwest::Client,
+    preferred: AtomicUsize,
+}
+
+impl OwnershipClient {
+    /// `voters` are `host:port` addresses; `actor` names the caller in the history.
+    pub fn new(voters: Vec<String>, actor: impl Into<String>) -> Result<Self, ClientError> {
+        if voters.is_empty() {
+            return Err(ClientError::Config("no voter addresses given".into()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(OwnershipClient {
+            voters,
+            actor: actor.into(),
+            http,
+            preferred: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn voters(&self) -> &[String] {
+        &self.voters
+    }
+
+    /// Sends one request, trying each voter at most once, and decodes a 2xx body.
+    /// 409/422 bodies are decoded too (they carry a refused [`Outcome`]).
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + Sync)>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut last_error = String::new();
+        for attempt in 0..self.voters.len() {
+            let index = (first + attempt) % self.voters.len();
+            let url = format!("http://{}{path}", self.voters[index]);
+            let mut request = self.http.request(method.clone(), &url).timeout(timeout);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) if e.is_connect() => {
+                    last_error = format!("{}: {e}", self.voters[index]);
+                    continue;
+                }
+                Err(e) if e.is_timeout() && method == Method::GET => {
+                    last_error = format!("{}: {e}", self.voters[index]);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(ClientError::OutcomeUnknown(format!(
+                        "{}: {e}",
+                        self.voters[index]
+                    )))
+                }
+            };
+            let status = response.status();
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| ClientError::Decode(e.to_string()))?;
+            if status.is_success()
+                || status == StatusCode::CONFLICT
+                || status == StatusCode::UNPROCESSABLE_ENTITY
+            {
+                self.preferred.store(index, Ordering::Relaxed);
+                return serde_json::from_slice(&bytes).map_err(|e| {
+                    ClientError::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes)))
+                });
+            }
+            let error: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+            match error {
+                Some(error) if RETRYABLE_CODES.contains(&error.code.as_str()) => {
+                    last_error = format!("{}: {}", self.voters[index], error.message);
+                }
+                Some(error) if status == StatusCode::SERVICE_UNAVAILABLE => {
+                    return Err(ClientError::OutcomeUnknown(error.message))
+                }
+                Some(error) => {
+                    return Err(ClientError::Http {
+                        status: status.as_u16(),
+                        message: error.message,
+                    })
+                }
+                None => {
+                    return Err(ClientError::Http {
+                        status: status.as_u16(),
+                        message: String::from_utf8_lossy(&bytes).into_owned(),
+                    })
+                }
+            }
+        }
+        Err(ClientError::Unavailable(last_error))
+    }
+
+    /// Proposes a command; a refusal by the state machine comes back as
+    /// `Ok(Outcome::Rejected)`.
+    pub async fn command(&self, command: Command, reason: &str) -> Result<Outcome, ClientError> {
+        let request = CommandRequest {
+            actor: self.actor.clone(),
+            reason: reason.to_owned(),
+            command,
+        };
+        self.send(
+            Method::POST,
+            "/v1/commands",
+            Some(&request),
+            Duration::from_secs(10),
+        )
+        .await
+    }
+
+    /// Like [`command`](Self::command), with a refusal turned into an error.
+    pub async fn apply(&self, command: Command, reason: &str) -> Result<Outcome, ClientError> {
+        match self.command(command, reason).await? {
+            Outcome::Rejected { code, message } => Err(ClientError::Rejected { code, message }),
+            outcome => Ok(outcome),
+        }
+    }
+
+    pub async fn init_cluster(
+        &self,
+        slot_count: u32,
+        lease_ttl_ms: u64,
+        regions: Vec<RegionSpec>,
+    ) -> Result<Outcome, ClientError> {
+        let command = Command::InitCluster {
+            slot_count,
+            lease_ttl_ms,
+            regions,
+        };
+        self.apply(command, "create the cluster").await
+    }
+
+    /// Renews `region`'s lease; the grant lists everything the region owns now.
+    pub async fn renew_lease(&self, region: &str) -> Result<LeaseGrant, ClientError> {
+        let command = Command::RenewLease {
+            region: region.to_owned(),
+        };
+        match self.apply(command, "").await? {
+            Outcome::Lease(grant) => Ok(grant),
+            other => Err(ClientError::Decode(format!(
+                "expected a lease, got {other:?}"
+            ))),
+        }
+    }
+
+    pub async fn freeze_slots(
+        &self,
+        slots: Vec<u32>,
+        frozen: bool,
+        reason: &str,
+    ) -> Result<Outcome, ClientError> {
+        self.apply(Command::FreezeSlots { slots, frozen }, reason)
+            .await
+    }
+
+    pub async fn transfer_slots(
+        &self,
+        slots: Vec<SlotAtEpoch>,
+        to: &str,
+        reason: &str,
+    ) -> Result<Outcome, ClientError> {
+        let command = Command::TransferSlots {
+            slots,
+            to: to.to_owned(),
+        };
+        self.apply(command, reason).await
+    }
+
+    pub async fn promote(
+        &self,
+        region: &str,
+        force: bool,
+        reason: &str,
+    ) -> Result<Outcome, ClientError> {
+        let command = Command::Promote {
+            region: region.to_owned(),
+            force,
+        };
+        self.apply(command, reason).await
+    }
+
+    pub async fn rehome_account(
+        &self,
+        account: AccountId,
+        to: &str,
+        expected_epoch: Option<u64>,
+        reason: &str,
+    ) -> Result<Outcome, ClientError> {
+        let command = Command::RehomeAccount {
+            account,
+            to: to.to_owned(),
+            expected_epoch,
+        };
+        self.apply(command, reason).await
+    }
+
+    pub async fn set_region(
+        &self,
+        region: &str,
+        weight: Option<u32>,
+        status: Option<RegionStatus>,
+        reason: &str,
+    ) -> Result<Outcome, ClientError> {
+        let command = Command::SetRegion {
+            region: region.to_owned(),
+            weight,
+            status,
+        };
+        self.apply(command, reason).await
+    }
+
+    /// The whole map, linearizable (no change committed before the call is missing).
+    pub async fn map(&self) -> Result<OwnershipMap, ClientError> {
+        self.send(Method::GET, "/v1/map", None::<&()>, Duration::from_secs(10))
+            .await
+    }
+
+    /// Ownership changes after `since`, oldest first, linearizable.
+    pub async fn history(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<ChangeRecord>, ClientError> {
+        let path = format!("/v1/history?since={since}&limit={limit}");
+        self.send(Method::GET, &path, None::<&()>, Duration::from_secs(10))
+            .await
+    }
+
+    /// Waits up to `wait` for changes after `since`.
+    pub async fn watch(&self, since: u64, wait: Duration) -> Result<WatchReply, ClientError> {
+        let path = format!("/v1/watch?since={since}&wait_ms={}", wait.as_millis());
+        self.send(
+            Method::GET,
+            &path,
+            None::<&()>,
+            wait + Duration::from_secs(5),
+        )
+        .await
+    }
+
+    /// One voter's view of the Raft cluster (not forwarded).
+    pub async fn cluster_status(&self, voter: &str) -> Result<ClusterStatus, ClientError> {
+        let url = format!("http://{voter}/v1/cluster");
+        let response = self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|e| ClientError::Unavailable(format!("{voter}: {e}")))?;
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}
