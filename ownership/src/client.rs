@@ -3,8 +3,10 @@
 //!
 //! It knows every voter's address and tries them in turn, starting with the one
 //! that answered last. It moves on to the next voter only when the request surely
-//! did not take effect (connection refused, no leader known, leader unreachable);
-//! when the outcome is unknown (a commit timed out) it says so instead of retrying.
+//! did not take effect (connection refused, no leader known, leader unreachable),
+//! and keeps going round the voters for a while (an election takes a second or
+//! two); when the outcome is unknown (a commit timed out) it says so instead of
+//! retrying.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,6 +22,9 @@ use serde::{Deserialize, Serialize};
 
 /// Error codes after which another voter may be asked: the request was not applied.
 const RETRYABLE_CODES: [&str; 3] = ["no_leader", "leader_unreachable", "no_quorum"];
+/// How long a request keeps going round the voters while none can serve it.
+const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(5);
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -49,6 +54,7 @@ pub struct OwnershipClient {
     actor: String,
     http: reqwest::Client,
     preferred: AtomicUsize,
+    retry_for: Duration,
 }
 
 impl OwnershipClient {
@@ -67,18 +73,48 @@ impl OwnershipClient {
             actor: actor.into(),
             http,
             preferred: AtomicUsize::new(0),
+            retry_for: DEFAULT_RETRY_FOR,
         })
+    }
+
+    /// How long to keep trying while no voter can serve (default 5 s; zero = one round).
+    pub fn with_retry_for(mut self, retry_for: Duration) -> Self {
+        self.retry_for = retry_for;
+        self
     }
 
     pub fn voters(&self) -> &[String] {
         &self.voters
     }
 
-    /// Sends one request, trying each voter at most once, and decodes a 2xx body.
-    /// 409/422 bodies are decoded too (they carry a refused [`Outcome`]).
+    /// Sends one request, going round the voters until one serves it or `retry_for`
+    /// has passed, and decodes a 2xx body. 409/422 bodies are decoded too (they carry
+    /// a refused [`Outcome`]).
     async fn send<T: DeserializeOwned>(
         &self,
         method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + Sync)>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.retry_for;
+        loop {
+            match self.send_round(&method, path, body, timeout).await {
+                Err(ClientError::Unavailable(reason)) => {
+                    if tokio::time::Instant::now() + RETRY_PAUSE > deadline {
+                        return Err(ClientError::Unavailable(reason));
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Tries each voter at most once.
+    async fn send_round<T: DeserializeOwned>(
+        &self,
+        method: &Method,
         path: &str,
         body: Option<&(impl Serialize + Sync)>,
         timeout: Duration,
@@ -98,7 +134,7 @@ impl OwnershipClient {
                     last_error = format!("{}: {e}", self.voters[index]);
                     continue;
                 }
-                Err(e) if e.is_timeout() && method == Method::GET => {
+                Err(e) if e.is_timeout() && *method == Method::GET => {
                     last_error = format!("{}: {e}", self.voters[index]);
                     continue;
                 }

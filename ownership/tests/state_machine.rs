@@ -246,17 +246,32 @@ fn at(state: &mut OwnershipState, at_ms: i64, command: Command) -> Outcome {
 #[test]
 fn lease_lifecycle_gates_promote() {
     let mut state = initialised();
-    let renew = Command::RenewLease { region: "eu".into() };
-    let promote = Command::Promote { region: "eu".into(), force: false };
-    assert!(matches!(at(&mut state, 100, renew.clone()), Outcome::Lease(_)));
+    let renew = Command::RenewLease {
+        region: "eu".into(),
+    };
+    let promote = Command::Promote {
+        region: "eu".into(),
+        force: false,
+    };
+    assert!(matches!(
+        at(&mut state, 100, renew.clone()),
+        Outcome::Lease(_)
+    ));
     // Renewals keep the region live.
     assert!(matches!(at(&mut state, 900, renew), Outcome::Lease(_)));
     assert!(matches!(
         at(&mut state, 1_800, promote.clone()),
-        Outcome::Rejected { code: RejectCode::LeaseLive, .. }
+        Outcome::Rejected {
+            code: RejectCode::LeaseLive,
+            ..
+        }
     ));
     // The lease ran out at 900 + ttl: promote is allowed and spreads eu's slots.
-    let Outcome::Applied { change: Some(change), .. } = at(&mut state, 1_901, promote) else {
+    let Outcome::Applied {
+        change: Some(change),
+        ..
+    } = at(&mut state, 1_901, promote)
+    else {
         panic!("promote after expiry refused");
     };
     assert_eq!(change.moves.len(), 6);
@@ -264,7 +279,13 @@ fn lease_lifecycle_gates_promote() {
     assert_eq!(counts.slot_counts().get("eu"), Some(&0));
     assert_eq!(counts.slot_counts().get("us"), Some(&8));
     // The deposed region may still renew and learns it owns nothing.
-    let Outcome::Lease(grant) = at(&mut state, 2_000, Command::RenewLease { region: "eu".into() }) else {
+    let Outcome::Lease(grant) = at(
+        &mut state,
+        2_000,
+        Command::RenewLease {
+            region: "eu".into(),
+        },
+    ) else {
         panic!("renewal refused");
     };
     assert!(grant.slots.is_empty());
@@ -273,11 +294,32 @@ fn lease_lifecycle_gates_promote() {
 #[test]
 fn forced_promote_is_recorded_as_forced() {
     let mut state = initialised();
-    at(&mut state, 0, Command::RenewLease { region: "us".into() });
-    let Outcome::Applied { change: Some(change), .. } =
-        at(&mut state, 10, Command::Promote { region: "us".into(), force: true })
+    at(
+        &mut state,
+        0,
+        Command::RenewLease {
+            region: "us".into(),
+        },
+    );
+    let Outcome::Applied {
+        change: Some(change),
+        ..
+    } = at(
+        &mut state,
+        10,
+        Command::Promote {
+            region: "us".into(),
+            force: true,
+        },
+    )
     else {
         panic!("forced promote refused");
     };
-    assert_eq!(change.kind, ChangeKind::Promote { region: "us".into(), forced: true });
+    assert_eq!(
+        change.kind,
+        ChangeKind::Promote {
+            region: "us".into(),
+            forced: true
+        }
+    );
 }

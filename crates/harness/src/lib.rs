@@ -8,11 +8,13 @@ pub mod dirs;
 pub mod node;
 pub mod pg;
 pub mod process;
+pub mod voters;
 pub mod wait;
 
 pub use dirs::WorkDir;
 pub use pg::{PgCluster, PgOptions};
 pub use process::{free_port, ChildGuard};
+pub use voters::{VoterCluster, VoterTiming};
 pub use wait::wait_until;
 
 use std::path::PathBuf;
