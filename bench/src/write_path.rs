@@ -75,13 +75,7 @@ impl Figures {
     }
 
     fn percentile_ms(&self, p: f64) -> f64 {
-        let mut sorted = self.latencies_us.clone();
-        sorted.sort_unstable();
-        if sorted.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-        sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
+        ledger_bench::percentile_ms(&self.latencies_us, p)
     }
 }
 

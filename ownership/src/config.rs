@@ -56,11 +56,11 @@ pub struct VoterConfig {
     pub heartbeat_ms: u64,
 
     /// Lower bound of the randomised election timeout.
-    #[arg(long, env = "OWNERSHIP_ELECTION_MIN_MS", default_value_t = 500)]
+    #[arg(long, env = "OWNERSHIP_ELECTION_MIN_MS", default_value_t = 300)]
     pub election_min_ms: u64,
 
     /// Upper bound of the randomised election timeout.
-    #[arg(long, env = "OWNERSHIP_ELECTION_MAX_MS", default_value_t = 1000)]
+    #[arg(long, env = "OWNERSHIP_ELECTION_MAX_MS", default_value_t = 600)]
     pub election_max_ms: u64,
 
     /// Build a snapshot (and purge the log before it) after this many new entries.

@@ -379,3 +379,60 @@ async fn whole_cluster_restart_keeps_map_and_history() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voters_can_be_removed_and_added_back() -> TestResult {
+    let dir = WorkDir::temp("ownership-membership")?;
+    let (cluster, client) = start(&dir, VoterTiming::default()).await?;
+    let http = reqwest::Client::new();
+    let leader = cluster
+        .wait_leader(&[0, 1, 2], Duration::from_secs(5))
+        .await?;
+    let leaving = cluster
+        .voters
+        .iter()
+        .find(|v| v.id != leader)
+        .ok_or("no follower")?;
+    let (leaving_id, leaving_addr) = (leaving.id, leaving.addr());
+    // Ask a voter other than the leader: the change is forwarded.
+    let asked = cluster
+        .voters
+        .iter()
+        .find(|v| v.id != leader && v.id != leaving_id)
+        .ok_or("no voter")?;
+
+    let removed: serde_json::Value = http
+        .delete(format!("http://{}/v1/voters/{leaving_id}", asked.addr()))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let voters = removed["voters"].as_object().ok_or("no voters in answer")?;
+    assert_eq!(voters.len(), 2);
+    assert!(!voters.contains_key(&leaving_id.to_string()));
+    client
+        .rehome_account(account(5), "us-east", None, "two voters")
+        .await?;
+
+    let added: serde_json::Value = http
+        .post(format!("http://{}/v1/voters", asked.addr()))
+        .json(&serde_json::json!({ "node_id": leaving_id, "addr": leaving_addr }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(added["voters"].as_object().map(|v| v.len()), Some(3));
+    client
+        .rehome_account(account(6), "ap-south", None, "three voters again")
+        .await?;
+    let expected = client.map().await?;
+    let caught_up = wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
+        let (addr, expected) = (leaving_addr.clone(), expected.clone());
+        async move { (local_map(&addr).await? == expected).then_some(()) }
+    })
+    .await;
+    assert!(caught_up.is_some(), "re-added voter did not catch up");
+    Ok(())
+}

@@ -25,8 +25,8 @@ impl Default for VoterTiming {
     fn default() -> Self {
         VoterTiming {
             heartbeat_ms: 100,
-            election_min_ms: 500,
-            election_max_ms: 1000,
+            election_min_ms: 300,
+            election_max_ms: 600,
             snapshot_every: 5000,
             commit_timeout_ms: 3000,
         }
