@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 
 use ledger_wire::ownership::{
-    AccountGrant, AccountOwner, ChangeKind, ChangeRecord, Command, LeaseGrant, Move, Outcome,
-    OwnershipMap, RegionInfo, RegionSpec, RegionStatus, RejectCode, SlotAtEpoch, SlotGrant,
-    SlotOwner, Target,
+    merge_slot_runs, AccountGrant, AccountOwner, ChangeKind, ChangeRecord, Command, LeaseGrant,
+    Move, Outcome, OwnershipMap, RegionInfo, RegionSpec, RegionStatus, RejectCode, SlotAtEpoch,
+    SlotGrant, SlotOwner, Target,
 };
 use ledger_wire::{AccountId, MAX_SLOTS};
 use serde::{Deserialize, Serialize};
@@ -157,6 +157,7 @@ impl OwnershipState {
         regions: Vec<RegionInfo>,
     ) -> Outcome {
         self.version += 1;
+        let moves = merge_slot_runs(moves);
         let record = ChangeRecord {
             version: self.version,
             epoch: self.epoch,
@@ -240,7 +241,10 @@ impl OwnershipState {
                     frozen: false,
                 });
                 moves.push(Move {
-                    target: Target::Slot(slot),
+                    target: Target::Slots {
+                        first: slot,
+                        last: slot,
+                    },
                     from: None,
                     to: spec.name.clone(),
                     epoch,
@@ -284,17 +288,28 @@ impl OwnershipState {
         if info.status != RegionStatus::Down {
             info.lease_expires_at_ms = Some(now.saturating_add(ttl as i64));
         }
-        let slots = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, owner)| owner.region == region)
-            .map(|(slot, owner)| SlotGrant {
-                slot: slot as u32,
-                epoch: owner.epoch,
-                frozen: owner.frozen,
-            })
-            .collect();
+        let mut slots: Vec<SlotGrant> = Vec::new();
+        for (slot, owner) in self.slots.iter().enumerate() {
+            if owner.region != region {
+                continue;
+            }
+            let slot = slot as u32;
+            match slots.last_mut() {
+                Some(run)
+                    if run.last + 1 == slot
+                        && run.epoch == owner.epoch
+                        && run.frozen == owner.frozen =>
+                {
+                    run.last = slot;
+                }
+                _ => slots.push(SlotGrant {
+                    first: slot,
+                    last: slot,
+                    epoch: owner.epoch,
+                    frozen: owner.frozen,
+                }),
+            }
+        }
         let mut accounts = Vec::new();
         let mut accounts_away = Vec::new();
         for (account, owner) in &self.overrides {
@@ -333,7 +348,10 @@ impl OwnershipState {
             if owner.frozen != frozen {
                 owner.frozen = frozen;
                 moves.push(Move {
-                    target: Target::Slot(*slot),
+                    target: Target::Slots {
+                        first: *slot,
+                        last: *slot,
+                    },
                     from: Some(owner.region.clone()),
                     to: owner.region.clone(),
                     epoch: owner.epoch,
@@ -397,7 +415,10 @@ impl OwnershipState {
             },
         );
         Move {
-            target: Target::Slot(index as u32),
+            target: Target::Slots {
+                first: index as u32,
+                last: index as u32,
+            },
             from: Some(previous.region),
             to: to.to_owned(),
             epoch,

@@ -108,17 +108,19 @@ impl OwnershipMap {
         }
         for step in &change.moves {
             match step.target {
-                Target::Slot(slot) => {
-                    let owner = SlotOwner {
-                        region: step.to.clone(),
-                        epoch: step.epoch,
-                        frozen: step.frozen,
-                    };
-                    let index = slot as usize;
-                    if index < self.slots.len() {
-                        self.slots[index] = owner;
-                    } else if index == self.slots.len() {
-                        self.slots.push(owner);
+                Target::Slots { first, last } => {
+                    for slot in first..=last {
+                        let owner = SlotOwner {
+                            region: step.to.clone(),
+                            epoch: step.epoch,
+                            frozen: step.frozen,
+                        };
+                        let index = slot as usize;
+                        if index < self.slots.len() {
+                            self.slots[index] = owner;
+                        } else if index == self.slots.len() {
+                            self.slots.push(owner);
+                        }
                     }
                 }
                 Target::Account(account) => {
@@ -246,6 +248,7 @@ pub struct LeaseGrant {
     pub map_version: u64,
     pub ttl_ms: u64,
     pub granted_at_ms: i64,
+    /// The region's slots as runs of consecutive slots with one epoch and state.
     pub slots: Vec<SlotGrant>,
     /// Accounts homed here by override.
     pub accounts: Vec<AccountGrant>,
@@ -253,9 +256,11 @@ pub struct LeaseGrant {
     pub accounts_away: Vec<AccountId>,
 }
 
+/// A run of consecutive slots granted at one epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotGrant {
-    pub slot: u32,
+    pub first: u32,
+    pub last: u32,
     pub epoch: u64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub frozen: bool,
@@ -279,6 +284,47 @@ pub enum ChangeKind {
     Region,
 }
 
+impl LeaseGrant {
+    /// Every granted slot, one by one.
+    pub fn slot_numbers(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots.iter().flat_map(|run| run.first..=run.last)
+    }
+}
+
+impl Move {
+    /// Whether `next` continues this move's slot run (same owners, epoch and state).
+    fn continued_by(&self, next: &Move) -> bool {
+        match (self.target, next.target) {
+            (Target::Slots { last, .. }, Target::Slots { first, .. }) => {
+                first == last + 1
+                    && self.from == next.from
+                    && self.to == next.to
+                    && self.epoch == next.epoch
+                    && self.frozen == next.frozen
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Merges consecutive single-slot moves into runs, keeping order.
+pub fn merge_slot_runs(moves: Vec<Move>) -> Vec<Move> {
+    let mut merged: Vec<Move> = Vec::with_capacity(moves.len());
+    for step in moves {
+        match merged.last_mut() {
+            Some(previous) if previous.continued_by(&step) => {
+                if let (Target::Slots { last, .. }, Target::Slots { last: new_last, .. }) =
+                    (&mut previous.target, step.target)
+                {
+                    *last = new_last;
+                }
+            }
+            _ => merged.push(step),
+        }
+    }
+    merged
+}
+
 impl ChangeKind {
     /// Short stable name, for metrics and logs.
     pub fn name(&self) -> &'static str {
@@ -297,11 +343,15 @@ impl ChangeKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
-    Slot(u32),
+    /// Slots `first..=last`.
+    Slots {
+        first: u32,
+        last: u32,
+    },
     Account(AccountId),
 }
 
-/// One slot or account's new owner within a change.
+/// The new owner of a run of slots, or of one account, within a change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Move {
     pub target: Target,
