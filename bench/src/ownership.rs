@@ -48,6 +48,16 @@ struct Args {
     election_max_ms: u64,
 }
 
+fn region_specs() -> Vec<RegionSpec> {
+    REGIONS
+        .iter()
+        .map(|name| RegionSpec {
+            name: (*name).into(),
+            weight: 1,
+        })
+        .collect()
+}
+
 fn account(n: usize, slots: u32) -> anyhow::Result<AccountId> {
     Ok(AccountId::new((n % slots as usize) as u16, n as u64)?)
 }
@@ -76,13 +86,7 @@ async fn main() -> anyhow::Result<()> {
         .wait_leader(&[0, 1, 2], Duration::from_secs(20))
         .await?;
     let client = Arc::new(OwnershipClient::new(cluster.addrs(), "bench")?);
-    let regions = REGIONS
-        .iter()
-        .map(|name| RegionSpec {
-            name: (*name).into(),
-            weight: 1,
-        })
-        .collect();
+    let regions = region_specs();
     client
         .init_cluster(args.slots, 3_000, regions)
         .await
@@ -264,13 +268,7 @@ fn state_size(args: &Args) -> anyhow::Result<()> {
             command,
         })
     };
-    let regions = REGIONS
-        .iter()
-        .map(|name| RegionSpec {
-            name: (*name).into(),
-            weight: 1,
-        })
-        .collect();
+    let regions = region_specs();
     propose(
         &mut state,
         Command::InitCluster {

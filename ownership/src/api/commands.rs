@@ -3,9 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ledger_wire::ownership::{CommandRequest, Outcome, RejectCode};
@@ -20,14 +19,8 @@ use crate::types::NodeId;
 
 /// `POST /v1/commands`: a [`CommandRequest`] in, an [`Outcome`] out (200 applied,
 /// 409 refused by the state machine, 422 invalid argument, 503 not committed).
-pub async fn command(
-    State(state): State<AppState>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request: CommandRequest = match serde_json::from_slice(&body) {
+pub async fn command(State(state): State<AppState>, replayable: Replayable) -> Response {
+    let request: CommandRequest = match serde_json::from_slice(&replayable.body) {
         Ok(request) => request,
         Err(e) => return ApiError::bad_request(format!("invalid command: {e}")).into_response(),
     };
@@ -48,13 +41,7 @@ pub async fn command(
         Err(_) => not_committed(&state).into_response(),
         Ok(Ok(reply)) => outcome_response(reply.data),
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))) => {
-            let request = Replayable {
-                method,
-                uri,
-                headers,
-                body,
-            };
-            forward::to_leader(&state, to, request).await
+            forward::to_leader(&state, to, replayable).await
         }
         Ok(Err(e)) => raft_failed(e).into_response(),
     }
@@ -112,22 +99,10 @@ pub struct Voters {
 
 /// `POST /v1/voters`: adds a voter (first as a learner, so it catches up before it
 /// counts towards the quorum).
-pub async fn add_voter(
-    State(state): State<AppState>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let add: AddVoter = match serde_json::from_slice(&body) {
+pub async fn add_voter(State(state): State<AppState>, request: Replayable) -> Response {
+    let add: AddVoter = match serde_json::from_slice(&request.body) {
         Ok(add) => add,
         Err(e) => return ApiError::bad_request(format!("invalid voter: {e}")).into_response(),
-    };
-    let request = Replayable {
-        method,
-        uri,
-        headers,
-        body,
     };
     let learner = state
         .raft
@@ -152,16 +127,8 @@ pub async fn add_voter(
 pub async fn remove_voter(
     State(state): State<AppState>,
     Path(id): Path<NodeId>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    request: Replayable,
 ) -> Response {
-    let request = Replayable {
-        method,
-        uri,
-        headers,
-        body: Bytes::new(),
-    };
     change_voters(
         &state,
         ChangeMembers::RemoveVoters(BTreeSet::from([id])),

@@ -1,6 +1,7 @@
 //! Forwarding a client request from a follower to the leader, once.
 
 use axum::body::Bytes;
+use axum::extract::{FromRequest, OriginalUri, Request};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use openraft::error::ForwardToLeader;
@@ -9,12 +10,35 @@ use openraft::BasicNode;
 use super::{ApiError, AppState, HEADER_FORWARDED_BY};
 use crate::types::NodeId;
 
-/// The parts of a request needed to send it again to another voter.
+/// The parts of a request needed to send it again to another voter (an extractor:
+/// handlers that may forward take the request in this form, body included).
 pub struct Replayable {
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
     pub body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Replayable {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let uri = request
+            .extensions()
+            .get::<OriginalUri>()
+            .map_or_else(|| request.uri().clone(), |original| original.0.clone());
+        let method = request.method().clone();
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Replayable {
+            method,
+            uri,
+            headers,
+            body,
+        })
+    }
 }
 
 /// Sends `request` to the leader named in `to` and relays its answer. A request that

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, Query, State};
-use axum::http::{HeaderMap, Method};
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ledger_wire::ownership::WatchReply;
@@ -62,17 +60,9 @@ async fn linearize(state: &AppState, request: Replayable) -> Option<Response> {
 pub async fn map(
     State(state): State<AppState>,
     Query(params): Query<ReadParams>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    request: Replayable,
 ) -> Response {
     if params.consistency.as_deref() != Some("local") {
-        let request = Replayable {
-            method,
-            uri,
-            headers,
-            body: Bytes::new(),
-        };
         if let Some(elsewhere) = linearize(&state, request).await {
             return elsewhere;
         }
@@ -97,20 +87,12 @@ fn default_history_limit() -> usize {
 pub async fn history(
     State(state): State<AppState>,
     Query(params): Query<HistoryParams>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    request: Replayable,
 ) -> Response {
     if params.limit == 0 || params.limit > MAX_HISTORY_PAGE {
         return ApiError::bad_request(format!("limit must be 1..={MAX_HISTORY_PAGE}"))
             .into_response();
     }
-    let request = Replayable {
-        method,
-        uri,
-        headers,
-        body: Bytes::new(),
-    };
     if let Some(elsewhere) = linearize(&state, request).await {
         return elsewhere;
     }
