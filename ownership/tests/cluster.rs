@@ -391,7 +391,7 @@ async fn whole_cluster_restart_keeps_map_and_history() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voters_can_be_removed_and_added_back() -> TestResult {
     let dir = WorkDir::temp("ownership-membership")?;
-    let (cluster, client) = start(&dir, VoterTiming::default()).await?;
+    let (mut cluster, client) = start(&dir, VoterTiming::default()).await?;
     let http = reqwest::Client::new();
     let leader = cluster
         .wait_leader(&[0, 1, 2], Duration::from_secs(5))
@@ -442,5 +442,10 @@ async fn voters_can_be_removed_and_added_back() -> TestResult {
     })
     .await;
     assert!(caught_up.is_some(), "re-added voter did not catch up");
+
+    // SIGTERM drains and exits cleanly.
+    for i in 0..3 {
+        assert_eq!(cluster.stop(i).as_deref(), Some("exit status: 0"), "voter {i}");
+    }
     Ok(())
 }
