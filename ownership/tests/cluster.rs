@@ -445,7 +445,11 @@ async fn voters_can_be_removed_and_added_back() -> TestResult {
 
     // SIGTERM drains and exits cleanly.
     for i in 0..3 {
-        assert_eq!(cluster.stop(i).as_deref(), Some("exit status: 0"), "voter {i}");
+        assert_eq!(
+            cluster.stop(i).as_deref(),
+            Some("exit status: 0"),
+            "voter {i}"
+        );
     }
     Ok(())
 }
