@@ -277,16 +277,22 @@ impl OwnershipState {
     fn renew(&mut self, region: &str) -> Outcome {
         let ttl = self.lease_ttl_ms;
         let now = self.clock_ms;
-        let Some(info) = self.regions.get_mut(region) else {
+        if !self.regions.contains_key(region) {
             return reject(
                 RejectCode::UnknownRegion,
                 format!("no region named {region:?}"),
             );
-        };
-        // A deposed region may renew (so it learns it owns nothing), but its lease
-        // must not look live: it owns nothing, and a live lease would block promotes.
-        if info.status != RegionStatus::Down {
-            info.lease_expires_at_ms = Some(now.saturating_add(ttl as i64));
+        }
+        // A region that owns anything gets a live lease whatever its status (a region
+        // marked down by hand may still be writing, and promote must wait for it). A
+        // deposed region that owns nothing may renew to learn so, without its lease
+        // looking live, which would only block promotes.
+        let owns_something = self.slots.iter().any(|s| s.region == region)
+            || self.overrides.values().any(|o| o.region == region);
+        if let Some(info) = self.regions.get_mut(region) {
+            if owns_something || info.status != RegionStatus::Down {
+                info.lease_expires_at_ms = Some(now.saturating_add(ttl as i64));
+            }
         }
         let mut slots: Vec<SlotGrant> = Vec::new();
         for (slot, owner) in self.slots.iter().enumerate() {

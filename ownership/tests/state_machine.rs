@@ -333,3 +333,39 @@ fn forced_promote_is_recorded_as_forced() {
         }
     );
 }
+
+#[test]
+fn a_region_marked_down_by_hand_keeps_a_live_lease_while_it_owns_slots() {
+    let mut state = initialised();
+    let down = Command::SetRegion {
+        region: "eu".into(),
+        weight: None,
+        status: Some(RegionStatus::Down),
+    };
+    assert!(matches!(at(&mut state, 0, down), Outcome::Applied { .. }));
+    let Outcome::Lease(grant) = at(
+        &mut state,
+        10,
+        Command::RenewLease {
+            region: "eu".into(),
+        },
+    ) else {
+        panic!("renewal refused");
+    };
+    assert!(grant.slot_numbers().count() > 0);
+    // It still owns slots and renews, so it may still be writing: promote must wait.
+    assert!(matches!(
+        at(
+            &mut state,
+            20,
+            Command::Promote {
+                region: "eu".into(),
+                force: false
+            }
+        ),
+        Outcome::Rejected {
+            code: RejectCode::LeaseLive,
+            ..
+        }
+    ));
+}
