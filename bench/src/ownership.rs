@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
         election_max_ms: args.election_max_ms,
         ..VoterTiming::default()
     };
-    let mut cluster = VoterCluster::start(&bin, dir.path(), 3, None, timing)
+    let mut cluster = VoterCluster::start(&bin, dir.path(), 3, timing)
         .await
         .context("start voters")?;
     cluster

@@ -83,10 +83,6 @@ impl OwnershipClient {
         self
     }
 
-    pub fn voters(&self) -> &[String] {
-        &self.voters
-    }
-
     /// Sends one request, going round the voters until one serves it or `retry_for`
     /// has passed, and decodes a 2xx body. 409/422 bodies are decoded too (they carry
     /// a refused [`Outcome`]).

@@ -168,31 +168,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.read_meta(KEY_PURGED)?;
-        let last = {
-            let mut reader = self.clone();
-            let db = self.db.clone();
-            let last_index =
-                tokio::task::spawn_blocking(move || -> Result<Option<u64>, AnyError> {
-                    let txn = db.begin_read().map_err(|e| AnyError::new(&e))?;
-                    let table = txn.open_table(LOGS).map_err(|e| AnyError::new(&e))?;
-                    let last = table.last().map_err(|e| AnyError::new(&e))?;
-                    Ok(last.map(|(k, _)| k.value()))
-                })
-                .await
-                .map_err(|e| AnyError::new(&e))
-                .and_then(|r| r)
-                .map_err(|e| StorageError::IO {
-                    source: StorageIOError::read_logs(e),
-                })?;
-            match last_index {
-                Some(index) => reader
-                    .try_get_log_entries(index..=index)
-                    .await?
-                    .pop()
-                    .map(|entry| entry.log_id),
-                None => None,
-            }
-        };
+        let db = self.db.clone();
+        let last = tokio::task::spawn_blocking(move || -> Result<Option<LogId>, AnyError> {
+            let txn = db.begin_read().map_err(|e| AnyError::new(&e))?;
+            let table = txn.open_table(LOGS).map_err(|e| AnyError::new(&e))?;
+            let Some((_, value)) = table.last().map_err(|e| AnyError::new(&e))? else {
+                return Ok(None);
+            };
+            let entry: Entry =
+                serde_json::from_slice(value.value()).map_err(|e| AnyError::new(&e))?;
+            Ok(Some(entry.log_id))
+        })
+        .await
+        .map_err(|e| AnyError::new(&e))
+        .and_then(|r| r)
+        .map_err(|e| StorageError::IO {
+            source: StorageIOError::read_logs(e),
+        })?;
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last.or(last_purged),

@@ -69,18 +69,6 @@ impl OwnershipState {
         self.history.len()
     }
 
-    pub fn slots(&self) -> &[SlotOwner] {
-        &self.slots
-    }
-
-    pub fn overrides(&self) -> &BTreeMap<AccountId, AccountOwner> {
-        &self.overrides
-    }
-
-    pub fn region(&self, name: &str) -> Option<&RegionInfo> {
-        self.regions.get(name)
-    }
-
     /// The whole map as clients see it.
     pub fn map(&self) -> OwnershipMap {
         OwnershipMap {
@@ -277,23 +265,12 @@ impl OwnershipState {
     fn renew(&mut self, region: &str) -> Outcome {
         let ttl = self.lease_ttl_ms;
         let now = self.clock_ms;
-        if !self.regions.contains_key(region) {
+        let Some(status) = self.regions.get(region).map(|r| r.status) else {
             return reject(
                 RejectCode::UnknownRegion,
                 format!("no region named {region:?}"),
             );
-        }
-        // A region that owns anything gets a live lease whatever its status (a region
-        // marked down by hand may still be writing, and promote must wait for it). A
-        // deposed region that owns nothing may renew to learn so, without its lease
-        // looking live, which would only block promotes.
-        let owns_something = self.slots.iter().any(|s| s.region == region)
-            || self.overrides.values().any(|o| o.region == region);
-        if let Some(info) = self.regions.get_mut(region) {
-            if owns_something || info.status != RegionStatus::Down {
-                info.lease_expires_at_ms = Some(now.saturating_add(ttl as i64));
-            }
-        }
+        };
         let mut slots: Vec<SlotGrant> = Vec::new();
         for (slot, owner) in self.slots.iter().enumerate() {
             if owner.region != region {
@@ -327,6 +304,16 @@ impl OwnershipState {
                 });
             } else if slot_owner.is_some_and(|s| s.region == region) {
                 accounts_away.push(*account);
+            }
+        }
+        // A region that owns anything gets a live lease whatever its status (a region
+        // marked down by hand may still be writing, and promote must wait for it). A
+        // deposed region that owns nothing may renew to learn so, without its lease
+        // looking live, which would only block promotes.
+        let owns_something = !slots.is_empty() || !accounts.is_empty();
+        if owns_something || status != RegionStatus::Down {
+            if let Some(info) = self.regions.get_mut(region) {
+                info.lease_expires_at_ms = Some(now.saturating_add(ttl as i64));
             }
         }
         Outcome::Lease(LeaseGrant {

@@ -6,6 +6,10 @@
 //! the snapshot, and openraft re-applies the committed log after it. A snapshot is
 //! written to a temporary file, fsynced, renamed over the old one and the directory
 //! fsynced, so a crash leaves either the old or the new snapshot, never half of one.
+//!
+//! The file is the snapshot's meta as one JSON line, then the state's JSON exactly
+//! as it travels to followers, so the state is serialised once per snapshot and
+//! sending the snapshot needs no re-encoding.
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +18,6 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use ledger_wire::ownership::Outcome;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
@@ -32,10 +35,14 @@ pub struct Applied {
     pub state: OwnershipState,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMeta,
-    state: OwnershipState,
+/// Splits a snapshot file into its meta and the state's bytes.
+fn split_snapshot_file(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), serde_json::Error> {
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
+    let meta = serde_json::from_slice(&bytes[..end])?;
+    Ok((meta, bytes.get(end + 1..).unwrap_or_default()))
 }
 
 /// Read access to the applied state, and a channel that ticks with the map version.
@@ -70,12 +77,13 @@ impl StateMachineStore {
         let path = dir.join(SNAPSHOT_FILE);
         let applied = match std::fs::read(&path) {
             Ok(bytes) => {
-                let file: SnapshotFile = serde_json::from_slice(&bytes)
-                    .map_err(|e| OwnershipError::storage(&path, e))?;
+                let (meta, state) =
+                    split_snapshot_file(&bytes).map_err(|e| OwnershipError::storage(&path, e))?;
                 Applied {
-                    last_applied: file.meta.last_log_id,
-                    membership: file.meta.last_membership,
-                    state: file.state,
+                    last_applied: meta.last_log_id,
+                    membership: meta.last_membership,
+                    state: serde_json::from_slice(state)
+                        .map_err(|e| OwnershipError::storage(&path, e))?,
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Applied::default(),
@@ -101,19 +109,23 @@ impl StateMachineStore {
         self.applied.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn persist(&self, file: SnapshotFile) -> Result<Vec<u8>, StorageError> {
+    /// Writes the snapshot file for `meta` and the state's `bytes`, crash-safely.
+    async fn persist(&self, meta: &SnapshotMeta, state: Vec<u8>) -> Result<Vec<u8>, StorageError> {
         let dir = self.dir.clone();
-        let signature = Some(file.meta.signature());
+        let signature = Some(meta.signature());
+        let meta_line = serde_json::to_vec(meta).map_err(|e| StorageError::IO {
+            source: StorageIOError::write_snapshot(signature.clone(), &e),
+        })?;
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            let state_bytes = serde_json::to_vec(&file.state)?;
-            let file_bytes = serde_json::to_vec(&file)?;
             let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
             let mut out = std::fs::File::create(&tmp)?;
-            out.write_all(&file_bytes)?;
+            out.write_all(&meta_line)?;
+            out.write_all(b"\n")?;
+            out.write_all(&state)?;
             out.sync_all()?;
             std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
             std::fs::File::open(&dir)?.sync_all()?;
-            Ok(state_bytes)
+            Ok(state)
         })
         .await;
         match written {
@@ -151,12 +163,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             last_membership: membership,
             snapshot_id,
         };
-        let bytes = self
-            .persist(SnapshotFile {
-                meta: meta.clone(),
-                state,
-            })
-            .await?;
+        let state = serde_json::to_vec(&state).map_err(|e| StorageError::IO {
+            source: StorageIOError::write_snapshot(Some(meta.signature()), &e),
+        })?;
+        let bytes = self.persist(&meta, state).await?;
         self.metrics.snapshot_bytes.set(bytes.len() as i64);
         tracing::info!(index = ?last_applied.map(|l| l.index), bytes = bytes.len(), "snapshot written");
         Ok(Snapshot {
@@ -232,11 +242,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             serde_json::from_slice(snapshot.get_ref()).map_err(|e| StorageError::IO {
                 source: StorageIOError::read_snapshot(Some(meta.signature()), &e),
             })?;
-        self.persist(SnapshotFile {
-            meta: meta.clone(),
-            state: state.clone(),
-        })
-        .await?;
+        self.persist(meta, snapshot.into_inner()).await?;
         let version = state.version();
         {
             let mut applied = self.write_lock();
@@ -268,15 +274,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 })
             }
         };
-        let file: SnapshotFile = serde_json::from_slice(&bytes).map_err(|e| StorageError::IO {
-            source: StorageIOError::read_snapshot(None, &e),
-        })?;
-        let data = serde_json::to_vec(&file.state).map_err(|e| StorageError::IO {
+        let (meta, state) = split_snapshot_file(&bytes).map_err(|e| StorageError::IO {
             source: StorageIOError::read_snapshot(None, &e),
         })?;
         Ok(Some(Snapshot {
-            meta: file.meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(state.to_vec())),
+            meta,
         }))
     }
 }

@@ -36,7 +36,7 @@ async fn start(
     dir: &WorkDir,
     timing: VoterTiming,
 ) -> Result<(VoterCluster, OwnershipClient), Box<dyn std::error::Error>> {
-    let cluster = VoterCluster::start(bin(), dir.path(), 3, None, timing).await?;
+    let cluster = VoterCluster::start(bin(), dir.path(), 3, timing).await?;
     cluster
         .wait_leader(&[0, 1, 2], Duration::from_secs(20))
         .await?;
@@ -270,9 +270,12 @@ async fn leases_gate_promote_and_renewals_report_lost_slots() -> TestResult {
     // Renewals every ttl/3 keep eu-west live: promote is refused throughout.
     let mut last_grant = client.renew_lease("eu-west").await?;
     assert_eq!(last_grant.slot_numbers().count(), eu_slots);
+    // The cadence a region renews at; it paces renewals, it does not wait for anything.
+    let mut renewal_ticks = tokio::time::interval(Duration::from_millis(TTL_MS / 3));
+    renewal_ticks.tick().await;
     let until = Instant::now() + Duration::from_millis(3 * TTL_MS);
     while Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(TTL_MS / 3)).await;
+        renewal_ticks.tick().await;
         last_grant = client.renew_lease("eu-west").await?;
         let refused = client.promote("eu-west", false, "lease test").await;
         assert!(

@@ -46,10 +46,6 @@ impl Voter {
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
-
-    pub fn process(&self) -> Option<&ChildGuard> {
-        self.process.as_ref()
-    }
 }
 
 #[derive(Debug)]
@@ -61,19 +57,15 @@ pub struct VoterCluster {
 }
 
 impl VoterCluster {
-    /// Starts `count` voters (ids 1..=count) under `dir` and waits until each serves
-    /// HTTP. Ports are picked free unless `ports` names them.
+    /// Starts `count` voters (ids 1..=count) on free ports under `dir` and waits until
+    /// each serves HTTP.
     pub async fn start(
         bin: &Path,
         dir: &Path,
         count: usize,
-        ports: Option<Vec<u16>>,
         timing: VoterTiming,
     ) -> Result<Self, HarnessError> {
-        let ports = match ports {
-            Some(ports) => ports,
-            None => (0..count).map(|_| free_port()).collect::<Result<_, _>>()?,
-        };
+        let ports: Vec<u16> = (0..count).map(|_| free_port()).collect::<Result<_, _>>()?;
         let voters: Vec<Voter> = ports
             .iter()
             .enumerate()
