@@ -4,6 +4,7 @@
 //! pid (never by name) when its guard drops, and lives in a directory of its own.
 //! Readiness is always polled against a deadline, never slept for.
 
+pub mod broker;
 pub mod dirs;
 pub mod node;
 pub mod pg;
@@ -11,6 +12,7 @@ pub mod process;
 pub mod voters;
 pub mod wait;
 
+pub use broker::Broker;
 pub use dirs::WorkDir;
 pub use pg::{PgCluster, PgOptions};
 pub use process::{free_port, ChildGuard};

@@ -6,14 +6,17 @@
 
 pub mod account_id;
 pub mod api;
+pub mod events;
 pub mod money;
 pub mod ownership;
 pub mod problem;
 pub mod timestamp;
+pub mod trace;
 
 pub use account_id::{AccountId, AccountIdError, MAX_SLOTS};
 pub use money::{parse_amount, AmountError, Currency, MAX_AMOUNT};
 pub use problem::{Problem, ProblemType};
+pub use trace::TraceParent;
 
 /// Response header naming the region whose node produced the answer.
 pub const HEADER_SERVED_BY: &str = "x-served-by-region";

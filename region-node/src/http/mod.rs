@@ -22,8 +22,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use context::{RequestContext, TraceParent};
+pub use context::RequestContext;
 pub use error::ApiError;
+pub use ledger_wire::TraceParent;
 
 use crate::metrics::Metrics;
 use crate::ownership::Ownership;

@@ -1,0 +1,382 @@
+//! An applier: reads one remote region's topic from that region's broker and applies
+//! its events to this region's replica rows.
+//!
+//! One database transaction per batch: `ledger.apply_events` applies the batch by the
+//! rules of DESIGN.md (see the V3 migration) and the same transaction stores the next
+//! offset of each partition. The consumer is assigned its partitions at those stored
+//! offsets, so the database, not the broker, says where to resume: a crash after the
+//! commit replays nothing, a crash before it replays the whole batch. Offsets are also
+//! committed to the broker after the database commit, for standard lag tooling.
+//!
+//! Events that cannot be applied (not an envelope, an unknown version, data the rules
+//! cannot read) go to this region's dead-letter topic with the error in headers before
+//! the transaction commits; the applier then carries on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use ledger_wire::events::{self, EventEnvelope};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RemoteRegion;
+use crate::dlq::{self, DeadLetter};
+use crate::lag::{self, Positions};
+use crate::{db, kafka, Metrics, ReplicationError, ReplicatorConfig};
+
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the applier for `origin` until `shutdown`, starting a new session after any
+/// failure (database or broker unreachable).
+pub async fn run(
+    config: Arc<ReplicatorConfig>,
+    origin: RemoteRegion,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), ReplicationError> {
+    while !shutdown.is_cancelled() {
+        match session(&config, &origin, &metrics, &shutdown).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!(origin = %origin.name, %error, "applier session ended; starting a new one");
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(RETRY_DELAY) => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Applier<'a> {
+    config: &'a ReplicatorConfig,
+    origin: &'a RemoteRegion,
+    topic: String,
+    metrics: &'a Metrics,
+    db: db::Session,
+    consumer: Arc<StreamConsumer>,
+    dlq: FutureProducer,
+    positions: Positions,
+}
+
+async fn session(
+    config: &ReplicatorConfig,
+    origin: &RemoteRegion,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<(), ReplicationError> {
+    let topic = events::events_topic(&origin.name);
+    kafka::ensure_topics(
+        &config.brokers,
+        &[events::dlq_topic(&config.region)],
+        config.topic_partitions,
+    )
+    .await?;
+    let application = format!("ledger-applier/{}<-{}", config.region, origin.name);
+    let db = db::connect(&config.database_url, &application, None).await?;
+    let group = format!("ledger-applier-{}", config.region);
+    let consumer = Arc::new(kafka::consumer(&origin.brokers, &group)?);
+    let Some(partitions) = wait_for_partitions(&consumer, &topic, shutdown).await? else {
+        return Ok(());
+    };
+    let stored = db
+        .client
+        .query(
+            "SELECT partition, next_offset FROM ledger.replication_positions
+             WHERE origin_region = $1 AND topic = $2",
+            &[&origin.name, &topic],
+        )
+        .await?;
+    let stored: HashMap<i32, i64> = stored.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut assignment = TopicPartitionList::new();
+    for partition in &partitions {
+        let offset = stored
+            .get(partition)
+            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        assignment.add_partition_offset(&topic, *partition, offset)?;
+    }
+    consumer.assign(&assignment)?;
+    let positions = Positions::new(&partitions, &stored);
+    let watcher = tokio::spawn(lag::watch(
+        consumer.clone(),
+        topic.clone(),
+        origin.name.clone(),
+        positions.clone(),
+        metrics.clone(),
+    ));
+    tracing::info!(origin = %origin.name, %topic, partitions = partitions.len(), "applier reading");
+    let applier = Applier {
+        config,
+        origin,
+        topic,
+        metrics,
+        db,
+        consumer,
+        dlq: kafka::producer(&config.brokers, &format!("ledger-dlq-{}", config.region), 0)?,
+        positions,
+    };
+    let result = applier.run(shutdown).await;
+    watcher.abort();
+    result
+}
+
+/// The topic's partitions, waiting (and saying so once) while the topic does not exist.
+async fn wait_for_partitions(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    shutdown: &CancellationToken,
+) -> Result<Option<Vec<i32>>, ReplicationError> {
+    let mut said = false;
+    loop {
+        let (consumer, name) = (consumer.clone(), topic.to_owned());
+        let found = tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(Some(&name), METADATA_TIMEOUT)?;
+            Ok::<_, ReplicationError>(
+                metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == name && t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect::<Vec<i32>>(),
+            )
+        })
+        .await
+        .map_err(|e| ReplicationError::Config(format!("metadata task: {e}")))?;
+        match found {
+            Ok(partitions) if !partitions.is_empty() => return Ok(Some(partitions)),
+            Ok(_) if !said => {
+                tracing::info!(%topic, "waiting for the origin's topic to exist");
+                said = true;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%topic, %error, "origin broker not answering yet"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(RETRY_DELAY) => {}
+        }
+    }
+}
+
+/// One event of a batch, as the database will see it (or why it cannot).
+struct Decoded {
+    input: Option<Value>,
+    event_id: Option<uuid::Uuid>,
+    error: Option<String>,
+}
+
+impl Applier<'_> {
+    async fn run(mut self, shutdown: &CancellationToken) -> Result<(), ReplicationError> {
+        while let Some(batch) = self.next_batch(shutdown).await {
+            if *self.db.closed.borrow() {
+                return Err(ReplicationError::LockLost);
+            }
+            self.apply(&batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for one message, then takes whatever else is ready, up to the batch size.
+    async fn next_batch(&self, shutdown: &CancellationToken) -> Option<Vec<OwnedMessage>> {
+        let mut batch = Vec::new();
+        while batch.is_empty() {
+            let received = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                received = self.consumer.recv() => received,
+            };
+            match received {
+                Ok(message) => batch.push(message.detach()),
+                Err(error) => tracing::debug!(origin = %self.origin.name, %error, "consumer error"),
+            }
+        }
+        while batch.len() < self.config.apply_batch {
+            match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(message.detach()),
+                _ => break,
+            }
+        }
+        Some(batch)
+    }
+
+    fn decode(&self, message: &OwnedMessage) -> Decoded {
+        let envelope = message
+            .payload()
+            .ok_or_else(|| "message has no payload".to_owned())
+            .and_then(|bytes| EventEnvelope::decode(bytes).map_err(|e| e.to_string()));
+        let checked = envelope.and_then(|envelope| {
+            if envelope.originregion != self.origin.name {
+                return Err(format!(
+                    "event of region {} on region {}'s topic",
+                    envelope.originregion, self.origin.name
+                ));
+            }
+            let account = envelope.account().map_err(|e| e.to_string())?;
+            let short = envelope.short_type().map_err(|e| e.to_string())?;
+            Ok((
+                crate::envelope::apply_input(&envelope, account, short),
+                envelope.id,
+            ))
+        });
+        match checked {
+            Ok((input, id)) => Decoded {
+                input: Some(input),
+                event_id: Some(id),
+                error: None,
+            },
+            Err(error) => Decoded {
+                input: None,
+                event_id: None,
+                error: Some(error),
+            },
+        }
+    }
+
+    async fn apply(&mut self, batch: &[OwnedMessage]) -> Result<(), ReplicationError> {
+        let started = Instant::now();
+        let origin = self.origin.name.as_str();
+        let decoded: Vec<Decoded> = batch.iter().map(|m| self.decode(m)).collect();
+        let inputs: Vec<&Value> = decoded.iter().filter_map(|d| d.input.as_ref()).collect();
+        let inputs = serde_json::to_value(inputs)
+            .map_err(|e| ReplicationError::Config(format!("encode batch: {e}")))?;
+        let mut dead: Vec<DeadLetter> = batch
+            .iter()
+            .zip(&decoded)
+            .filter_map(|(m, d)| d.error.as_ref().map(|e| DeadLetter::of_message(m, e)))
+            .collect();
+
+        let tx = self.db.client.transaction().await?;
+        let outcomes = tx
+            .query(
+                "SELECT event_id, origin, outcome, detail, event_time, released
+                 FROM ledger.apply_events($1::jsonb)",
+                &[&inputs],
+            )
+            .await?;
+        let now = Utc::now();
+        let mut newest: Option<DateTime<Utc>> = None;
+        for row in &outcomes {
+            let event_id: uuid::Uuid = row.get(0);
+            let event_origin: Option<String> = row.get(1);
+            let outcome: String = row.get(2);
+            let detail: Option<String> = row.get(3);
+            let event_time: Option<DateTime<Utc>> = row.get(4);
+            let released: Option<Value> = row.get(5);
+            let event_origin = event_origin.unwrap_or_else(|| origin.to_owned());
+            self.metrics
+                .events_applied
+                .with_label_values(&[&event_origin, &outcome])
+                .inc();
+            tracing::debug!(%event_id, %event_origin, %outcome, ?detail, "event");
+            if matches!(outcome.as_str(), "applied" | "superseded") {
+                if let Some(at) = event_time {
+                    let delay = (now - at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    self.metrics
+                        .apply_delay_seconds
+                        .with_label_values(&[&event_origin])
+                        .observe(delay.max(0.0));
+                    newest = newest.max(Some(at));
+                }
+            }
+            if outcome == "poison" {
+                let error = detail.unwrap_or_else(|| "refused by the apply rules".into());
+                let letter = match released {
+                    Some(event) => Some(DeadLetter::of_released(&event, &error)),
+                    None => batch
+                        .iter()
+                        .zip(&decoded)
+                        .find(|(_, d)| d.event_id == Some(event_id))
+                        .map(|(m, _)| DeadLetter::of_message(m, &error)),
+                };
+                dead.extend(letter);
+            }
+        }
+        let next = next_offsets(batch, &decoded);
+        let (partitions, offsets, times): (Vec<i32>, Vec<i64>, Vec<Option<DateTime<Utc>>>) = next
+            .iter()
+            .fold(Default::default(), |mut acc, (p, (o, t))| {
+                acc.0.push(*p);
+                acc.1.push(*o);
+                acc.2.push(*t);
+                acc
+            });
+        tx.execute(
+            "INSERT INTO ledger.replication_positions
+                 (origin_region, topic, partition, next_offset, last_event_at, updated_at)
+             SELECT $1, $2, p, o, t, clock_timestamp()
+             FROM unnest($3::int[], $4::bigint[], $5::timestamptz[]) AS x(p, o, t)
+             ON CONFLICT (origin_region, topic, partition) DO UPDATE
+             SET next_offset = EXCLUDED.next_offset,
+                 last_event_at = coalesce(EXCLUDED.last_event_at,
+                                          ledger.replication_positions.last_event_at),
+                 updated_at = EXCLUDED.updated_at",
+            &[&origin, &self.topic, &partitions, &offsets, &times],
+        )
+        .await?;
+        if !dead.is_empty() {
+            dlq::send(&self.dlq, &self.config.region, &dead).await?;
+            self.metrics
+                .dlq_events
+                .with_label_values(&[origin])
+                .inc_by(dead.len() as u64);
+        }
+        tx.commit().await?;
+
+        self.positions.advance(&next, newest);
+        self.commit_to_broker(&next);
+        self.metrics
+            .apply_batches
+            .with_label_values(&[origin, "committed"])
+            .inc();
+        self.metrics
+            .apply_batch_seconds
+            .with_label_values(&[origin])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Publishes positions to the origin broker's group, for standard tools; the
+    /// database's copy is the one that counts, so a failure here is only logged.
+    fn commit_to_broker(&self, next: &HashMap<i32, (i64, Option<DateTime<Utc>>)>) {
+        let mut offsets = TopicPartitionList::new();
+        for (partition, (offset, _)) in next {
+            if offsets
+                .add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
+            tracing::debug!(%error, "offset commit to the origin broker failed");
+        }
+    }
+}
+
+/// Per partition of the batch: the offset after its last message, and the time of its
+/// newest decodable event.
+fn next_offsets(
+    batch: &[OwnedMessage],
+    decoded: &[Decoded],
+) -> HashMap<i32, (i64, Option<DateTime<Utc>>)> {
+    let mut next: HashMap<i32, (i64, Option<DateTime<Utc>>)> = HashMap::new();
+    for (message, decoded) in batch.iter().zip(decoded) {
+        let time = decoded
+            .input
+            .as_ref()
+            .and_then(|i| i["time"].as_str())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let entry = next.entry(message.partition()).or_insert((0, None));
+        entry.0 = entry.0.max(message.offset() + 1);
+        entry.1 = entry.1.max(time);
+    }
+    next
+}

@@ -1,0 +1,19 @@
+//! The replication crate's one error type.
+
+use rdkafka::error::KafkaError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("the relay's database session ended, so it no longer holds the relay lock")]
+    LockLost,
+    #[error("serving HTTP: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Supervisor(#[from] service_kit::supervisor::SupervisorError),
+}

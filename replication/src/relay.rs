@@ -1,0 +1,313 @@
+//! The outbox relay: publishes this region's outbox rows, in order, to the region's own
+//! topic, and marks each row published only after the broker acknowledged it.
+//!
+//! Exactly one relay per region is active: it holds a session-level advisory lock on the
+//! region's database for as long as its session lives. Others stand by, retrying the
+//! lock, and take over when the holder's session ends (a killed process's session ends
+//! with its socket). Whoever takes over starts from the oldest unpublished row; rows the
+//! old holder had sent but not yet marked go out again, and the appliers skip them by
+//! event id.
+//!
+//! Reading is pipelined: rows are read and sent while earlier ones are still in flight,
+//! and a second task marks acknowledged rows. Rows are read past a cursor; because
+//! outbox ids are taken at insert but become visible at commit, a lower id can commit
+//! after a higher one was read. Such ids are remembered as holes and read again until
+//! they appear or are older than any transaction can be (they were rolled back). One
+//! account's rows cannot be affected: its next row is inserted only after its previous
+//! one committed (the account row lock), so its ids and commits are in the same order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope::OutboxRow;
+use crate::{db, kafka, Metrics, ReplicationError, ReplicatorConfig};
+
+/// Advisory lock key of the region's relay (one per database).
+pub const RELAY_LOCK_KEY: i64 = 0x6c65_6467_6572_0002;
+/// A hole older than this was a rolled-back transaction: writes are single statements
+/// bounded by the node's statement timeout, far below this.
+const HOLE_TTL: Duration = Duration::from_secs(30);
+/// Most holes remembered; beyond this the oldest are forgotten (and logged).
+const MAX_HOLES: usize = 100_000;
+/// Wait before a new session after one failed.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Runs the relay until `shutdown`: stand by for the lock, publish while holding it,
+/// start again after any failure.
+pub async fn run(
+    config: Arc<ReplicatorConfig>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), ReplicationError> {
+    let topic = ledger_wire::events::events_topic(&config.region);
+    while !shutdown.is_cancelled() {
+        let result = async {
+            kafka::ensure_topics(
+                &config.brokers,
+                std::slice::from_ref(&topic),
+                config.topic_partitions,
+            )
+            .await?;
+            session(&config, &metrics, &topic, &shutdown).await
+        }
+        .await;
+        metrics.relay_active.set(0);
+        match result {
+            Ok(()) => break,
+            Err(error) => {
+                metrics.publish_errors.inc();
+                tracing::warn!(%error, "relay session ended; starting a new one");
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(RETRY_DELAY) => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One database session: wait for the lock, then publish until shutdown or failure.
+async fn session(
+    config: &ReplicatorConfig,
+    metrics: &Metrics,
+    topic: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), ReplicationError> {
+    let notify = Arc::new(Notify::new());
+    let application = format!("ledger-relay/{}", config.region);
+    let session = db::connect(&config.database_url, &application, Some(notify.clone())).await?;
+    let mut closed = session.closed.clone();
+    let client = Arc::new(session.client);
+    let mut said_standby = false;
+    loop {
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK_KEY])
+            .await?
+            .get(0);
+        if locked {
+            break;
+        }
+        if !said_standby {
+            tracing::info!("another relay holds the lock; standing by");
+            said_standby = true;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = closed.changed() => return Err(ReplicationError::LockLost),
+            () = tokio::time::sleep(Duration::from_millis(config.standby_poll_ms)) => {}
+        }
+    }
+    client
+        .batch_execute(&format!("LISTEN {}", db::OUTBOX_CHANNEL))
+        .await?;
+    metrics.relay_active.set(1);
+    tracing::info!(%topic, "relay active");
+    let producer = kafka::producer(
+        &config.brokers,
+        &format!("ledger-relay-{}", config.region),
+        config.linger_ms,
+    )?;
+    let (sent_tx, sent_rx) = mpsc::channel(config.relay_window);
+    let mut marker = tokio::spawn(mark_published(client.clone(), sent_rx, metrics.clone()));
+    let reader = Reader {
+        client: &client,
+        producer: &producer,
+        topic,
+        batch: config.relay_batch,
+        metrics,
+        cursor: 0,
+        holes: BTreeMap::new(),
+    };
+    let outcome = reader
+        .run(
+            sent_tx,
+            &notify,
+            Duration::from_millis(config.relay_poll_ms),
+            &mut closed,
+            &mut marker,
+            shutdown,
+        )
+        .await;
+    match outcome {
+        Ok(Some(marked)) => marked,
+        // The sender is gone now: the marker settles what is in flight and ends.
+        Ok(None) => joined(marker.await),
+        Err(error) => {
+            // Rows sent but not marked go out again in the next session.
+            marker.abort();
+            Err(error)
+        }
+    }
+}
+
+fn joined(
+    result: Result<Result<(), ReplicationError>, tokio::task::JoinError>,
+) -> Result<(), ReplicationError> {
+    result.unwrap_or_else(|e| Err(ReplicationError::Config(format!("marker task: {e}"))))
+}
+
+struct Reader<'a> {
+    client: &'a Client,
+    producer: &'a FutureProducer,
+    topic: &'a str,
+    batch: i64,
+    metrics: &'a Metrics,
+    cursor: i64,
+    holes: BTreeMap<i64, Instant>,
+}
+
+impl Reader<'_> {
+    async fn run(
+        mut self,
+        sent: mpsc::Sender<(i64, DeliveryFuture)>,
+        notify: &Notify,
+        poll: Duration,
+        closed: &mut tokio::sync::watch::Receiver<bool>,
+        marker: &mut JoinHandle<Result<(), ReplicationError>>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Result<(), ReplicationError>>, ReplicationError> {
+        let sql = format!(
+            "SELECT {} FROM ledger.outbox
+             WHERE published_at IS NULL AND (id > $1 OR id = ANY($2))
+             ORDER BY id LIMIT $3",
+            OutboxRow::COLUMNS
+        );
+        let read = self.client.prepare(&sql).await?;
+        loop {
+            if *closed.borrow() {
+                return Err(ReplicationError::LockLost);
+            }
+            self.forget_old_holes();
+            let holes: Vec<i64> = self.holes.keys().copied().collect();
+            let rows = self
+                .client
+                .query(&read, &[&self.cursor, &holes, &self.batch])
+                .await?;
+            self.metrics.relay_batch_events.observe(rows.len() as f64);
+            let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= self.batch;
+            for row in &rows {
+                let row = OutboxRow::from_row(row)?;
+                self.advance(row.id);
+                let delivery = self.send(&row).await?;
+                if sent.send((row.id, delivery)).await.is_err() {
+                    // The marker ended, so it failed; its error is the one to report.
+                    return Ok(None);
+                }
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                () = notify.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+                _ = closed.changed() => return Err(ReplicationError::LockLost),
+                marked = &mut *marker => return Ok(Some(joined(marked))),
+            }
+        }
+    }
+
+    /// Moves the cursor to `id`, remembering skipped ids as holes.
+    fn advance(&mut self, id: i64) {
+        if self.holes.remove(&id).is_some() || id <= self.cursor {
+            return;
+        }
+        let now = Instant::now();
+        for missing in (self.cursor + 1)..id {
+            // At the first session read (cursor 0) everything below is long published.
+            if self.cursor > 0 {
+                self.holes.insert(missing, now);
+            }
+        }
+        self.cursor = id;
+        while self.holes.len() > MAX_HOLES {
+            if let Some((oldest, _)) = self.holes.pop_first() {
+                tracing::warn!(id = oldest, "relay forgets an outbox hole (too many holes)");
+            }
+        }
+    }
+
+    fn forget_old_holes(&mut self) {
+        self.holes.retain(|_, seen| seen.elapsed() < HOLE_TTL);
+    }
+
+    /// Hands one row to the producer; waits while its queue is full.
+    async fn send(&self, row: &OutboxRow) -> Result<DeliveryFuture, ReplicationError> {
+        let envelope = row.envelope();
+        let payload = serde_json::to_vec(&envelope)
+            .map_err(|e| ReplicationError::Config(format!("encode envelope: {e}")))?;
+        let key = row.key();
+        loop {
+            let record = FutureRecord::to(self.topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(row.headers(&envelope));
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // The local queue drains as the broker acknowledges; back off briefly.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(ReplicationError::Kafka(error)),
+            }
+        }
+    }
+}
+
+/// Waits for each sent row's acknowledgement, in order, and marks acknowledged rows
+/// published, many per statement. The first failed delivery ends the session.
+async fn mark_published(
+    client: Arc<Client>,
+    mut sent: mpsc::Receiver<(i64, DeliveryFuture)>,
+    metrics: Metrics,
+) -> Result<(), ReplicationError> {
+    let mark = client
+        .prepare(
+            "UPDATE ledger.outbox SET published_at = clock_timestamp()
+             WHERE id = ANY($1) AND published_at IS NULL",
+        )
+        .await?;
+    let mut batch = Vec::new();
+    let mut ids = Vec::new();
+    while sent.recv_many(&mut batch, 1_000).await > 0 {
+        ids.clear();
+        for (id, delivery) in batch.drain(..) {
+            match delivery.await {
+                Ok(Ok(_)) => ids.push(id),
+                Ok(Err((error, _))) => {
+                    mark_acknowledged(&client, &mark, &ids, &metrics).await?;
+                    return Err(ReplicationError::Kafka(error));
+                }
+                Err(_) => {
+                    mark_acknowledged(&client, &mark, &ids, &metrics).await?;
+                    return Err(ReplicationError::Kafka(KafkaError::Canceled));
+                }
+            }
+        }
+        mark_acknowledged(&client, &mark, &ids, &metrics).await?;
+    }
+    Ok(())
+}
+
+async fn mark_acknowledged(
+    client: &Client,
+    mark: &tokio_postgres::Statement,
+    ids: &[i64],
+    metrics: &Metrics,
+) -> Result<(), ReplicationError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    client.execute(mark, &[&ids]).await?;
+    metrics.events_published.inc_by(ids.len() as u64);
+    Ok(())
+}
