@@ -3,7 +3,8 @@
 # Re-runnable: every step is skipped when its result is already there.
 #
 #   scripts/setup.sh            # system packages + release build of the binaries
-#   scripts/setup.sh --deps     # system packages only (the test command builds itself)
+#   scripts/setup.sh --deps     # system packages and the pinned broker only (the test
+#                               # command builds the workspace itself)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,12 @@ command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
+# rdkafka builds librdkafka from source (its cmake-build feature).
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+for pkg in libcurl4-openssl-dev libssl-dev zlib1g-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
 
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
@@ -41,6 +48,26 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 log "$(cargo --version)"
 
+# --- the Kafka-protocol broker (Tansu, pinned) -----------------------------------------
+# Installed once per machine into a cache outside the clone (fresh clones and CI reuse
+# it); the harness and the launcher look for it at the same path.
+TANSU_VERSION=0.6.0
+TOOLS_DIR="${LEDGER_TOOLS_DIR:-$HOME/.cache/ledger-tools}"
+TANSU_ROOT="$TOOLS_DIR/tansu-$TANSU_VERSION"
+if [ -x "$TANSU_ROOT/bin/tansu" ]; then
+  log "Tansu $TANSU_VERSION present at $TANSU_ROOT/bin/tansu"
+else
+  log "building Tansu $TANSU_VERSION from crates.io into $TANSU_ROOT (15-20 minutes, once per machine)"
+  mkdir -p "$TOOLS_DIR"
+  staging="$TOOLS_DIR/.tansu-$TANSU_VERSION.partial"
+  rm -rf "$staging"
+  cargo install tansu --version "$TANSU_VERSION" --locked \
+    --features postgres,dynostore,libsql --root "$staging"
+  rm -rf "$TANSU_ROOT"
+  mv "$staging" "$TANSU_ROOT"
+  log "Tansu installed: $("$TANSU_ROOT/bin/tansu" --version)"
+fi
+
 if [ "${1:-}" = "--deps" ]; then
   exit 0
 fi
@@ -48,4 +75,4 @@ fi
 # --- build ---------------------------------------------------------------------------
 log "building release binaries (first build takes a few minutes)"
 cargo build --release --locked --workspace --bins
-log "binaries in target/release: region-node, ledger-local, write-path-bench"
+log "binaries in target/release: region-node, ledger-replicator, ownership-server, ledger-local, benches"

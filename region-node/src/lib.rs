@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod metrics;
+pub mod outbox_notify;
 pub mod ownership;
 pub mod store;
 
@@ -64,8 +65,9 @@ pub async fn run(
     db::record_leases(&pool, config.slot_count, config.static_epoch, None).await?;
 
     let metrics = metrics::Metrics::new(&config.region);
+    let outbox_written = Arc::new(tokio::sync::Notify::new());
     let app = http::router(
-        LedgerStore::new(pool),
+        LedgerStore::new(pool.clone(), outbox_written.clone()),
         ownership,
         metrics,
         shutdown.clone(),
@@ -82,6 +84,10 @@ pub async fn run(
             .await
             .map_err(NodeError::Serve)
     });
+    supervisor.spawn(
+        "outbox-notify",
+        outbox_notify::run(pool, outbox_written, shutdown.clone()),
+    );
     supervisor.run(config.shutdown_grace()).await?;
     tracing::info!("region node stopped");
     Ok(())

@@ -5,10 +5,13 @@
 //! database's clock. Errors the functions raise for the API come back as
 //! [`StoreError::Rejected`] with the problem type they name.
 
+use std::sync::Arc;
+
 use deadpool_postgres::{Pool, PoolError};
 use ledger_wire::{AccountId, ProblemType};
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// The SQL of a deposit or withdrawal, exactly as the node sends it (the write-path
@@ -76,11 +79,23 @@ impl EntryKind {
 #[derive(Debug, Clone)]
 pub struct LedgerStore {
     pool: Pool,
+    /// Woken after every committed write: the outbox notifier tells the relay.
+    outbox_written: Arc<Notify>,
 }
 
 impl LedgerStore {
-    pub fn new(pool: Pool) -> Self {
-        LedgerStore { pool }
+    pub fn new(pool: Pool, outbox_written: Arc<Notify>) -> Self {
+        LedgerStore {
+            pool,
+            outbox_written,
+        }
+    }
+
+    fn written(&self, outcome: WriteOutcome) -> WriteOutcome {
+        if outcome.status == 201 && !outcome.replayed {
+            self.outbox_written.notify_one();
+        }
+        outcome
     }
 
     pub fn pool(&self) -> &Pool {
@@ -114,7 +129,7 @@ impl LedgerStore {
             )
             .await
             .map_err(classify)?;
-        outcome(&row)
+        outcome(&row).map(|o| self.written(o))
     }
 
     pub async fn post_entry(
@@ -145,7 +160,7 @@ impl LedgerStore {
             )
             .await
             .map_err(classify)?;
-        outcome(&row)
+        outcome(&row).map(|o| self.written(o))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -179,7 +194,7 @@ impl LedgerStore {
             )
             .await
             .map_err(classify)?;
-        outcome(&row)
+        outcome(&row).map(|o| self.written(o))
     }
 
     /// The account's JSON as stored, or `None` when this region has no row for it.

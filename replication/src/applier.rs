@@ -5,8 +5,10 @@
 //! rules of DESIGN.md (see the V3 migration) and the same transaction stores the next
 //! offset of each partition. The consumer is assigned its partitions at those stored
 //! offsets, so the database, not the broker, says where to resume: a crash after the
-//! commit replays nothing, a crash before it replays the whole batch. Offsets are also
-//! committed to the broker after the database commit, for standard lag tooling.
+//! commit replays nothing, a crash before it replays the whole batch. With
+//! `--commit-offsets-to-broker`, offsets are also committed to the origin broker's group
+//! after the database commit, for standard lag tooling (off by default: nothing here needs
+//! them, and each is one more storage write on the origin's broker).
 //!
 //! Events that cannot be applied (not an envelope, an unknown version, data the rules
 //! cannot read) go to this region's dead-letter topic with the error in headers before
@@ -27,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RemoteRegion;
 use crate::dlq::{self, DeadLetter};
-use crate::lag::{self, Positions};
+use crate::lag::{LagContext, LagTracker};
 use crate::{db, kafka, Metrics, ReplicationError, ReplicatorConfig};
 
 const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -62,9 +64,9 @@ struct Applier<'a> {
     topic: String,
     metrics: &'a Metrics,
     db: db::Session,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<LagContext>>,
     dlq: FutureProducer,
-    positions: Positions,
+    lag: LagTracker,
 }
 
 async fn session(
@@ -83,7 +85,12 @@ async fn session(
     let application = format!("ledger-applier/{}<-{}", config.region, origin.name);
     let db = db::connect(&config.database_url, &application, None).await?;
     let group = format!("ledger-applier-{}", config.region);
-    let consumer = Arc::new(kafka::consumer(&origin.brokers, &group)?);
+    let lag = LagTracker::new(&topic, &origin.name, metrics.clone());
+    let consumer = Arc::new(kafka::consumer_with(
+        &origin.brokers,
+        &group,
+        LagContext(lag.clone()),
+    )?);
     let Some(partitions) = wait_for_partitions(&consumer, &topic, shutdown).await? else {
         return Ok(());
     };
@@ -104,14 +111,7 @@ async fn session(
         assignment.add_partition_offset(&topic, *partition, offset)?;
     }
     consumer.assign(&assignment)?;
-    let positions = Positions::new(&partitions, &stored);
-    let watcher = tokio::spawn(lag::watch(
-        consumer.clone(),
-        topic.clone(),
-        origin.name.clone(),
-        positions.clone(),
-        metrics.clone(),
-    ));
+    lag.start_at(&stored);
     tracing::info!(origin = %origin.name, %topic, partitions = partitions.len(), "applier reading");
     let applier = Applier {
         config,
@@ -121,16 +121,14 @@ async fn session(
         db,
         consumer,
         dlq: kafka::producer(&config.brokers, &format!("ledger-dlq-{}", config.region), 0)?,
-        positions,
+        lag,
     };
-    let result = applier.run(shutdown).await;
-    watcher.abort();
-    result
+    applier.run(shutdown).await
 }
 
 /// The topic's partitions, waiting (and saying so once) while the topic does not exist.
 async fn wait_for_partitions(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<StreamConsumer<LagContext>>,
     topic: &str,
     shutdown: &CancellationToken,
 ) -> Result<Option<Vec<i32>>, ReplicationError> {
@@ -329,8 +327,10 @@ impl Applier<'_> {
         }
         tx.commit().await?;
 
-        self.positions.advance(&next, newest);
-        self.commit_to_broker(&next);
+        self.lag.advance(&next, newest);
+        if self.config.commit_offsets_to_broker {
+            self.commit_to_broker(&next);
+        }
         self.metrics
             .apply_batches
             .with_label_values(&[origin, "committed"])

@@ -105,6 +105,11 @@ pub struct ReplicatorConfig {
     #[arg(long, env = "LEDGER_APPLY_BATCH", default_value_t = 500)]
     pub apply_batch: usize,
 
+    /// Also commit applied offsets to the origin broker's consumer group (for standard
+    /// lag tools); the database holds the positions that count either way.
+    #[arg(long, env = "LEDGER_COMMIT_OFFSETS_TO_BROKER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub commit_offsets_to_broker: bool,
+
     /// An event waiting for an earlier seq this long is reported (log line and metric).
     #[arg(long, env = "LEDGER_GAP_ALERT_S", default_value_t = 30)]
     pub gap_alert_s: u64,
@@ -137,6 +142,7 @@ impl ReplicatorConfig {
             idempotency_retention_s: 72 * 3_600,
             cleanup_interval_s: 60,
             apply_batch: 500,
+            commit_offsets_to_broker: false,
             gap_alert_s: 30,
             shutdown_grace_ms: 10_000,
         }

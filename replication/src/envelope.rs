@@ -66,14 +66,14 @@ impl OutboxRow {
         }
     }
 
-    /// Kafka headers: CloudEvents binding attributes and the writer's trace context.
-    pub fn headers(&self, envelope: &EventEnvelope) -> OwnedHeaders {
-        let id = self.event_id.to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(5)
-            .insert(header(events::headers::CONTENT_TYPE, events::CONTENT_TYPE))
-            .insert(header(events::headers::CE_ID, &id))
-            .insert(header(events::headers::CE_TYPE, &envelope.event_type))
-            .insert(header(events::headers::CE_SOURCE, &envelope.source));
+    /// Kafka headers: the CloudEvents structured-mode content type and the writer's
+    /// trace context. The `ce_*` binary-mode headers are left out on purpose: the
+    /// envelope carries every attribute, and each header costs the broker (Tansu stores
+    /// headers as rows; five headers raised its produce-to-consume p50 from 16 to 68 ms
+    /// at 1,000 messages/s here).
+    pub fn headers(&self) -> OwnedHeaders {
+        let mut headers = OwnedHeaders::new_with_capacity(2)
+            .insert(header(events::headers::CONTENT_TYPE, events::CONTENT_TYPE));
         if let Some(parent) = self.traceparent.as_deref().and_then(TraceParent::parse) {
             headers = headers.insert(header(events::headers::TRACEPARENT, &parent.header()));
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
@@ -37,16 +37,37 @@ pub fn producer(
 /// own, and reads only committed data. The group id is used only to publish positions
 /// for standard lag tooling; the applier's own positions live in its database.
 pub fn consumer(brokers: &str, group_id: &str) -> Result<StreamConsumer, ReplicationError> {
-    ClientConfig::new()
+    consumer_config(brokers, group_id)
+        .create()
+        .map_err(ReplicationError::Kafka)
+}
+
+/// [`consumer`] with a context of the caller's (the applier's lag statistics).
+pub fn consumer_with<C: ConsumerContext + 'static>(
+    brokers: &str,
+    group_id: &str,
+    context: C,
+) -> Result<StreamConsumer<C>, ReplicationError> {
+    consumer_config(brokers, group_id)
+        .set(
+            "statistics.interval.ms",
+            crate::lag::STATS_INTERVAL.as_millis().to_string(),
+        )
+        .create_with_context(context)
+        .map_err(ReplicationError::Kafka)
+}
+
+fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "10")
-        .set("reconnect.backoff.max.ms", "1000")
-        .create()
-        .map_err(ReplicationError::Kafka)
+        .set("reconnect.backoff.max.ms", "1000");
+    config
 }
 
 /// Creates `topics` on `brokers` with `partitions` each; topics that exist are left

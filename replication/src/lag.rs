@@ -1,40 +1,59 @@
-//! Replication lag of one applier: events in the origin's topic not yet applied here
-//! (from the broker's high watermarks) and, while any wait, the age of the newest
-//! applied event.
+//! Replication lag of one applier: events in the origin's topic not yet applied here,
+//! and, while any wait, the age of the newest applied event.
+//!
+//! The origin's high watermarks come from librdkafka's own statistics (refreshed from
+//! fetch responses every `STATS_INTERVAL`), not from extra ListOffsets requests: against
+//! Tansu those queue behind fetches on the same connection and, under load, timed out
+//! and stalled the broker's storage (see ARCHITECTURE.md, "Replication").
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::statistics::Statistics;
 
 use crate::Metrics;
 
-const WATCH_INTERVAL: Duration = Duration::from_secs(1);
-const WATERMARK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often librdkafka reports statistics, and so how often lag gauges move.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 struct State {
-    /// Next offset to apply, per partition (absent: from the beginning).
+    /// Next offset to apply, per partition (absent: nothing applied yet).
     next: HashMap<i32, i64>,
+    /// Last stable offset per partition, from the latest statistics.
+    stable: HashMap<i32, i64>,
     newest_applied: Option<DateTime<Utc>>,
 }
 
-/// Where the applier is, shared with its lag watcher.
-#[derive(Debug, Clone, Default)]
-pub struct Positions(Arc<Mutex<State>>);
+/// Where the applier is and what the origin holds, shared between the applier and its
+/// consumer's statistics callback, which publishes the gauges.
+#[derive(Debug, Clone)]
+pub struct LagTracker {
+    state: Arc<Mutex<State>>,
+    topic: String,
+    origin: String,
+    metrics: Metrics,
+}
 
-impl Positions {
-    pub fn new(partitions: &[i32], stored: &HashMap<i32, i64>) -> Positions {
-        let next = partitions
-            .iter()
-            .filter_map(|p| stored.get(p).map(|o| (*p, *o)))
-            .collect();
-        Positions(Arc::new(Mutex::new(State {
-            next,
-            newest_applied: None,
-        })))
+impl LagTracker {
+    pub fn new(topic: &str, origin: &str, metrics: Metrics) -> LagTracker {
+        LagTracker {
+            state: Arc::default(),
+            topic: topic.to_owned(),
+            origin: origin.to_owned(),
+            metrics,
+        }
+    }
+
+    /// Positions read from the database at the start of a session.
+    pub fn start_at(&self, stored: &HashMap<i32, i64>) {
+        if let Ok(mut state) = self.state.lock() {
+            state.next.clone_from(stored);
+        }
     }
 
     pub fn advance(
@@ -42,7 +61,7 @@ impl Positions {
         next: &HashMap<i32, (i64, Option<DateTime<Utc>>)>,
         newest: Option<DateTime<Utc>>,
     ) {
-        if let Ok(mut state) = self.0.lock() {
+        if let Ok(mut state) = self.state.lock() {
             for (partition, (offset, _)) in next {
                 state.next.insert(*partition, *offset);
             }
@@ -50,61 +69,46 @@ impl Positions {
         }
     }
 
-    fn snapshot(&self) -> (HashMap<i32, i64>, Option<DateTime<Utc>>) {
-        self.0
-            .lock()
-            .map(|s| (s.next.clone(), s.newest_applied))
-            .unwrap_or_default()
-    }
-}
-
-/// Updates `lag_events{origin}` and `lag_seconds{origin}` every second until aborted.
-pub async fn watch(
-    consumer: Arc<StreamConsumer>,
-    topic: String,
-    origin: String,
-    positions: Positions,
-    metrics: Metrics,
-) {
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
-    loop {
-        tick.tick().await;
-        let (next, newest) = positions.snapshot();
-        let (consumer, name) = (consumer.clone(), topic.clone());
-        let partitions: Vec<i32> = {
-            let mut all: Vec<i32> = next.keys().copied().collect();
-            if let Ok(assigned) = consumer.assignment() {
-                all.extend(assigned.elements().iter().map(|e| e.partition()));
-            }
-            all.sort_unstable();
-            all.dedup();
-            all
+    fn publish(&self, statistics: &Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
         };
-        let behind = tokio::task::spawn_blocking(move || {
-            let mut behind = 0i64;
-            for partition in partitions {
-                let (low, high) = consumer
-                    .fetch_watermarks(&name, partition, WATERMARK_TIMEOUT)
-                    .ok()?;
-                let at = next.get(&partition).copied().unwrap_or(low).max(low);
-                behind += (high - at).max(0);
-            }
-            Some(behind)
-        })
-        .await
-        .ok()
-        .flatten();
-        let Some(behind) = behind else {
-            continue;
+        let Ok(mut state) = self.state.lock() else {
+            return;
         };
-        metrics.lag_events.with_label_values(&[&origin]).set(behind);
-        let seconds = match (behind, newest) {
+        for (partition, stats) in &topic.partitions {
+            // Partition -1 is librdkafka's internal "unassigned" queue.
+            if *partition >= 0 && stats.ls_offset >= 0 {
+                state.stable.insert(*partition, stats.ls_offset);
+            }
+        }
+        let behind: i64 = state
+            .stable
+            .iter()
+            .map(|(p, stable)| (stable - state.next.get(p).copied().unwrap_or(0)).max(0))
+            .sum();
+        self.metrics
+            .lag_events
+            .with_label_values(&[&self.origin])
+            .set(behind);
+        let seconds = match (behind, state.newest_applied) {
             (0, _) | (_, None) => 0.0,
             (_, Some(at)) => (Utc::now() - at).num_milliseconds().max(0) as f64 / 1e3,
         };
-        metrics
+        self.metrics
             .lag_seconds
-            .with_label_values(&[&origin])
+            .with_label_values(&[&self.origin])
             .set(seconds);
     }
 }
+
+/// The applier consumer's context: statistics feed the lag gauges.
+pub struct LagContext(pub LagTracker);
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        self.0.publish(&statistics);
+    }
+}
+
+impl ConsumerContext for LagContext {}

@@ -250,7 +250,7 @@ impl Reader<'_> {
             let record = FutureRecord::to(self.topic)
                 .key(&key)
                 .payload(&payload)
-                .headers(row.headers(&envelope));
+                .headers(row.headers());
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -127,7 +127,6 @@ async fn writes_in_a_appear_in_b_in_seq_order_with_identical_balances() -> anyho
         header(first, "content-type").as_deref(),
         Some(events::CONTENT_TYPE)
     );
-    assert_eq!(header(first, "ce_id"), Some(envelope.id.to_string()));
     let traceparent = header(first, "traceparent").context("traceparent header")?;
     assert!(
         ledger_wire::TraceParent::parse(&traceparent).is_some(),

@@ -21,13 +21,11 @@ pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 /// Prefix of `type`: `ledger.Deposited` and so on.
 pub const TYPE_PREFIX: &str = "ledger.";
 
-/// Kafka header names the relay sets next to the envelope (CloudEvents Kafka binding
-/// names where one exists).
+/// Kafka header names the relay sets next to the envelope (the CloudEvents Kafka
+/// binding's structured mode needs only `content-type`) and the appliers set on dead
+/// letters.
 pub mod headers {
     pub const CONTENT_TYPE: &str = "content-type";
-    pub const CE_ID: &str = "ce_id";
-    pub const CE_TYPE: &str = "ce_type";
-    pub const CE_SOURCE: &str = "ce_source";
     pub const TRACEPARENT: &str = "traceparent";
     /// Set on dead-lettered messages: why the applier could not apply it.
     pub const DLQ_ERROR: &str = "ledger-dlq-error";
