@@ -47,6 +47,11 @@ pub struct NodeConfig {
     #[arg(long, env = "LEDGER_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Least time between two wake-ups of the outbox relay (writes in between share one),
+    /// in ms.
+    #[arg(long, env = "LEDGER_OUTBOX_NOTIFY_INTERVAL_MS", default_value_t = 20)]
+    pub outbox_notify_interval_ms: u64,
+
     /// How long in-flight requests may take to finish after a shutdown signal, in ms.
     #[arg(long, env = "LEDGER_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -65,6 +70,7 @@ impl NodeConfig {
             idle_in_transaction_timeout_ms: 1_000,
             pool_wait_ms: 5_000,
             max_body_bytes: 16 * 1024,
+            outbox_notify_interval_ms: 20,
             shutdown_grace_ms: 10_000,
         }
     }

@@ -86,7 +86,12 @@ pub async fn run(
     });
     supervisor.spawn(
         "outbox-notify",
-        outbox_notify::run(pool, outbox_written, shutdown.clone()),
+        outbox_notify::run(
+            pool,
+            outbox_written,
+            Duration::from_millis(config.outbox_notify_interval_ms),
+            shutdown.clone(),
+        ),
     );
     supervisor.run(config.shutdown_grace()).await?;
     tracing::info!("region node stopped");

@@ -80,6 +80,11 @@ pub struct ReplicatorConfig {
     #[arg(long, env = "LEDGER_RELAY_POLL_MS", default_value_t = 1_000)]
     pub relay_poll_ms: u64,
 
+    /// After a read that found rows, the relay reads again after this long without
+    /// waiting for a notification, in ms.
+    #[arg(long, env = "LEDGER_RELAY_BUSY_POLL_MS", default_value_t = 2)]
+    pub relay_busy_poll_ms: u64,
+
     /// A standby relay retries the lock this often, in ms.
     #[arg(long, env = "LEDGER_RELAY_STANDBY_POLL_MS", default_value_t = 500)]
     pub standby_poll_ms: u64,
@@ -136,6 +141,7 @@ impl ReplicatorConfig {
             relay_batch: 500,
             relay_window: 10_000,
             relay_poll_ms: 1_000,
+            relay_busy_poll_ms: 2,
             standby_poll_ms: 500,
             linger_ms: 1,
             outbox_retention_s: 3_600,

@@ -8,6 +8,9 @@
 //! old holder had sent but not yet marked go out again, and the appliers skip them by
 //! event id.
 //!
+//! Wake-ups: a notification from the node (rate-limited there), the poll fallback, and,
+//! while the last read found rows, a short busy poll.
+//!
 //! Reading is pipelined: rows are read and sent while earlier ones are still in flight,
 //! and a second task marks acknowledged rows. Rows are read past a cursor; because
 //! outbox ids are taken at insert but become visible at commit, a lower id can commit
@@ -37,6 +40,8 @@ pub const RELAY_LOCK_KEY: i64 = 0x6c65_6467_6572_0002;
 const HOLE_TTL: Duration = Duration::from_secs(30);
 /// Most holes remembered; beyond this the oldest are forgotten (and logged).
 const MAX_HOLES: usize = 100_000;
+/// How long after the last read that found rows the relay keeps busy-polling.
+const BUSY_WINDOW: Duration = Duration::from_millis(100);
 /// Wait before a new session after one failed.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -131,7 +136,10 @@ async fn session(
         .run(
             sent_tx,
             &notify,
-            Duration::from_millis(config.relay_poll_ms),
+            (
+                Duration::from_millis(config.relay_poll_ms),
+                Duration::from_millis(config.relay_busy_poll_ms),
+            ),
             &mut closed,
             &mut marker,
             shutdown,
@@ -170,7 +178,7 @@ impl Reader<'_> {
         mut self,
         sent: mpsc::Sender<(i64, DeliveryFuture)>,
         notify: &Notify,
-        poll: Duration,
+        (poll, busy_poll): (Duration, Duration),
         closed: &mut tokio::sync::watch::Receiver<bool>,
         marker: &mut JoinHandle<Result<(), ReplicationError>>,
         shutdown: &CancellationToken,
@@ -182,6 +190,7 @@ impl Reader<'_> {
             OutboxRow::COLUMNS
         );
         let read = self.client.prepare(&sql).await?;
+        let mut last_rows = Instant::now();
         loop {
             if *closed.borrow() {
                 return Err(ReplicationError::LockLost);
@@ -206,10 +215,22 @@ impl Reader<'_> {
             if full {
                 continue;
             }
+            // While rows keep coming (and for a moment after), read again shortly without
+            // waiting to be told; once quiet, sleep until a notification or the poll
+            // fallback. The node rate-limits its notifications, so under a steady stream
+            // they would come up to its interval late.
+            if !rows.is_empty() {
+                last_rows = Instant::now();
+            }
+            let wait = if last_rows.elapsed() < BUSY_WINDOW {
+                busy_poll
+            } else {
+                poll
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(None),
                 () = notify.notified() => {}
-                () = tokio::time::sleep(poll) => {}
+                () = tokio::time::sleep(wait) => {}
                 _ = closed.changed() => return Err(ReplicationError::LockLost),
                 marked = &mut *marker => return Ok(Some(joined(marked))),
             }
