@@ -130,6 +130,7 @@ async fn session(
         batch: config.relay_batch,
         metrics,
         cursor: 0,
+        floor: settled_floor(&client, shutdown).await?,
         holes: BTreeMap::new(),
     };
     let outcome = reader
@@ -157,6 +158,47 @@ async fn session(
     }
 }
 
+/// The highest outbox id that is final before this session reads anything: the
+/// sequence's value now, once every transaction running now has ended (bounded by the
+/// writers' statement timeouts; given up after `HOLE_TTL`). Below it nothing can appear
+/// later, so the first read needs no holes there; above it the usual hole tracking
+/// applies. (Writers take the outbox id after their first write, so each already has a
+/// transaction id the snapshot sees.)
+async fn settled_floor(
+    client: &Client,
+    shutdown: &CancellationToken,
+) -> Result<i64, ReplicationError> {
+    let row = client
+        .query_one(
+            "SELECT last_value, pg_current_snapshot()::text FROM ledger.outbox_id_seq",
+            &[],
+        )
+        .await?;
+    let (floor, snapshot): (i64, String) = (row.get(0), row.get(1));
+    let deadline = Instant::now() + HOLE_TTL;
+    loop {
+        let settled: bool = client
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())
+                        >= pg_snapshot_xmax($1::text::pg_snapshot)",
+                &[&snapshot],
+            )
+            .await?
+            .get(0);
+        if settled {
+            return Ok(floor);
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!("transactions older than the relay session still run; reading anyway");
+            return Ok(floor);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(floor),
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+}
+
 fn joined(
     result: Result<Result<(), ReplicationError>, tokio::task::JoinError>,
 ) -> Result<(), ReplicationError> {
@@ -170,6 +212,8 @@ struct Reader<'a> {
     batch: i64,
     metrics: &'a Metrics,
     cursor: i64,
+    /// Ids up to here were final (committed or rolled back) before the first read.
+    floor: i64,
     holes: BTreeMap<i64, Instant>,
 }
 
@@ -243,11 +287,8 @@ impl Reader<'_> {
             return;
         }
         let now = Instant::now();
-        for missing in (self.cursor + 1)..id {
-            // At the first session read (cursor 0) everything below is long published.
-            if self.cursor > 0 {
-                self.holes.insert(missing, now);
-            }
+        for missing in (self.cursor.max(self.floor) + 1)..id {
+            self.holes.insert(missing, now);
         }
         self.cursor = id;
         while self.holes.len() > MAX_HOLES {

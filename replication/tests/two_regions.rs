@@ -431,3 +431,60 @@ async fn a_late_event_is_stored_for_reconciliation_not_applied_nor_dropped() -> 
     assert_eq!((replica.seq, replica.epoch), (3, A_EPOCH));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outbox_row_committed_after_higher_ids_were_published_still_goes_out(
+) -> anyhow::Result<()> {
+    let regions = TwoRegions::start("repl-holes").await?;
+    let _relay = regions.relay_a().await?;
+    let _applier = regions.applier_b().await?;
+    let accounts = open_accounts(&regions.a.api, 2).await?;
+    regions.wait_converged(CONVERGE).await?;
+
+    // A write whose transaction takes its outbox id now but commits later.
+    let held = regions.a.db().await?;
+    held.batch_execute("BEGIN").await?;
+    let status: i32 = held
+        .query_one(
+            "SELECT (ledger.post_entry('held', '\\x00'::bytea, 'deposit', $1, 3.00, NULL, $2,
+                                       'a', NULL)).status",
+            &[&accounts[0].as_i64(), &A_EPOCH],
+        )
+        .await?
+        .get(0);
+    assert_eq!(status, 201);
+    let held_id: i64 = held
+        .query_one(
+            "SELECT id FROM ledger.outbox WHERE account_id = $1 AND seq = 2",
+            &[&accounts[0].as_i64()],
+        )
+        .await?
+        .get(0);
+    // Later ids commit and are published and applied first.
+    spawn_writes(regions.a.api.clone(), vec![accounts[1]], 20).await??;
+    let b = regions.b.db().await?;
+    let seq_sql = format!(
+        "SELECT seq FROM ledger.accounts WHERE id = {}",
+        accounts[1].as_i64()
+    );
+    wait_count(&b, &seq_sql, 21, CONVERGE).await?;
+    let a = regions.a.db().await?;
+    let highest_published: i64 = a
+        .query_one(
+            "SELECT max(id) FROM ledger.outbox WHERE published_at IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(
+        highest_published > held_id,
+        "the relay never read past the held id"
+    );
+    assert_eq!(regions.b.api.account(accounts[0]).await?.seq, 1);
+
+    held.batch_execute("COMMIT").await?;
+    regions.wait_converged(CONVERGE).await?;
+    let replica = regions.b.api.account(accounts[0]).await?;
+    assert_eq!(replica.balance, rust_decimal::Decimal::new(10300, 2));
+    Ok(())
+}
