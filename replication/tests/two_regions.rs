@@ -488,3 +488,45 @@ async fn an_outbox_row_committed_after_higher_ids_were_published_still_goes_out(
     assert_eq!(replica.balance, rust_decimal::Decimal::new(10300, 2));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn published_outbox_rows_are_cleaned_up_on_schedule() -> anyhow::Result<()> {
+    let regions = TwoRegions::start("repl-cleanup").await?;
+    let relay = regions
+        .relay_a_with(&[
+            ("LEDGER_OUTBOX_RETENTION_S", "0"),
+            ("LEDGER_CLEANUP_INTERVAL_S", "1"),
+        ])
+        .await?;
+    let _applier = regions.applier_b().await?;
+    let accounts = open_accounts(&regions.a.api, 3).await?;
+    spawn_writes(regions.a.api.clone(), accounts, 30).await??;
+    regions.wait_converged(CONVERGE).await?;
+    let a = regions.a.db().await?;
+    let emptied = harness::wait_until(CONVERGE, Duration::from_millis(100), || async {
+        let left: i64 = a
+            .query_one("SELECT count(*) FROM ledger.outbox", &[])
+            .await
+            .ok()?
+            .get(0);
+        (left == 0).then_some(())
+    })
+    .await;
+    assert!(emptied.is_some(), "published outbox rows were not deleted");
+    assert!(
+        relay
+            .metric("ledger_replication_cleaned_rows_total")
+            .await?
+            >= 36.0
+    );
+    // Idempotency records are kept (72 h by default): a retry still replays.
+    let keys: i64 = a
+        .query_one("SELECT count(*) FROM ledger.idempotency_keys", &[])
+        .await?
+        .get(0);
+    assert!(
+        keys >= 36,
+        "idempotency records were deleted too early ({keys})"
+    );
+    Ok(())
+}
