@@ -160,13 +160,19 @@ async fn run(args: &Args, setup: &Setup) -> anyhow::Result<()> {
     .await?;
     let started = paced_deposits(args, node_port).await?;
     let total = count(&db_a, "SELECT count(*) FROM ledger.entries").await?;
-    wait_for(
-        &db_b,
-        "SELECT count(*) FROM ledger.entries",
-        total,
-        Duration::from_secs(120),
-    )
-    .await?;
+    let drain = Duration::from_secs(60);
+    if wait_for(&db_b, "SELECT count(*) FROM ledger.entries", total, drain)
+        .await
+        .is_err()
+    {
+        let applied = count(&db_b, "SELECT count(*) FROM ledger.entries").await?;
+        println!(
+            "NOT SUSTAINED: {} of {total} writes still unapplied in b {} s after the load ended; \
+             the figures below cover applied writes only and understate the lag",
+            total - applied,
+            drain.as_secs()
+        );
+    }
     let lags = lag_samples(&db_b, started + Duration::from_secs(args.warmup)).await?;
     println!(
         "replication lag           p50 {:>7.2} ms  p99 {:>7.2} ms  ({} writes)",
