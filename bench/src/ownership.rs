@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context};
+use anyhow::Context;
 use clap::Parser;
 use harness::{wait_until, VoterCluster, VoterTiming, WorkDir};
 use ledger_bench::percentile_ms;
@@ -65,14 +65,7 @@ fn account(n: usize, slots: u32) -> anyhow::Result<AccountId> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin = std::env::current_exe()
-        .context("locate benchmark binary")?
-        .with_file_name("ownership-server");
-    ensure!(
-        bin.exists(),
-        "{} missing: cargo build --release --workspace --bins",
-        bin.display()
-    );
+    let bin = ledger_bench::sibling_bin_dir(&["ownership-server"])?.join("ownership-server");
     let dir = WorkDir::temp("bench-ownership").context("make bench dir")?;
     let timing = VoterTiming {
         election_min_ms: args.election_min_ms,

@@ -24,6 +24,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
+use replication::envelope::header;
 use tokio_postgres::{Client, NoTls};
 
 #[derive(Debug, Parser)]
@@ -66,17 +67,7 @@ struct Setup {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin_dir = std::env::current_exe()
-        .context("locate benchmark binary")?
-        .parent()
-        .context("binary directory")?
-        .to_owned();
-    for bin in ["region-node", "ledger-replicator"] {
-        anyhow::ensure!(
-            bin_dir.join(bin).exists(),
-            "{bin} missing next to the bench: cargo build --release --workspace --bins"
-        );
-    }
+    let bin_dir = ledger_bench::sibling_bin_dir(&["region-node", "ledger-replicator"])?;
     let dir = WorkDir::temp("bench-replication").context("make bench dir")?;
     let options = PgOptions {
         durable: true,
@@ -148,16 +139,8 @@ async fn run(args: &Args, setup: &Setup) -> anyhow::Result<()> {
     );
 
     // 2. The ledger: paced deposits at A, relay A, applier B.
-    let relay = replicator(setup, "a", &setup.url_a, &setup.broker_a.addr(), None, args).await?;
-    let applier = replicator(
-        setup,
-        "b",
-        &setup.url_b,
-        &setup.broker_b.addr(),
-        Some(&format!("a={}", setup.broker_a.addr())),
-        args,
-    )
-    .await?;
+    let relay = setup.relay_a(args).await?;
+    let applier = setup.applier_b(args).await?;
     let started = paced_deposits(args, node_port).await?;
     let total = count(&db_a, "SELECT count(*) FROM ledger.entries").await?;
     let drain = Duration::from_secs(60);
@@ -189,7 +172,7 @@ async fn run(args: &Args, setup: &Setup) -> anyhow::Result<()> {
     backlog(&db_a, args.backlog).await?;
     let expected = count(&db_a, "SELECT count(*) FROM ledger.entries").await?;
     let clock = Instant::now();
-    let relay = replicator(setup, "a", &setup.url_a, &setup.broker_a.addr(), None, args).await?;
+    let relay = setup.relay_a(args).await?;
     wait_for(
         &db_a,
         "SELECT count(*) FROM ledger.outbox WHERE published_at IS NOT NULL",
@@ -205,15 +188,7 @@ async fn run(args: &Args, setup: &Setup) -> anyhow::Result<()> {
     );
     drop(relay);
     let clock = Instant::now();
-    let (_applier, metrics_port) = replicator_with_port(
-        setup,
-        "b",
-        &setup.url_b,
-        &setup.broker_b.addr(),
-        Some(&format!("a={}", setup.broker_a.addr())),
-        args,
-    )
-    .await?;
+    let (_applier, metrics_port) = setup.applier_b(args).await?;
     wait_for(
         &db_b,
         "SELECT count(*) FROM ledger.entries",
@@ -277,23 +252,29 @@ async fn wait_for(db: &Client, sql: &str, target: i64, timeout: Duration) -> any
     reached.with_context(|| format!("{sql} did not reach {target} within {timeout:?}"))
 }
 
-async fn replicator(
-    setup: &Setup,
-    region: &str,
-    url: &str,
-    brokers: &str,
-    apply_from: Option<&str>,
-    args: &Args,
-) -> anyhow::Result<ChildGuard> {
-    Ok(
-        replicator_with_port(setup, region, url, brokers, apply_from, args)
-            .await?
-            .0,
-    )
+/// A `ledger-replicator` process and the port of its metrics page.
+impl Setup {
+    /// Region a's relay.
+    async fn relay_a(&self, args: &Args) -> anyhow::Result<(ChildGuard, u16)> {
+        replicator(self, "a", &self.url_a, &self.broker_a.addr(), None, args).await
+    }
+
+    /// Region b's applier of a's events.
+    async fn applier_b(&self, args: &Args) -> anyhow::Result<(ChildGuard, u16)> {
+        let from = format!("a={}", self.broker_a.addr());
+        replicator(
+            self,
+            "b",
+            &self.url_b,
+            &self.broker_b.addr(),
+            Some(&from),
+            args,
+        )
+        .await
+    }
 }
 
-/// A `ledger-replicator` process and the port of its metrics page.
-async fn replicator_with_port(
+async fn replicator(
     setup: &Setup,
     region: &str,
     url: &str,
@@ -406,13 +387,6 @@ async fn backlog(db: &Client, n: i64) -> anyhow::Result<()> {
 }
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-fn header<'a>(key: &'a str, value: &'a str) -> rdkafka::message::Header<'a, &'a str> {
-    rdkafka::message::Header {
-        key,
-        value: Some(value),
-    }
-}
 
 /// Produce-to-consume latency (µs) of the broker alone: a producer and a consumer built
 /// by the same functions the relay and applier use, `rate` messages/s of a typical

@@ -82,11 +82,7 @@ impl Figures {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin_dir = std::env::current_exe()
-        .context("locate benchmark binary")?
-        .parent()
-        .context("binary directory")?
-        .to_owned();
+    let bin_dir = ledger_bench::sibling_bin_dir(&["region-node"])?;
     let pgbench = harness::pg::bin_dir()
         .context("find PostgreSQL")?
         .join("pgbench");
@@ -168,11 +164,6 @@ async fn start_node(
     dir: &Path,
 ) -> anyhow::Result<(ChildGuard, String)> {
     let node_bin = bin_dir.join("region-node");
-    anyhow::ensure!(
-        node_bin.exists(),
-        "{} missing: cargo build --release --workspace --bins",
-        node_bin.display()
-    );
     let port = free_port()?;
     let mut command = region_node_command(&node_bin, "bench", database_url, port);
     command

@@ -578,11 +578,7 @@ impl OwnershipState {
 type Change = Result<Option<(ChangeKind, Vec<Move>, Vec<RegionInfo>)>, Outcome>;
 
 fn validate_region_name(name: &str) -> Result<(), Outcome> {
-    let ok = !name.is_empty()
-        && name.len() <= 32
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok = ledger_wire::valid_region_name(name);
     if ok {
         Ok(())
     } else {

@@ -76,12 +76,7 @@ impl NodeConfig {
     }
 
     pub fn validate(&self) -> Result<(), NodeError> {
-        let name_ok = !self.region.is_empty()
-            && self.region.len() <= 32
-            && self
-                .region
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let name_ok = ledger_wire::valid_region_name(&self.region);
         if !name_ok {
             return Err(NodeError::Config(format!(
                 "region {:?} must be 1-32 characters of a-z, 0-9 and '-'",

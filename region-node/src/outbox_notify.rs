@@ -16,15 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use ledger_wire::events::OUTBOX_NOTIFY_CHANNEL;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::NodeError;
-
-/// Channel the relay listens on (the replication crate's `db::OUTBOX_CHANNEL`).
-pub const OUTBOX_CHANNEL: &str = "ledger_outbox";
-const NOTIFY_SQL: &str = "BEGIN; SET LOCAL synchronous_commit = off; \
-     SELECT pg_notify('ledger_outbox', ''); COMMIT";
 
 pub async fn run(
     pool: Pool,
@@ -32,6 +28,11 @@ pub async fn run(
     min_interval: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
+    // The notification is a hint, so its transaction need not wait for a WAL flush of
+    // its own (a NOTIFY takes a transaction id, so its commit would).
+    let notify_sql = format!(
+        "BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('{OUTBOX_NOTIFY_CHANNEL}', ''); COMMIT"
+    );
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -43,10 +44,8 @@ pub async fn run(
         }
         let sent = async {
             let client = pool.get().await.map_err(|e| e.to_string())?;
-            // The notification is a hint, so its transaction need not wait for a WAL
-            // flush of its own (a NOTIFY takes a transaction id, so its commit would).
             client
-                .batch_execute(NOTIFY_SQL)
+                .batch_execute(&notify_sql)
                 .await
                 .map_err(|e| e.to_string())
         }

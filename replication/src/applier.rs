@@ -32,7 +32,8 @@ use crate::dlq::{self, DeadLetter};
 use crate::lag::{LagContext, LagTracker};
 use crate::{db, kafka, Metrics, ReplicationError, ReplicatorConfig};
 
-const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How often to look again for an origin topic that does not exist yet.
+const TOPIC_POLL_INTERVAL: Duration = Duration::from_secs(1);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the applier for `origin` until `shutdown`, starting a new session after any
@@ -43,18 +44,12 @@ pub async fn run(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), ReplicationError> {
-    while !shutdown.is_cancelled() {
-        match session(&config, &origin, &metrics, &shutdown).await {
-            Ok(()) => break,
-            Err(error) => {
-                tracing::warn!(origin = %origin.name, %error, "applier session ended; starting a new one");
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(RETRY_DELAY) => {}
-                }
-            }
-        }
-    }
+    let what = format!("applier of {}", origin.name);
+    let (config, origin, metrics, token) = (&*config, &origin, &metrics, &shutdown);
+    crate::restart_sessions(&what, &shutdown, move || {
+        session(config, origin, metrics, token)
+    })
+    .await;
     Ok(())
 }
 
@@ -159,17 +154,14 @@ async fn wait_for_partitions(
         }
         tokio::select! {
             () = shutdown.cancelled() => return Ok(None),
-            () = tokio::time::sleep(RETRY_DELAY) => {}
+            () = tokio::time::sleep(TOPIC_POLL_INTERVAL) => {}
         }
     }
 }
 
-/// One event of a batch, as the database will see it (or why it cannot).
-struct Decoded {
-    input: Option<Value>,
-    event_id: Option<uuid::Uuid>,
-    error: Option<String>,
-}
+/// One event of a batch: the database's input and the event id, or why it cannot be
+/// applied.
+type Decoded = Result<(Value, uuid::Uuid), String>;
 
 impl Applier<'_> {
     async fn run(mut self, shutdown: &CancellationToken) -> Result<(), ReplicationError> {
@@ -209,7 +201,7 @@ impl Applier<'_> {
             .payload()
             .ok_or_else(|| "message has no payload".to_owned())
             .and_then(|bytes| EventEnvelope::decode(bytes).map_err(|e| e.to_string()));
-        let checked = envelope.and_then(|envelope| {
+        envelope.and_then(|envelope| {
             if envelope.originregion != self.origin.name {
                 return Err(format!(
                     "event of region {} on region {}'s topic",
@@ -222,32 +214,23 @@ impl Applier<'_> {
                 crate::envelope::apply_input(&envelope, account, short),
                 envelope.id,
             ))
-        });
-        match checked {
-            Ok((input, id)) => Decoded {
-                input: Some(input),
-                event_id: Some(id),
-                error: None,
-            },
-            Err(error) => Decoded {
-                input: None,
-                event_id: None,
-                error: Some(error),
-            },
-        }
+        })
     }
 
     async fn apply(&mut self, batch: &[OwnedMessage]) -> Result<(), ReplicationError> {
         let started = Instant::now();
         let origin = self.origin.name.as_str();
         let decoded: Vec<Decoded> = batch.iter().map(|m| self.decode(m)).collect();
-        let inputs: Vec<&Value> = decoded.iter().filter_map(|d| d.input.as_ref()).collect();
+        let inputs: Vec<&Value> = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok().map(|(input, _)| input))
+            .collect();
         let inputs = serde_json::to_value(inputs)
             .map_err(|e| ReplicationError::Config(format!("encode batch: {e}")))?;
         let mut dead: Vec<DeadLetter> = batch
             .iter()
             .zip(&decoded)
-            .filter_map(|(m, d)| d.error.as_ref().map(|e| DeadLetter::of_message(m, e)))
+            .filter_map(|(m, d)| d.as_ref().err().map(|e| DeadLetter::of_message(m, e)))
             .collect();
 
         let tx = self.db.client.transaction().await?;
@@ -290,7 +273,7 @@ impl Applier<'_> {
                     None => batch
                         .iter()
                         .zip(&decoded)
-                        .find(|(_, d)| d.event_id == Some(event_id))
+                        .find(|(_, d)| matches!(d, Ok((_, id)) if *id == event_id))
                         .map(|(m, _)| DeadLetter::of_message(m, &error)),
                 };
                 dead.extend(letter);
@@ -369,9 +352,9 @@ fn next_offsets(
     let mut next: HashMap<i32, (i64, Option<DateTime<Utc>>)> = HashMap::new();
     for (message, decoded) in batch.iter().zip(decoded) {
         let time = decoded
-            .input
             .as_ref()
-            .and_then(|i| i["time"].as_str())
+            .ok()
+            .and_then(|(input, _)| input["time"].as_str())
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc));
         let entry = next.entry(message.partition()).or_insert((0, None));

@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
+use ledger_wire::valid_region_name;
 
 use crate::ReplicationError;
 
@@ -30,14 +31,6 @@ impl FromStr for RemoteRegion {
             brokers: brokers.to_owned(),
         })
     }
-}
-
-pub fn valid_region_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 32
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[derive(Debug, Clone, Args)]

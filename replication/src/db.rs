@@ -9,9 +9,6 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::ReplicationError;
 
-/// Channel the outbox trigger notifies (see the V2 migration).
-pub const OUTBOX_CHANNEL: &str = "ledger_outbox";
-
 /// A connection whose driver runs in a task of its own. `closed` turns true when the
 /// session ends, so a holder of a session lock knows it no longer holds it.
 pub struct Session {

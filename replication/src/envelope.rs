@@ -43,13 +43,14 @@ impl OutboxRow {
     }
 
     /// The account's public id: the message key, so one account stays in one partition.
-    pub fn key(&self) -> String {
+    fn key(&self) -> String {
         AccountId::from_i64(self.account_id)
             .map(|id| id.to_string())
             .unwrap_or_else(|_| self.account_id.to_string())
     }
 
-    pub fn envelope(&self) -> EventEnvelope {
+    /// The envelope of this row; the account id is its `subject` and the message key.
+    pub fn into_envelope(self) -> EventEnvelope {
         EventEnvelope {
             specversion: CLOUDEVENTS_SPEC_VERSION.into(),
             id: self.event_id,
@@ -61,8 +62,8 @@ impl OutboxRow {
             envelopeversion: ENVELOPE_VERSION,
             seq: self.seq,
             epoch: self.epoch,
-            originregion: self.origin_region.clone(),
-            data: self.payload.clone(),
+            originregion: self.origin_region,
+            data: self.payload,
         }
     }
 
@@ -125,13 +126,14 @@ mod tests {
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             created_at: Utc::now(),
         };
-        let envelope = row.envelope();
+        let account_id = row.account_id;
+        let envelope = row.into_envelope();
         let bytes = serde_json::to_vec(&envelope).expect("encode");
         let decoded = EventEnvelope::decode(&bytes).expect("valid envelope");
         assert_eq!(decoded.subject, "ac_0003_00000000002a");
         assert_eq!(decoded.short_type(), Ok("Withdrawn"));
         let input = apply_input(&decoded, decoded.account().expect("id"), "Withdrawn");
-        assert_eq!(input["account"], json!(row.account_id));
+        assert_eq!(input["account"], json!(account_id));
         assert_eq!(input["seq"], json!(9));
     }
 }

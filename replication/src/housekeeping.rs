@@ -144,7 +144,7 @@ async fn cleanup(
         loop {
             let deleted = client.execute(sql, &[&retention, &CLEANUP_CHUNK]).await?;
             metrics
-                .outbox_cleaned
+                .cleaned_rows
                 .with_label_values(&[table])
                 .inc_by(deleted);
             if deleted < CLEANUP_CHUNK.unsigned_abs() {

@@ -35,6 +35,31 @@ pub use config::{RemoteRegion, ReplicatorConfig};
 pub use error::ReplicationError;
 pub use metrics::Metrics;
 
+/// Wait before a new session after one failed.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs `session` until it ends cleanly or `shutdown` is cancelled, starting it again
+/// (after a pause, with a log line) whenever it fails: the relay's and the appliers'
+/// way of riding out an unreachable database or broker.
+async fn restart_sessions<F, Fut>(what: &str, shutdown: &CancellationToken, mut session: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ReplicationError>>,
+{
+    while !shutdown.is_cancelled() {
+        match session().await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, "{what} session ended; starting a new one");
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(RETRY_DELAY) => {}
+                }
+            }
+        }
+    }
+}
+
 /// Runs the relay (if configured), one applier per remote region and housekeeping until
 /// `shutdown` is cancelled, serving metrics and health on `listener`.
 pub async fn run(

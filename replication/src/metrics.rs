@@ -15,7 +15,7 @@ pub struct Metrics {
     pub events_published: IntCounter,
     pub publish_errors: IntCounter,
     pub relay_batch_events: Histogram,
-    pub outbox_cleaned: IntCounterVec,
+    pub cleaned_rows: IntCounterVec,
     pub events_applied: IntCounterVec,
     pub apply_batches: IntCounterVec,
     pub apply_batch_seconds: HistogramVec,
@@ -68,7 +68,7 @@ impl Metrics {
                     .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0]),
             )
             .expect("static"),
-            outbox_cleaned: counter_vec(
+            cleaned_rows: counter_vec(
                 "cleaned_rows_total",
                 "Rows deleted by the cleanup schedule",
                 &["table"],
@@ -139,7 +139,7 @@ impl Metrics {
             Box::new(metrics.events_published.clone()),
             Box::new(metrics.publish_errors.clone()),
             Box::new(metrics.relay_batch_events.clone()),
-            Box::new(metrics.outbox_cleaned.clone()),
+            Box::new(metrics.cleaned_rows.clone()),
             Box::new(metrics.events_applied.clone()),
             Box::new(metrics.apply_batches.clone()),
             Box::new(metrics.apply_batch_seconds.clone()),

@@ -42,8 +42,6 @@ const HOLE_TTL: Duration = Duration::from_secs(30);
 const MAX_HOLES: usize = 100_000;
 /// How long after the last read that found rows the relay keeps busy-polling.
 const BUSY_WINDOW: Duration = Duration::from_millis(100);
-/// Wait before a new session after one failed.
-const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Runs the relay until `shutdown`: stand by for the lock, publish while holding it,
 /// start again after any failure.
@@ -53,30 +51,25 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ReplicationError> {
     let topic = ledger_wire::events::events_topic(&config.region);
-    while !shutdown.is_cancelled() {
+    let (config, metrics, topic, token) = (&*config, &metrics, topic.as_str(), &shutdown);
+    crate::restart_sessions("relay", &shutdown, move || async move {
         let result = async {
             kafka::ensure_topics(
                 &config.brokers,
-                std::slice::from_ref(&topic),
+                &[topic.to_owned()],
                 config.topic_partitions,
             )
             .await?;
-            session(&config, &metrics, &topic, &shutdown).await
+            session(config, metrics, topic, token).await
         }
         .await;
         metrics.relay_active.set(0);
-        match result {
-            Ok(()) => break,
-            Err(error) => {
-                metrics.publish_errors.inc();
-                tracing::warn!(%error, "relay session ended; starting a new one");
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(RETRY_DELAY) => {}
-                }
-            }
+        if result.is_err() {
+            metrics.publish_errors.inc();
         }
-    }
+        result
+    })
+    .await;
     Ok(())
 }
 
@@ -112,7 +105,10 @@ async fn session(
         }
     }
     client
-        .batch_execute(&format!("LISTEN {}", db::OUTBOX_CHANNEL))
+        .batch_execute(&format!(
+            "LISTEN {}",
+            ledger_wire::events::OUTBOX_NOTIFY_CHANNEL
+        ))
         .await?;
     metrics.relay_active.set(1);
     tracing::info!(%topic, "relay active");
@@ -249,9 +245,10 @@ impl Reader<'_> {
             let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= self.batch;
             for row in &rows {
                 let row = OutboxRow::from_row(row)?;
-                self.advance(row.id);
-                let delivery = self.send(&row).await?;
-                if sent.send((row.id, delivery)).await.is_err() {
+                let id = row.id;
+                self.advance(id);
+                let delivery = self.send(row).await?;
+                if sent.send((id, delivery)).await.is_err() {
                     // The marker ended, so it failed; its error is the one to report.
                     return Ok(None);
                 }
@@ -303,16 +300,16 @@ impl Reader<'_> {
     }
 
     /// Hands one row to the producer; waits while its queue is full.
-    async fn send(&self, row: &OutboxRow) -> Result<DeliveryFuture, ReplicationError> {
-        let envelope = row.envelope();
+    async fn send(&self, row: OutboxRow) -> Result<DeliveryFuture, ReplicationError> {
+        let headers = row.headers();
+        let envelope = row.into_envelope();
         let payload = serde_json::to_vec(&envelope)
             .map_err(|e| ReplicationError::Config(format!("encode envelope: {e}")))?;
-        let key = row.key();
         loop {
             let record = FutureRecord::to(self.topic)
-                .key(&key)
+                .key(&envelope.subject)
                 .payload(&payload)
-                .headers(row.headers());
+                .headers(headers.clone());
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

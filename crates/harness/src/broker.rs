@@ -44,10 +44,7 @@ impl Broker {
     /// Starts a broker on a free port with its data under `dir`, and waits until it
     /// accepts connections.
     pub async fn start(dir: &Path) -> Result<Broker, HarnessError> {
-        Broker::start_on(dir, free_port()?).await
-    }
-
-    pub async fn start_on(dir: &Path, port: u16) -> Result<Broker, HarnessError> {
+        let port = free_port()?;
         std::fs::create_dir_all(dir.join("data"))
             .map_err(io_context(format!("make broker dir {}", dir.display())))?;
         let mut broker = Broker {
@@ -65,16 +62,7 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.process.as_ref().and_then(ChildGuard::pid)
-    }
-
-    /// The command line that runs this broker (for launchers that detach it).
-    pub fn command(bin: &Path, dir: &Path, port: u16) -> Command {
+    fn command(bin: &Path, dir: &Path, port: u16) -> Command {
         let url = format!("tcp://127.0.0.1:{port}");
         let mut command = Command::new(bin);
         command

@@ -44,6 +44,9 @@ pub const EVENT_TYPES: [&str; 5] = [
     "TransferCredited",
 ];
 
+/// PostgreSQL channel on which the region node wakes its relay after writes commit.
+pub const OUTBOX_NOTIFY_CHANNEL: &str = "ledger_outbox";
+
 /// Topic a region's relay publishes to, on that region's broker.
 pub fn events_topic(region: &str) -> String {
     format!("ledger.events.{region}")

@@ -30,3 +30,13 @@ pub const HEADER_IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 pub const HEADER_REQUEST_ID: &str = "x-request-id";
 /// W3C trace context header.
 pub const HEADER_TRACEPARENT: &str = "traceparent";
+
+/// Whether `name` may name a region: 1-32 characters of `a-z`, `0-9` and `-` (it ends
+/// up in topic names, metric labels, URLs and database rows).
+pub fn valid_region_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
