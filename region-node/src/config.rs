@@ -52,6 +52,58 @@ pub struct NodeConfig {
     #[arg(long, env = "LEDGER_OUTBOX_NOTIFY_INTERVAL_MS", default_value_t = 20)]
     pub outbox_notify_interval_ms: u64,
 
+    /// Ownership service voters (`host:port`, comma-separated). Empty: single-region
+    /// mode, every slot owned at the static epoch.
+    #[arg(long, env = "LEDGER_OWNERSHIP_VOTERS", value_delimiter = ',')]
+    pub ownership_voters: Vec<String>,
+
+    /// Follow ownership changes through the service's watch (off: learn them only from
+    /// lease renewals and refusals; for tests of stale caches).
+    #[arg(long, env = "LEDGER_OWNERSHIP_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ownership_watch: bool,
+
+    /// Other regions' nodes for forwarding and the internal API:
+    /// `region=http://host:port`, comma-separated.
+    #[arg(long, env = "LEDGER_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+
+    /// Shared secret of the deployment that signs internal (region-to-region) requests.
+    #[arg(long, env = "LEDGER_INTERNAL_SECRET", hide_env_values = true)]
+    pub internal_secret: Option<String>,
+
+    /// A write starts only if the lease has at least this long left, in ms (the
+    /// database checks the lease again at commit).
+    #[arg(long, env = "LEDGER_LEASE_WRITE_MARGIN_MS", default_value_t = 500)]
+    pub lease_write_margin_ms: u64,
+
+    /// Expiry recorded in the database is this much earlier than the lease's, in ms.
+    #[arg(long, env = "LEDGER_LEASE_COMMIT_MARGIN_MS", default_value_t = 100)]
+    pub lease_commit_margin_ms: u64,
+
+    /// Largest clock-rate drift between machines assumed by the fencing delay.
+    #[arg(long, env = "LEDGER_MAX_CLOCK_DRIFT", default_value_t = 0.01)]
+    pub max_clock_drift: f64,
+
+    /// Added to ttl * (1 + drift) in the fencing delay after an unplanned gain, in ms.
+    #[arg(long, env = "LEDGER_FENCE_MARGIN_MS", default_value_t = 500)]
+    pub fence_margin_ms: u64,
+
+    /// How long a forwarded request may take at the home region, in ms.
+    #[arg(long, env = "LEDGER_FORWARD_TIMEOUT_MS", default_value_t = 5_000)]
+    pub forward_timeout_ms: u64,
+
+    /// How long an `ack: replicated` write waits for another region's copy, in ms.
+    #[arg(long, env = "LEDGER_ACK_TIMEOUT_MS", default_value_t = 5_000)]
+    pub ack_timeout_ms: u64,
+
+    /// How long a `min_seq` read waits for the local copy before asking the home, in ms.
+    #[arg(long, env = "LEDGER_MIN_SEQ_WAIT_MS", default_value_t = 500)]
+    pub min_seq_wait_ms: u64,
+
+    /// Fallback poll of the transfer saga worker when no notification arrives, in ms.
+    #[arg(long, env = "LEDGER_SAGA_POLL_MS", default_value_t = 1_000)]
+    pub saga_poll_ms: u64,
+
     /// How long in-flight requests may take to finish after a shutdown signal, in ms.
     #[arg(long, env = "LEDGER_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -71,6 +123,18 @@ impl NodeConfig {
             pool_wait_ms: 5_000,
             max_body_bytes: 16 * 1024,
             outbox_notify_interval_ms: 20,
+            ownership_voters: Vec::new(),
+            ownership_watch: true,
+            peers: Vec::new(),
+            internal_secret: None,
+            lease_write_margin_ms: 500,
+            lease_commit_margin_ms: 100,
+            max_clock_drift: 0.01,
+            fence_margin_ms: 500,
+            forward_timeout_ms: 5_000,
+            ack_timeout_ms: 5_000,
+            min_seq_wait_ms: 500,
+            saga_poll_ms: 1_000,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -95,7 +159,41 @@ impl NodeConfig {
         if self.static_epoch < 1 {
             return Err(NodeError::Config("static epoch must be at least 1".into()));
         }
+        if !(0.0..1.0).contains(&self.max_clock_drift) {
+            return Err(NodeError::Config("max clock drift must be in [0, 1)".into()));
+        }
+        let peers = self.peer_urls()?;
+        if !peers.is_empty() && self.internal_secret.as_deref().is_none_or(str::is_empty) {
+            return Err(NodeError::Config(
+                "peers are configured but no internal secret (LEDGER_INTERNAL_SECRET)".into(),
+            ));
+        }
+        if self.internal_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(NodeError::Config(
+                "the internal secret must be at least 16 characters".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// `(region, base url)` of every peer.
+    pub fn peer_urls(&self) -> Result<Vec<(String, String)>, NodeError> {
+        self.peers
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| {
+                let (region, url) = p.split_once('=').ok_or_else(|| {
+                    NodeError::Config(format!("peer {p:?} must look like region=http://host:port"))
+                })?;
+                if !ledger_wire::valid_region_name(region) || region == self.region {
+                    return Err(NodeError::Config(format!("peer region {region:?} is not valid")));
+                }
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(NodeError::Config(format!("peer url {url:?} must be http(s)")));
+                }
+                Ok((region.to_owned(), url.trim_end_matches('/').to_owned()))
+            })
+            .collect()
     }
 
     pub fn shutdown_grace(&self) -> Duration {

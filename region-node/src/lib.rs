@@ -12,6 +12,9 @@ pub mod http;
 pub mod metrics;
 pub mod outbox_notify;
 pub mod ownership;
+pub mod peers;
+pub mod replica_reads;
+pub mod saga;
 pub mod store;
 
 pub use service_kit::{supervisor, telemetry};
@@ -42,6 +45,8 @@ pub enum NodeError {
     Pool(String),
     #[error("schema migration failed: {0}")]
     Migration(String),
+    #[error("ownership service: {0}")]
+    Ownership(String),
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
     #[error(transparent)]
@@ -57,26 +62,46 @@ pub async fn run(
     config.validate()?;
     migrate_when_reachable(&config, &shutdown).await?;
     let pool = db::pool(&config)?;
-    let ownership = Arc::new(Ownership::static_all(
-        config.region.clone(),
-        config.slot_count,
-        config.static_epoch,
-    ));
-    db::record_leases(&pool, config.slot_count, config.static_epoch, None).await?;
-
     let metrics = metrics::Metrics::new(&config.region);
     let outbox_written = Arc::new(tokio::sync::Notify::new());
+    let mut supervisor = Supervisor::new(shutdown.clone());
+    let ownership = if config.ownership_voters.is_empty() {
+        db::record_leases(&pool, config.slot_count, config.static_epoch, None).await?;
+        Arc::new(Ownership::static_all(
+            config.region.clone(),
+            config.slot_count,
+            config.static_epoch,
+        ))
+    } else {
+        join_ownership(&config, &pool, &metrics, &mut supervisor, &shutdown).await?
+    };
+    let peers = Arc::new(peers::Peers::new(
+        &config.region,
+        config.internal_secret.as_deref(),
+        config.peer_urls()?,
+    ));
+    let settings = http::Settings {
+        max_body_bytes: config.max_body_bytes,
+        forward_timeout: Duration::from_millis(config.forward_timeout_ms),
+        ack_timeout: Duration::from_millis(config.ack_timeout_ms),
+        min_seq_wait: Duration::from_millis(config.min_seq_wait_ms),
+    };
     let app = http::router(
         LedgerStore::new(pool.clone(), outbox_written.clone()),
-        ownership,
-        metrics,
+        ownership.clone(),
+        peers,
+        metrics.clone(),
         shutdown.clone(),
-        config.max_body_bytes,
+        settings,
     );
     let address = listener.local_addr().map_err(NodeError::Serve)?;
-    tracing::info!(region = %config.region, %address, "region node serving");
+    tracing::info!(
+        region = %config.region,
+        %address,
+        ownership = if ownership.is_dynamic() { "service" } else { "static" },
+        "region node serving"
+    );
 
-    let mut supervisor = Supervisor::new(shutdown.clone());
     let stop = shutdown.clone();
     supervisor.spawn("http", async move {
         axum::serve(listener, app)
@@ -84,6 +109,18 @@ pub async fn run(
             .await
             .map_err(NodeError::Serve)
     });
+    supervisor.spawn(
+        "saga",
+        saga::run(
+            pool.clone(),
+            config.database_url.clone(),
+            config.region.clone(),
+            Duration::from_millis(config.saga_poll_ms),
+            outbox_written.clone(),
+            metrics,
+            shutdown.clone(),
+        ),
+    );
     supervisor.spawn(
         "outbox-notify",
         outbox_notify::run(
@@ -96,6 +133,72 @@ pub async fn run(
     supervisor.run(config.shutdown_grace()).await?;
     tracing::info!("region node stopped");
     Ok(())
+}
+
+/// Reads the ownership map, clears leases a previous run left in the database, and
+/// starts the renewal and watch loops.
+async fn join_ownership(
+    config: &NodeConfig,
+    pool: &deadpool_postgres::Pool,
+    metrics: &metrics::Metrics,
+    supervisor: &mut Supervisor,
+    shutdown: &CancellationToken,
+) -> Result<Arc<Ownership>, NodeError> {
+    use ownership::sync;
+    let client = ::ownership::client::OwnershipClient::new(
+        config.ownership_voters.clone(),
+        format!("region-node/{}", config.region),
+    )
+    .map_err(|e| NodeError::Config(format!("ownership voters: {e}")))?
+    .with_retry_for(Duration::from_secs(1));
+    let client = Arc::new(client);
+    let map = sync::initial_map(&client, DATABASE_START_DEADLINE, shutdown).await?;
+    if map.slot_count != config.slot_count {
+        tracing::warn!(
+            configured = config.slot_count,
+            cluster = map.slot_count,
+            "slot count differs from the ownership cluster's; using the cluster's"
+        );
+    }
+    if !map.regions.iter().any(|r| r.name == config.region) {
+        return Err(NodeError::Config(format!(
+            "region {} is not part of the ownership cluster",
+            config.region
+        )));
+    }
+    let timing = sync::LeaseTiming {
+        max_clock_drift: config.max_clock_drift,
+        fence_margin: Duration::from_millis(config.fence_margin_ms),
+        commit_margin: Duration::from_millis(config.lease_commit_margin_ms),
+    };
+    let slot_count = map.slot_count;
+    let ownership = Arc::new(Ownership::dynamic(
+        config.region.clone(),
+        map,
+        Duration::from_millis(config.lease_write_margin_ms),
+        client.clone(),
+    ));
+    // Nothing is held until this run's first renewal answers.
+    let nothing = ownership::LeaseState::empty(slot_count).snapshot();
+    sync::record(pool, &nothing, timing.commit_margin).await?;
+    supervisor.spawn(
+        "lease-renewal",
+        sync::renew_loop(
+            ownership.clone(),
+            client.clone(),
+            pool.clone(),
+            timing,
+            metrics.clone(),
+            shutdown.clone(),
+        ),
+    );
+    if config.ownership_watch {
+        supervisor.spawn(
+            "ownership-watch",
+            sync::watch_loop(ownership.clone(), client, shutdown.clone()),
+        );
+    }
+    Ok(ownership)
 }
 
 /// Migrates the schema, retrying while the database is still starting.

@@ -15,6 +15,13 @@ pub struct Metrics {
     writes: IntCounterVec,
     pool_connections: IntGauge,
     pool_idle: IntGauge,
+    lease_slots: IntGauge,
+    lease_renewals: IntCounterVec,
+    /// Requests answered by another region: where, what, how it went.
+    forwarded: IntCounterVec,
+    forward_duration: HistogramVec,
+    replicated_wait: HistogramVec,
+    saga_steps: IntCounterVec,
 }
 
 impl Metrics {
@@ -47,12 +54,59 @@ impl Metrics {
             IntGauge::new("db_pool_connections", "Open database connections").expect("static");
         let pool_idle =
             IntGauge::new("db_pool_idle_connections", "Idle database connections").expect("static");
+        let lease_slots = IntGauge::new(
+            "lease_slots",
+            "Slots this region's last lease grant lists",
+        )
+        .expect("static");
+        let lease_renewals = IntCounterVec::new(
+            Opts::new("lease_renewals_total", "Lease renewals by result"),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let forwarded = IntCounterVec::new(
+            Opts::new(
+                "forwarded_requests_total",
+                "Requests forwarded to another region, by target and result",
+            ),
+            &["to", "kind", "status"],
+        )
+        .expect("static metric definition");
+        let forward_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "forward_duration_seconds",
+                "Round trip of a forwarded request to the home region",
+            )
+            .buckets(vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            &["to"],
+        )
+        .expect("static metric definition");
+        let replicated_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "ack_replicated_wait_seconds",
+                "Time from the home's commit until another region confirmed a copy",
+            )
+            .buckets(vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let saga_steps = IntCounterVec::new(
+            Opts::new("saga_steps_total", "Cross-region transfer steps taken here"),
+            &["step"],
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
             Box::new(writes.clone()),
             Box::new(pool_connections.clone()),
             Box::new(pool_idle.clone()),
+            Box::new(lease_slots.clone()),
+            Box::new(lease_renewals.clone()),
+            Box::new(forwarded.clone()),
+            Box::new(forward_duration.clone()),
+            Box::new(replicated_wait.clone()),
+            Box::new(saga_steps.clone()),
         ] {
             // Registration fails only for duplicate names, which the definitions above exclude.
             let _ = registry.register(collector);
@@ -64,7 +118,43 @@ impl Metrics {
             writes,
             pool_connections,
             pool_idle,
+            lease_slots,
+            lease_renewals,
+            forwarded,
+            forward_duration,
+            replicated_wait,
+            saga_steps,
         }
+    }
+
+    pub fn set_lease(&self, slots: usize) {
+        self.lease_slots
+            .set(i64::try_from(slots).unwrap_or(i64::MAX));
+    }
+
+    pub fn lease_renewed(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.lease_renewals.with_label_values(&[result]).inc();
+    }
+
+    pub fn observe_forward(&self, to: &str, kind: &str, status: u16, elapsed: Duration) {
+        self.forwarded
+            .with_label_values(&[to, kind, status_label(status)])
+            .inc();
+        self.forward_duration
+            .with_label_values(&[to])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_replicated_wait(&self, confirmed: bool, elapsed: Duration) {
+        let outcome = if confirmed { "confirmed" } else { "timeout" };
+        self.replicated_wait
+            .with_label_values(&[outcome])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn saga_step(&self, step: &str) {
+        self.saga_steps.with_label_values(&[step]).inc();
     }
 
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
@@ -109,6 +199,7 @@ fn status_label(status: u16) -> &'static str {
         422 => "422",
         500 => "500",
         503 => "503",
+        504 => "504",
         s if s < 300 => "2xx",
         s if s < 500 => "4xx",
         _ => "5xx",

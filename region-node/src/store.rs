@@ -22,6 +22,8 @@ const CREATE_ACCOUNT_SQL: &str =
     "SELECT status, body::text, replayed FROM ledger.create_account($1, $2, $3, $4, $5, $6, $7, $8)";
 const POST_TRANSFER_SQL: &str = "SELECT status, body::text, replayed \
      FROM ledger.post_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const START_TRANSFER_SQL: &str = "SELECT status, body::text, replayed \
+     FROM ledger.start_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 const ACCOUNT_SQL: &str =
     "SELECT ledger.account_json(a)::text FROM ledger.accounts a WHERE a.id = $1";
 const LEDGER_PAGE_SQL: &str = "SELECT ledger.entry_json(e)::text FROM ledger.entries e \
@@ -188,6 +190,39 @@ impl LedgerStore {
                     &reference,
                     &from_epoch,
                     &to_epoch,
+                    &ctx.region,
+                    &ctx.traceparent,
+                ],
+            )
+            .await
+            .map_err(classify)?;
+        outcome(&row).map(|o| self.written(o))
+    }
+
+    /// Debits the source (homed here) and starts the saga that credits the destination
+    /// at its own home.
+    pub async fn start_transfer(
+        &self,
+        ctx: &WriteContext,
+        from: AccountId,
+        to: AccountId,
+        amount: Decimal,
+        reference: Option<&str>,
+        from_epoch: i64,
+    ) -> Result<WriteOutcome, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(START_TRANSFER_SQL).await?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &ctx.idempotency_key,
+                    &ctx.fingerprint,
+                    &from.as_i64(),
+                    &to.as_i64(),
+                    &amount,
+                    &reference,
+                    &from_epoch,
                     &ctx.region,
                     &ctx.traceparent,
                 ],

@@ -85,6 +85,19 @@ async fn update_gauges(
     let waited: f64 = row.get(3);
     metrics.waiting_oldest_seconds.set(waited);
     metrics.late_events_stored.set(row.get(4));
+    for origin in &config.apply_from {
+        let events = metrics.lag_events.with_label_values(&[&origin.name]).get();
+        let seconds = metrics.lag_seconds.with_label_values(&[&origin.name]).get();
+        client
+            .execute(
+                "INSERT INTO ledger.replication_lag (origin_region, lag_events, lag_seconds, measured_at)
+                 VALUES ($1, $2, $3, clock_timestamp())
+                 ON CONFLICT (origin_region) DO UPDATE SET lag_events = EXCLUDED.lag_events,
+                     lag_seconds = EXCLUDED.lag_seconds, measured_at = EXCLUDED.measured_at",
+                &[&origin.name, &events, &seconds],
+            )
+            .await?;
+    }
     let alert_after = Duration::from_secs(config.gap_alert_s).as_secs_f64();
     if waited > alert_after && last_gap_log.is_none_or(|at| at.elapsed() >= GAP_LOG_INTERVAL) {
         let stuck = client

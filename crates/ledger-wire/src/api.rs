@@ -69,8 +69,11 @@ pub struct Freshness {
     /// Time of the newest change this copy reflects.
     #[serde(with = "crate::timestamp")]
     pub as_of: DateTime<Utc>,
-    /// How far behind the home the copy may be, in milliseconds (0 at the home).
-    pub lag_ms: u64,
+    /// How far behind the home the copy may be, in milliseconds: 0 at the home; at a
+    /// replica, the applier's last reported lag (grown by the report's age once that is
+    /// over 5 s). Absent when no applier has reported for the home region yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -108,6 +111,8 @@ pub enum EntryKind {
     Withdrawal,
     TransferDebit,
     TransferCredit,
+    /// Money returned to the source of a refused cross-region transfer.
+    TransferRefund,
 }
 
 /// One committed change of one account.
@@ -141,6 +146,9 @@ pub enum TransferState {
     Debited,
     /// Both sides booked.
     Completed,
+    /// The destination's home refused (unknown or closed account, other currency); the
+    /// refund at the source is under way.
+    Rejected,
     /// Destination refused; the source is refunded.
     Refunded,
 }
@@ -154,6 +162,9 @@ pub struct Transfer {
     pub amount: Decimal,
     pub currency: String,
     pub state: TransferState,
+    /// Why the destination refused, for rejected and refunded transfers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub reference: Option<String>,
     #[serde(with = "crate::timestamp")]
     pub created_at: DateTime<Utc>,

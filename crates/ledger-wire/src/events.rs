@@ -36,13 +36,23 @@ pub mod headers {
 }
 
 /// The kinds of change an event describes (the outbox's `event_type`).
-pub const EVENT_TYPES: [&str; 5] = [
+pub const EVENT_TYPES: [&str; 7] = [
     "AccountOpened",
     "Deposited",
     "Withdrawn",
     "TransferDebited",
     "TransferCredited",
+    "TransferRejected",
+    "TransferRefunded",
 ];
+
+/// Event types outside any account's sequence: they carry seq 0. `AccountOpened` starts
+/// the sequence; `TransferRejected` is the destination home's decision in a cross-region
+/// transfer, keyed by the source account so that it reaches the source's partition.
+pub const UNSEQUENCED_TYPES: [&str; 2] = ["AccountOpened", "TransferRejected"];
+
+/// PostgreSQL channel on which appliers wake the region node's transfer saga worker.
+pub const SAGA_NOTIFY_CHANNEL: &str = "ledger_saga";
 
 /// PostgreSQL channel on which the region node wakes its relay after writes commit.
 pub const OUTBOX_NOTIFY_CHANNEL: &str = "ledger_outbox";
@@ -77,7 +87,7 @@ pub struct EventEnvelope {
     pub subject: String,
     pub datacontenttype: String,
     pub envelopeversion: u32,
-    /// The account's sequence number after this change (0 for `AccountOpened`).
+    /// The account's sequence number after this change (0 for the unsequenced types).
     pub seq: i64,
     /// The ownership epoch the home wrote under.
     pub epoch: i64,
@@ -118,9 +128,9 @@ impl EventEnvelope {
         if self.seq < 0 || self.epoch < 0 {
             return Err(EnvelopeError::Invalid("seq and epoch must not be negative"));
         }
-        if (self.short_type()? == "AccountOpened") != (self.seq == 0) {
+        if UNSEQUENCED_TYPES.contains(&self.short_type()?) != (self.seq == 0) {
             return Err(EnvelopeError::Invalid(
-                "seq is 0 exactly for AccountOpened events",
+                "seq is 0 exactly for AccountOpened and TransferRejected events",
             ));
         }
         if self.originregion.is_empty() {

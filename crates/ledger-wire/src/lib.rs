@@ -30,6 +30,18 @@ pub const HEADER_IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 pub const HEADER_REQUEST_ID: &str = "x-request-id";
 /// W3C trace context header.
 pub const HEADER_TRACEPARENT: &str = "traceparent";
+/// Request header choosing a write's durability: `local` (default: answer after the
+/// home's commit) or `replicated` (answer once another region holds a copy).
+pub const HEADER_ACK: &str = "ack";
+/// Response header naming the region a request was forwarded to (the account's home),
+/// when the region that answered is not the home.
+pub const HEADER_FORWARDED_TO: &str = "x-forwarded-to-region";
+
+/// Internal API (region to region): the calling region, the time of signing (Unix ms)
+/// and the HMAC-SHA256 signature of the request (see region-node's `peers::auth`).
+pub const HEADER_CALLER_REGION: &str = "x-ledger-caller";
+pub const HEADER_SIGNED_AT: &str = "x-ledger-signed-at";
+pub const HEADER_SIGNATURE: &str = "x-ledger-signature";
 
 /// Whether `name` may name a region: 1-32 characters of `a-z`, `0-9` and `-` (it ends
 /// up in topic names, metric labels, URLs and database rows).

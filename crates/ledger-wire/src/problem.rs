@@ -48,6 +48,7 @@ problem_types! {
     UnsupportedMediaType => ("unsupported-media-type", 415, "Request body must be application/json"),
     InvalidBody => ("invalid-body", 422, "Request body does not match the schema"),
     InvalidAmount => ("invalid-amount", 422, "Amount is not acceptable"),
+    AccountClosed => ("account-closed", 422, "The account is closed"),
     AmountScale => ("amount-scale", 422, "Amount has more decimals than the currency allows"),
     AmountTooLarge => ("amount-too-large", 422, "Amount exceeds the per-operation maximum"),
     UnknownCurrency => ("unknown-currency", 422, "Currency is not supported"),
@@ -55,9 +56,12 @@ problem_types! {
     SameAccountTransfer => ("same-account-transfer", 422, "A transfer needs two different accounts"),
     UnknownRegion => ("unknown-region", 422, "Region is not part of this deployment"),
     IdempotencyKeyReused => ("idempotency-key-reused", 422, "Idempotency-Key was used with a different request"),
+    Unauthorized => ("unauthorized", 401, "Internal API call without valid credentials"),
     Internal => ("internal", 500, "Internal error"),
+    HomeUnreachable => ("home-unreachable", 503, "The account's home region cannot be reached"),
     NotOwner => ("not-owner", 503, "This region does not hold the account's slot right now"),
     Unavailable => ("unavailable", 503, "Service temporarily unavailable"),
+    ReplicationTimeout => ("replication-timeout", 504, "Committed at the home, but no other region confirmed a copy in time"),
 }
 
 impl ProblemType {

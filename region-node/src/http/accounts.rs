@@ -1,11 +1,14 @@
 //! Account routes: open an account, read it, deposit, withdraw, read its ledger.
 
+use std::time::Duration;
+
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Extension;
 use ledger_wire::api::{
-    Account, AccountQuery, AmountRequest, CreateAccountRequest, Entry, Freshness, LedgerPage,
-    LedgerQuery, ReadSource, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT,
+    Account, AccountQuery, AmountRequest, Consistency, CreateAccountRequest, Entry, Freshness,
+    LedgerPage, LedgerQuery, ReadSource, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT,
 };
 use ledger_wire::{parse_amount, AccountId, Currency, Problem, ProblemType};
 use rand::Rng;
@@ -15,11 +18,16 @@ use serde_json::value::RawValue;
 use super::context::RequestContext;
 use super::error::ApiError;
 use super::extract::{self, IdempotencyKey, JsonBody, QueryParams};
+use super::forward::{self, forward, refuse_second_hop, Ack, Onward};
+use super::internal::Forwarded;
 use super::{check_reference, fingerprint, json_response, write_response, AppState};
+use crate::ownership::WriteRoute;
 use crate::store::{EntryKind, StoreError};
 
 /// How often account creation draws a new random id after a collision.
 const ID_ATTEMPTS: usize = 3;
+/// How often a `min_seq` read looks at the local copy again.
+const MIN_SEQ_POLL: Duration = Duration::from_millis(10);
 
 #[utoipa::path(
     post, path = "/v1/accounts", tag = "accounts",
@@ -35,9 +43,12 @@ const ID_ATTEMPTS: usize = 3;
 pub async fn create_account(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
+    forwarded: Option<Extension<Forwarded>>,
+    headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(request): JsonBody<CreateAccountRequest>,
 ) -> Result<Response, ApiError> {
+    let ack = Ack::from_headers(&headers)?;
     let currency = Currency::parse(&request.currency).ok_or_else(|| {
         ApiError::new(
             ProblemType::UnknownCurrency,
@@ -45,11 +56,16 @@ pub async fn create_account(
         )
     })?;
     if let Some(home) = request.home_region.as_deref() {
-        if home != state.ownership.region() {
+        if !state.ownership.knows_region(home) {
             return Err(ApiError::new(
                 ProblemType::UnknownRegion,
                 format!("region {home:?} is not part of this deployment"),
             ));
+        }
+        if home != state.ownership.region() {
+            refuse_second_hop(forwarded.as_deref(), home)?;
+            let onward = Onward::write("/v1/accounts".into(), &key, ack, &request);
+            return forward(&state, &ctx, home, onward).await;
         }
     }
     let write = state.write_context(
@@ -61,7 +77,11 @@ pub async fn create_account(
         let (id, epoch) = {
             let mut rng = rand::rng();
             let (slot, epoch) = state.ownership.pick_owned_slot(&mut rng).ok_or_else(|| {
-                ApiError::new(ProblemType::NotOwner, "this region owns no slot right now")
+                ApiError::new(
+                    ProblemType::NotOwner,
+                    "this region cannot open accounts right now (it holds no writable slot); \
+                     retry, or name another home_region",
+                )
             })?;
             let id = AccountId::new(slot, rng.random())
                 .map_err(|e| ApiError::new(ProblemType::Internal, e.to_string()))?;
@@ -75,6 +95,11 @@ pub async fn create_account(
             Err(StoreError::AccountIdCollision) => continue,
             result => {
                 let outcome = state.record_write("create_account", result)?;
+                if ack == Ack::Replicated && outcome.status == 201 {
+                    let opened = written_account(&outcome.body)?;
+                    let events = state.store.event_of(opened, 0).await?;
+                    forward::await_replicated(&state, events.into_iter().collect()).await?;
+                }
                 return Ok(write_response(outcome, state.ownership.region()));
             }
         }
@@ -83,6 +108,20 @@ pub async fn create_account(
         ProblemType::Unavailable,
         "could not find a free account id; retry",
     ))
+}
+
+/// The account id in a committed write's answer (`id` of an account, `account_id` of
+/// an entry).
+pub(super) fn written_account(body: &str) -> Result<AccountId, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        id: Option<AccountId>,
+        account_id: Option<AccountId>,
+    }
+    serde_json::from_str::<Ids>(body)
+        .ok()
+        .and_then(|ids| ids.account_id.or(ids.id))
+        .ok_or_else(|| ApiError::from(StoreError::Decode("answer without an account id".into())))
 }
 
 #[utoipa::path(
@@ -96,6 +135,8 @@ pub async fn create_account(
 )]
 pub async fn get_account(
     State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    forwarded: Option<Extension<Forwarded>>,
     Path(id): Path<String>,
     QueryParams(query): QueryParams<AccountQuery>,
 ) -> Result<Response, ApiError> {
@@ -104,21 +145,51 @@ pub async fn get_account(
         .ownership
         .home_of(id)
         .ok_or_else(|| extract::not_found(id))?;
-    let text = state
-        .store
-        .account(id)
-        .await?
-        .ok_or_else(|| extract::not_found(id))?;
-    let mut account: Account = serde_json::from_str(&text)
-        .map_err(|e| ApiError::from(StoreError::Decode(e.to_string())))?;
+    let strong = query.consistency == Some(Consistency::Strong);
+    let ask_home = |min_seq: Option<i64>| {
+        let mut path = format!("/v1/accounts/{id}?consistency=strong");
+        if let Some(n) = min_seq {
+            path.push_str(&format!("&min_seq={n}"));
+        }
+        Onward::get(path)
+    };
+    if strong && !home.is_local {
+        refuse_second_hop(forwarded.as_deref(), &home.region)?;
+        return forward(&state, &ctx, &home.region, ask_home(query.min_seq)).await;
+    }
+    if strong && !state.ownership.serves_strong_reads(id) {
+        return Err(ApiError::new(
+            ProblemType::NotOwner,
+            "this region is the account's home but cannot serve authoritative reads right now",
+        ));
+    }
+    let mut account = read_account(&state, id).await?;
     if let Some(min_seq) = query.min_seq {
-        if account.seq < min_seq {
+        let deadline = tokio::time::Instant::now() + state.settings.min_seq_wait;
+        while account.as_ref().is_none_or(|a| a.seq < min_seq)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(MIN_SEQ_POLL).await;
+            account = read_account(&state, id).await?;
+        }
+        if account.as_ref().is_none_or(|a| a.seq < min_seq) {
+            if !home.is_local && forwarded.is_none() {
+                return forward(&state, &ctx, &home.region, ask_home(Some(min_seq))).await;
+            }
+            let seq = account.as_ref().map_or(0, |a| a.seq);
             return Err(ApiError::new(
                 ProblemType::SeqNotReached,
-                format!("account {id} is at seq {}, below {min_seq}", account.seq),
+                format!("account {id} is at seq {seq}, below {min_seq}"),
             ));
         }
     }
+    let mut account = account.ok_or_else(|| extract::not_found(id))?;
+    let lag_ms = if home.is_local {
+        Some(0)
+    } else {
+        state.store.replica_lag_ms(&home.region).await?
+    };
+    account.home_region.clone_from(&home.region);
     account.freshness = Some(Freshness {
         source: if home.is_local {
             ReadSource::Home
@@ -126,9 +197,18 @@ pub async fn get_account(
             ReadSource::Replica
         },
         as_of: account.updated_at,
-        lag_ms: 0,
+        lag_ms,
     });
     Ok(json_response(200, &account, &home.region))
+}
+
+async fn read_account(state: &AppState, id: AccountId) -> Result<Option<Account>, ApiError> {
+    let Some(text) = state.store.account(id).await? else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| ApiError::from(StoreError::Decode(e.to_string())))
 }
 
 #[utoipa::path(
@@ -145,68 +225,133 @@ pub async fn get_account(
 pub async fn deposit(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
+    forwarded: Option<Extension<Forwarded>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(request): JsonBody<AmountRequest>,
 ) -> Result<Response, ApiError> {
-    post_entry(&state, &ctx, EntryKind::Deposit, &id, key, request).await
+    let call = EntryCall { state: &state, ctx: &ctx, forwarded: forwarded.as_deref(), headers: &headers };
+    post_entry(call, EntryKind::Deposit, &id, key, request).await
 }
 
 #[utoipa::path(
     post, path = "/v1/accounts/{id}/withdrawals", tag = "accounts",
     params(("id" = String, Path, description = "Account id"),
-           ("Idempotency-Key" = String, Header, description = "Unique per intended operation")),
+           ("Idempotency-Key" = String, Header, description = "Unique per intended operation"),
+           ("ack" = Option<String>, Header, description = "local (default) or replicated")),
     request_body = AmountRequest,
     responses(
         (status = 201, description = "Withdrawal booked", body = Entry),
         (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Insufficient funds", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Amount not acceptable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Home region unreachable or not writable now", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn withdraw(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
+    forwarded: Option<Extension<Forwarded>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(request): JsonBody<AmountRequest>,
 ) -> Result<Response, ApiError> {
-    post_entry(&state, &ctx, EntryKind::Withdrawal, &id, key, request).await
+    let call = EntryCall { state: &state, ctx: &ctx, forwarded: forwarded.as_deref(), headers: &headers };
+    post_entry(call, EntryKind::Withdrawal, &id, key, request).await
+}
+
+/// What every write handler passes on.
+struct EntryCall<'a> {
+    state: &'a AppState,
+    ctx: &'a RequestContext,
+    forwarded: Option<&'a Forwarded>,
+    headers: &'a HeaderMap,
 }
 
 async fn post_entry(
-    state: &AppState,
-    ctx: &RequestContext,
+    call: EntryCall<'_>,
     kind: EntryKind,
     id: &str,
     key: String,
     request: AmountRequest,
 ) -> Result<Response, ApiError> {
+    let state = call.state;
+    let ack = Ack::from_headers(call.headers)?;
     let id = extract::account_id(id, state.ownership.slot_count())?;
     let amount = parse_amount(&request.amount)?;
     check_reference(request.reference.as_deref())?;
-    let home = state
-        .ownership
-        .home_of(id)
-        .ok_or_else(|| extract::not_found(id))?;
-    let write = state.write_context(
-        key,
-        fingerprint(&(kind.as_str(), id, amount.normalize(), &request.reference)),
-        ctx,
-    );
-    let result = state
-        .store
-        .post_entry(
-            &write,
-            kind,
-            id,
-            amount,
-            request.reference.as_deref(),
-            home.epoch,
-        )
-        .await;
-    let outcome = state.record_write(kind.as_str(), result)?;
-    Ok(write_response(outcome, &home.region))
+    let path = format!("/v1/accounts/{id}/{}s", kind.as_str());
+    // A refusal by the database as "not the owner" means this node's map is stale: read
+    // the map again and route once more (usually: forward to the new home).
+    for attempt in 0..2 {
+        let epoch = match write_route(state, id, call.forwarded)? {
+            Route::Forward(region) => {
+                let onward = Onward::write(path, &key, ack, &request);
+                return forward(state, call.ctx, &region, onward).await;
+            }
+            Route::Here(epoch) => epoch,
+        };
+        let write = state.write_context(
+            key.clone(),
+            fingerprint(&(kind.as_str(), id, amount.normalize(), &request.reference)),
+            call.ctx,
+        );
+        let result = state
+            .store
+            .post_entry(&write, kind, id, amount, request.reference.as_deref(), epoch)
+            .await;
+        if attempt == 0 && is_not_owner(&result) && state.ownership.refresh().await {
+            continue;
+        }
+        let outcome = state.record_write(kind.as_str(), result)?;
+        if ack == Ack::Replicated && outcome.status == 201 {
+            let seq = written_seq(&outcome.body)?;
+            let events = state.store.event_of(id, seq).await?;
+            forward::await_replicated(state, events.into_iter().collect()).await?;
+        }
+        return Ok(write_response(outcome, state.ownership.region()));
+    }
+    Err(ApiError::new(ProblemType::NotOwner, "ownership is moving; retry shortly"))
+}
+
+/// Where a write for `id` goes: here at an epoch, or to another region.
+pub(super) enum Route {
+    Here(i64),
+    Forward(String),
+}
+
+pub(super) fn write_route(
+    state: &AppState,
+    id: AccountId,
+    forwarded: Option<&Forwarded>,
+) -> Result<Route, ApiError> {
+    match state.ownership.route_write(id) {
+        None => Err(extract::not_found(id)),
+        Some(WriteRoute::Local { epoch }) => Ok(Route::Here(epoch)),
+        Some(WriteRoute::Remote { region }) => {
+            refuse_second_hop(forwarded, &region)?;
+            Ok(Route::Forward(region))
+        }
+        Some(WriteRoute::Refused(refusal)) => {
+            Err(ApiError::new(ProblemType::NotOwner, refusal.describe()))
+        }
+    }
+}
+
+pub(super) fn is_not_owner<T>(result: &Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Rejected { kind: ProblemType::NotOwner, .. }))
+}
+
+fn written_seq(body: &str) -> Result<i64, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: i64,
+    }
+    serde_json::from_str::<Seq>(body)
+        .map(|s| s.seq)
+        .map_err(|e| ApiError::from(StoreError::Decode(e.to_string())))
 }
 
 #[utoipa::path(

@@ -4,10 +4,13 @@ mod accounts;
 mod context;
 mod error;
 mod extract;
+mod forward;
+mod internal;
 mod system;
 mod transfers;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +31,7 @@ pub use ledger_wire::TraceParent;
 
 use crate::metrics::Metrics;
 use crate::ownership::Ownership;
+use crate::peers::Peers;
 use crate::store::{LedgerStore, StoreError, WriteContext, WriteOutcome};
 
 #[derive(OpenApi)]
@@ -46,10 +50,21 @@ use crate::store::{LedgerStore, StoreError, WriteContext, WriteOutcome};
 )]
 struct ApiDoc;
 
+/// Limits and waits of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_body_bytes: usize,
+    pub forward_timeout: Duration,
+    pub ack_timeout: Duration,
+    pub min_seq_wait: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: LedgerStore,
     pub ownership: Arc<Ownership>,
+    pub peers: Arc<Peers>,
+    pub settings: Arc<Settings>,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
     openapi: Arc<String>,
@@ -93,9 +108,10 @@ impl AppState {
 pub fn router(
     store: LedgerStore,
     ownership: Arc<Ownership>,
+    peers: Arc<Peers>,
     metrics: Metrics,
     shutdown: CancellationToken,
-    max_body_bytes: usize,
+    settings: Settings,
 ) -> Router {
     let (routes, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::create_account))
@@ -113,15 +129,29 @@ pub fn router(
     let openapi = Arc::new(api.to_pretty_json().unwrap_or_default());
     let region_header = HeaderValue::from_str(ownership.region())
         .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let max_body_bytes = settings.max_body_bytes;
     let state = AppState {
         store,
         ownership,
+        peers,
+        settings: Arc::new(settings),
         metrics,
         shutdown,
         openapi,
         region_header,
     };
+    let internal = routes
+        .clone()
+        .route(
+            "/v1/replicas/{id}",
+            axum::routing::get(internal::replica),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            internal::authenticate,
+        ));
     routes
+        .nest("/internal", internal)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -1,34 +1,49 @@
 //! Transfer routes: move money between two accounts, read a transfer's state.
+//!
+//! Both accounts homed here: one transaction. Otherwise the saga of DESIGN.md: the
+//! source's home debits and answers with state `debited`; the destination's home
+//! credits (or refuses, and the source's home refunds) when its applier sees the debit.
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Extension;
 use ledger_wire::api::{CreateTransferRequest, Transfer};
 use ledger_wire::{parse_amount, Problem, ProblemType};
 use uuid::Uuid;
 
+use super::accounts::{is_not_owner, write_route, Route};
 use super::context::RequestContext;
 use super::error::ApiError;
 use super::extract::{self, IdempotencyKey, JsonBody};
+use super::forward::{self, forward, Ack, Onward};
+use super::internal::Forwarded;
 use super::{check_reference, fingerprint, write_response, AppState};
+use crate::ownership::WriteRoute;
+use crate::store::StoreError;
 
 #[utoipa::path(
     post, path = "/v1/transfers", tag = "transfers",
-    params(("Idempotency-Key" = String, Header, description = "Unique per intended operation")),
+    params(("Idempotency-Key" = String, Header, description = "Unique per intended operation"),
+           ("ack" = Option<String>, Header, description = "local (default) or replicated")),
     request_body = CreateTransferRequest,
     responses(
-        (status = 201, description = "Transfer booked (or saga started)", body = Transfer),
+        (status = 201, description = "Transfer booked (state completed), or saga started (state debited)", body = Transfer),
         (status = 404, description = "An account does not exist", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Insufficient funds", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Amount, currency or accounts not acceptable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Source's home unreachable or not writable now", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_transfer(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
+    forwarded: Option<Extension<Forwarded>>,
+    headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(request): JsonBody<CreateTransferRequest>,
 ) -> Result<Response, ApiError> {
+    let ack = Ack::from_headers(&headers)?;
     let amount = parse_amount(&request.amount)?;
     check_reference(request.reference.as_deref())?;
     if request.from == request.to {
@@ -37,45 +52,59 @@ pub async fn create_transfer(
             "from and to name the same account",
         ));
     }
-    let source = state
-        .ownership
-        .home_of(request.from)
-        .ok_or_else(|| extract::not_found(request.from))?;
-    let destination = state
-        .ownership
-        .home_of(request.to)
-        .ok_or_else(|| extract::not_found(request.to))?;
-    if !source.is_local || !destination.is_local {
-        return Err(ApiError::new(
-            ProblemType::NotOwner,
-            "transfers between regions are not served by this node yet",
-        ));
+    if !state.ownership.slot_exists(request.to) {
+        return Err(extract::not_found(request.to));
     }
-    let write = state.write_context(
-        key,
-        fingerprint(&(
-            "transfer",
-            request.from,
-            request.to,
-            amount.normalize(),
-            &request.reference,
-        )),
-        &ctx,
-    );
-    let result = state
-        .store
-        .post_transfer(
-            &write,
-            request.from,
-            request.to,
-            amount,
-            request.reference.as_deref(),
-            source.epoch,
-            destination.epoch,
-        )
-        .await;
-    let outcome = state.record_write("transfer", result)?;
-    Ok(write_response(outcome, &source.region))
+    for attempt in 0..2 {
+        let from_epoch = match write_route(&state, request.from, forwarded.as_deref())? {
+            Route::Forward(region) => {
+                let onward = Onward::write("/v1/transfers".into(), &key, ack, &request);
+                return forward(&state, &ctx, &region, onward).await;
+            }
+            Route::Here(epoch) => epoch,
+        };
+        let write = state.write_context(
+            key.clone(),
+            fingerprint(&(
+                "transfer",
+                request.from,
+                request.to,
+                amount.normalize(),
+                &request.reference,
+            )),
+            &ctx,
+        );
+        let reference = request.reference.as_deref();
+        let result = match state.ownership.route_write(request.to) {
+            Some(WriteRoute::Local { epoch: to_epoch }) => {
+                state
+                    .store
+                    .post_transfer(&write, request.from, request.to, amount, reference, from_epoch, to_epoch)
+                    .await
+            }
+            _ => {
+                state
+                    .store
+                    .start_transfer(&write, request.from, request.to, amount, reference, from_epoch)
+                    .await
+            }
+        };
+        if attempt == 0 && is_not_owner(&result) && state.ownership.refresh().await {
+            continue;
+        }
+        let outcome = state.record_write("transfer", result)?;
+        if ack == Ack::Replicated && outcome.status == 201 {
+            let transfer: Transfer = serde_json::from_str(&outcome.body)
+                .map_err(|e| ApiError::from(StoreError::Decode(e.to_string())))?;
+            let events = state
+                .store
+                .transfer_events(transfer.id, state.ownership.region())
+                .await?;
+            forward::await_replicated(&state, events).await?;
+        }
+        return Ok(write_response(outcome, state.ownership.region()));
+    }
+    Err(ApiError::new(ProblemType::NotOwner, "ownership is moving; retry shortly"))
 }
 
 #[utoipa::path(
@@ -88,6 +117,7 @@ pub async fn create_transfer(
 )]
 pub async fn get_transfer(
     State(state): State<AppState>,
+    forwarded: Option<Extension<Forwarded>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let not_found = || {
@@ -98,12 +128,30 @@ pub async fn get_transfer(
     };
     let uuid = Uuid::parse_str(&id)
         .map_err(|_| ApiError::new(ProblemType::InvalidParameter, "transfer id must be a UUID"))?;
-    let text = state.store.transfer(uuid).await?.ok_or_else(not_found)?;
+    let Some(text) = state.store.transfer(uuid).await? else {
+        // Not replicated here yet (or unknown): another region may know it.
+        if forwarded.is_some() {
+            return Err(not_found());
+        }
+        let path = format!("/v1/transfers/{uuid}");
+        let found = state
+            .peers
+            .find(&path, state.settings.forward_timeout)
+            .await
+            .ok_or_else(not_found)?;
+        let transfer: Transfer = serde_json::from_slice(&found.body)
+            .map_err(|e| ApiError::from(StoreError::Decode(e.to_string())))?;
+        return Ok(transfer_response(&state, &transfer));
+    };
     let transfer: Transfer = serde_json::from_str(&text)
-        .map_err(|e| ApiError::from(crate::store::StoreError::Decode(e.to_string())))?;
+        .map_err(|e| ApiError::from(StoreError::Decode(e.to_string())))?;
+    Ok(transfer_response(&state, &transfer))
+}
+
+fn transfer_response(state: &AppState, transfer: &Transfer) -> Response {
     let home = state
         .ownership
         .home_of(transfer.from)
         .map_or_else(|| state.ownership.region().to_owned(), |h| h.region);
-    Ok(super::json_response(200, &transfer, &home))
+    super::json_response(200, transfer, &home)
 }

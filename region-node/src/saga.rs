@@ -1,0 +1,110 @@
+//! The cross-region transfer saga worker: takes every step that belongs to this region
+//! (credit or refuse at the destination's home, refund at the source's home), as
+//! `ledger.run_saga` decides from the leases recorded in the database. Woken by the
+//! appliers (`NOTIFY ledger_saga` when they apply a debit or a rejection), with a
+//! polling fallback, and after this region gains slots.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use ledger_wire::events::SAGA_NOTIFY_CHANNEL;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::NodeError;
+
+/// Transfers looked at per pass; a full pass runs again at once.
+const PASS_LIMIT: i32 = 200;
+
+pub async fn run(
+    pool: Pool,
+    database_url: String,
+    region: String,
+    poll: Duration,
+    outbox_written: Arc<Notify>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), NodeError> {
+    let woken = Arc::new(Notify::new());
+    let listener = tokio::spawn(listen(database_url, woken.clone(), shutdown.clone()));
+    while !shutdown.is_cancelled() {
+        match pass(&pool, &region, &metrics).await {
+            Ok(steps) if steps > 0 => {
+                outbox_written.notify_one();
+                if steps >= PASS_LIMIT as usize {
+                    continue;
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "transfer saga pass failed; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = woken.notified() => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+    listener.abort();
+    Ok(())
+}
+
+async fn pass(pool: &Pool, region: &str, metrics: &Metrics) -> Result<usize, NodeError> {
+    let client = pool.get().await.map_err(|e| NodeError::Pool(e.to_string()))?;
+    let rows = client
+        .query(
+            "SELECT transfer_id, step FROM ledger.run_saga($1, $2)",
+            &[&region, &PASS_LIMIT],
+        )
+        .await
+        .map_err(NodeError::Database)?;
+    for row in &rows {
+        let step: String = row.get(1);
+        let transfer: uuid::Uuid = row.get(0);
+        tracing::info!(%transfer, %step, "transfer saga step");
+        metrics.saga_step(&step);
+    }
+    Ok(rows.len())
+}
+
+/// Keeps a LISTEN session open, reconnecting after failures, and wakes the worker on
+/// each notification (and after each reconnect, in case one was missed).
+async fn listen(database_url: String, woken: Arc<Notify>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        match tokio_postgres::connect(&database_url, NoTls).await {
+            Ok((client, mut connection)) => {
+                let wake = woken.clone();
+                let mut driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(Ok(message)) = messages.next().await {
+                        if let AsyncMessage::Notification(_) = message {
+                            wake.notify_one();
+                        }
+                    }
+                });
+                if client
+                    .batch_execute(&format!("LISTEN {SAGA_NOTIFY_CHANNEL}"))
+                    .await
+                    .is_ok()
+                {
+                    woken.notify_one();
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        _ = &mut driver => {}
+                    }
+                }
+                driver.abort();
+                drop(client);
+            }
+            Err(error) => tracing::debug!(%error, "saga listener cannot connect yet"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
