@@ -1,116 +1,166 @@
-//! Bringing a local deployment up and down, and the state file that remembers it.
+//! Bringing a local N-region deployment up and down, and the state file that
+//! remembers it.
 //!
-//! Region `i` uses ports `base + 10 i` (PostgreSQL) and `base + 10 i + 1` (the node's
-//! API), and the directory `<data>/<region name>`. The PostgreSQL server leads the
-//! region's process group and the node joins it, so one signal can stop a region.
+//! Per region: PostgreSQL (it leads the region's process group), a Tansu broker, an
+//! ownership voter, a proxy carrying the region's outgoing links, the region node and
+//! the replicator (relay + one applier per other region); every one of them joins the
+//! group, so one signal kills a region. Ports come from [`Topology`]; data lives in
+//! `<data>/regions/<name>`.
 
+use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use harness::dirs::{make_shared_dir, traversable_by_others};
-use harness::node::{region_node_command, start_region_node};
-use harness::process::{pid_alive, signal_group};
+use harness::dirs::make_shared_dir;
+use harness::process::{pid_alive, signal_group, ChildGuard};
 use harness::{PgCluster, PgOptions};
+use ledger_wire::ownership::RegionSpec;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-pub const DEFAULT_BASE_PORT: u16 = 7100;
-pub const REGION_NAMES: [&str; 5] = ["eu-west", "us-east", "ap-south", "sa-east", "af-south"];
+use crate::storage::storage_dir;
+use crate::topology::{LinkKind, Topology};
+use crate::wait;
+
 const STATE_FILE: &str = "deployment.json";
 const STOP_GRACE: Duration = Duration::from_secs(15);
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Processes of a region, in the order they stop.
+pub const PROCESSES: [&str; 6] = ["node", "replicator", "proxy", "voter", "broker", "postgres"];
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub regions: usize,
+    pub base_port: u16,
+    pub slot_count: u32,
+    pub lease_ttl_ms: u64,
+    /// Extra environment for every region node (`LEDGER_*` settings).
+    pub node_env: Vec<(String, String)>,
+    /// Directory of the workspace's binaries.
+    pub bin_dir: PathBuf,
+}
+
+impl UpOptions {
+    pub fn new(regions: usize, base_port: u16, bin_dir: PathBuf) -> Self {
+        UpOptions {
+            regions,
+            base_port,
+            slot_count: 4096,
+            lease_ttl_ms: 2_000,
+            node_env: Vec::new(),
+            bin_dir,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegionState {
     pub name: String,
     pub index: usize,
     pub dir: PathBuf,
-    pub pg_port: u16,
-    pub api_port: u16,
-    pub pg_pid: u32,
-    pub node_pid: u32,
     /// Process group of the region (the PostgreSQL server's pid).
     pub pgid: u32,
+    /// pid of each process, by name (see [`PROCESSES`]).
+    pub pids: BTreeMap<String, u32>,
+    pub api_url: String,
+    pub database_url: String,
+    pub broker: String,
+    pub voter: String,
+    pub proxy_admin: String,
+    pub replicator_metrics: String,
 }
 
 impl RegionState {
-    pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+    pub fn pid(&self, process: &str) -> Option<u32> {
+        self.pids.get(process).copied()
     }
 
-    pub fn database_url(&self) -> String {
-        format!(
-            "postgres://{}@127.0.0.1:{}/ledger",
-            harness::pg::SUPERUSER,
-            self.pg_port
-        )
+    pub fn alive(&self) -> bool {
+        self.pids.values().any(|p| pid_alive(*p))
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Deployment {
     pub data_dir: PathBuf,
+    pub base_port: u16,
+    pub slot_count: u32,
+    pub lease_ttl_ms: u64,
+    /// Signs internal region-to-region calls (kept in the state file, mode 0600).
+    pub secret: String,
     pub regions: Vec<RegionState>,
 }
 
 impl Deployment {
-    /// Starts `regions` regions under `data_dir` and waits until every node is ready.
-    pub async fn up(
-        data_dir: &Path,
-        regions: usize,
-        base_port: u16,
-        bin_dir: &Path,
-    ) -> anyhow::Result<Deployment> {
-        if regions != 1 {
-            bail!("this build runs one region; multi-region needs the ownership service and replication");
-        }
+    /// Starts the regions under `data_dir`, initialises the ownership cluster, and waits
+    /// until every node serves and holds its lease.
+    pub async fn up(data_dir: &Path, options: &UpOptions) -> anyhow::Result<Deployment> {
+        let topology = Topology::new(options.base_port, options.regions).map_err(anyhow::Error::msg)?;
         if let Some(existing) = Deployment::load(data_dir)? {
-            if existing
-                .regions
-                .iter()
-                .any(|r| pid_alive(r.node_pid) || pid_alive(r.pg_pid))
-            {
+            if existing.regions.iter().any(RegionState::alive) {
                 bail!(
                     "a deployment is already running in {}; run `ledger-local down` first",
                     data_dir.display()
                 );
             }
         }
-        let storage = storage_dir(data_dir)?;
-        let node_bin = bin_dir.join("region-node");
-        anyhow::ensure!(
-            node_bin.exists(),
-            "{} missing: build with scripts/setup.sh",
-            node_bin.display()
-        );
-
-        let mut started = Vec::new();
-        for (index, name) in REGION_NAMES.iter().take(regions).enumerate() {
-            let name = (*name).to_owned();
-            let dir = storage.join(&name);
-            make_shared_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
-            let offset = u16::try_from(index * 10).context("region index")?;
-            let (pg_port, api_port) = (base_port + offset, base_port + offset + 1);
-            println!(
-                "starting {name}: PostgreSQL on :{pg_port}, API on :{api_port}, data in {}",
-                dir.display()
-            );
-            let region = start_region(&name, index, &dir, pg_port, api_port, &node_bin).await;
-            match region {
-                Ok(region) => started.push(region),
-                Err(error) => {
-                    stop_regions(&started);
-                    return Err(error.context(format!("start region {name}")));
+        for i in 0..options.regions {
+            for port in topology.ports_of(i) {
+                if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                    bail!("port {port} (region {}) is in use; choose another --base-port", topology.name(i));
                 }
             }
         }
-        let deployment = Deployment {
+        for bin in ["region-node", "ledger-replicator", "ownership-server", "ledger-proxy"] {
+            let path = options.bin_dir.join(bin);
+            anyhow::ensure!(path.exists(), "{} missing: build the workspace first", path.display());
+        }
+        let storage = storage_dir(data_dir)?;
+        let mut deployment = Deployment {
             data_dir: data_dir.to_owned(),
-            regions: started,
+            base_port: options.base_port,
+            slot_count: options.slot_count,
+            lease_ttl_ms: options.lease_ttl_ms,
+            secret: new_secret(),
+            regions: Vec::new(),
         };
+        let started = start_all(&mut deployment, &topology, &storage, options).await;
+        if let Err(error) = started {
+            stop_regions(&deployment.regions);
+            return Err(error);
+        }
         deployment.save()?;
         Ok(deployment)
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology {
+            base_port: self.base_port,
+            regions: self.regions.len(),
+        }
+    }
+
+    pub fn region(&self, name: &str) -> anyhow::Result<&RegionState> {
+        self.regions
+            .iter()
+            .find(|r| r.name == name)
+            .with_context(|| format!("no region {name:?} in this deployment"))
+    }
+
+    /// SIGKILLs every process of a region at once (its process group).
+    pub fn kill_region(&self, name: &str) -> anyhow::Result<()> {
+        let region = self.region(name)?;
+        signal_group(region.pgid, Signal::SIGKILL)
+            .with_context(|| format!("kill process group {}", region.pgid))?;
+        let deadline = Instant::now() + STOP_GRACE;
+        while region.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Stops every region of the deployment recorded in `data_dir`.
@@ -121,6 +171,11 @@ impl Deployment {
         stop_regions(&deployment.regions);
         std::fs::remove_file(data_dir.join(STATE_FILE)).context("remove deployment state")?;
         Ok(Some(deployment))
+    }
+
+    /// Stops the processes of this value (tests: in place of `down`).
+    pub fn stop(&self) {
+        stop_regions(&self.regions);
     }
 
     pub fn load(data_dir: &Path) -> anyhow::Result<Option<Deployment>> {
@@ -135,117 +190,250 @@ impl Deployment {
     }
 
     fn save(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.data_dir.join(STATE_FILE);
-        std::fs::write(&path, serde_json::to_string_pretty(self)?)
+        let text = serde_json::to_string_pretty(self)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("write {}", path.display()))?;
+        std::io::Write::write_all(&mut file, text.as_bytes())
             .with_context(|| format!("write {}", path.display()))
     }
 }
 
-async fn start_region(
-    name: &str,
-    index: usize,
-    dir: &Path,
-    pg_port: u16,
-    api_port: u16,
-    node_bin: &Path,
-) -> anyhow::Result<RegionState> {
-    let options = PgOptions {
-        durable: true,
-        port: Some(pg_port),
-        own_process_group: true,
-        ..PgOptions::default()
-    };
-    let (pg, database_url) = PgCluster::start_with_database(dir, &options, "ledger")
-        .await
-        .context("start PostgreSQL")?;
-    let pg_pid = pg.detach().context("PostgreSQL pid")?;
-
-    let mut command = region_node_command(node_bin, name, &database_url, api_port);
-    command.process_group(i32::try_from(pg_pid).context("pid")?);
-    let started = start_region_node(
-        &format!("region-node {name}"),
-        command,
-        api_port,
-        &dir.join("node.log"),
-        Duration::from_secs(60),
-    )
-    .await;
-    let node = match started {
-        Ok(node) => node,
-        Err(error) => {
-            let _ = signal_group(pg_pid, Signal::SIGINT);
-            return Err(error.into());
+async fn start_all(
+    deployment: &mut Deployment,
+    topology: &Topology,
+    storage: &Path,
+    options: &UpOptions,
+) -> anyhow::Result<()> {
+    let n = options.regions;
+    // PostgreSQL first, all regions at once: each server leads its region's group.
+    let pg_starts = (0..n).map(|i| {
+        let dir = storage.join(topology.name(i));
+        let port = topology.pg(i);
+        async move {
+            make_shared_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+            let pg_options = PgOptions {
+                durable: true,
+                port: Some(port),
+                own_process_group: true,
+                ..PgOptions::default()
+            };
+            let (pg, url) = PgCluster::start_with_database(&dir, &pg_options, "ledger")
+                .await
+                .with_context(|| format!("start PostgreSQL of {}", topology.name(i)))?;
+            let pid = pg.detach().context("PostgreSQL pid")?;
+            anyhow::Ok((dir, pid, url))
         }
-    };
-    let node_pid = node.detach().context("node pid")?;
-    Ok(RegionState {
-        name: name.to_owned(),
-        index,
-        dir: dir.to_owned(),
-        pg_port,
-        api_port,
-        pg_pid,
-        node_pid,
-        pgid: pg_pid,
-    })
+    });
+    for (i, started) in futures::future::join_all(pg_starts).await.into_iter().enumerate() {
+        let (dir, pid, url) = started?;
+        let name = topology.name(i).to_owned();
+        println!("{name}: PostgreSQL up on :{} (data in {})", topology.pg(i), dir.display());
+        deployment.regions.push(RegionState {
+            name,
+            index: i,
+            dir,
+            pgid: pid,
+            pids: BTreeMap::from([("postgres".to_owned(), pid)]),
+            api_url: format!("http://127.0.0.1:{}", topology.api(i)),
+            database_url: url,
+            broker: format!("127.0.0.1:{}", topology.broker(i)),
+            voter: format!("127.0.0.1:{}", topology.voter(i)),
+            proxy_admin: format!("127.0.0.1:{}", topology.proxy_admin(i)),
+            replicator_metrics: format!("127.0.0.1:{}", topology.replicator(i)),
+        });
+    }
+
+    let bin = |name: &str| options.bin_dir.join(name);
+    let bootstrap = (0..n)
+        .map(|i| format!("{}=127.0.0.1:{}", i + 1, topology.voter(i)))
+        .collect::<Vec<_>>()
+        .join(",");
+    for i in 0..n {
+        let region = &deployment.regions[i];
+        let dir = region.dir.clone();
+        std::fs::create_dir_all(dir.join("broker/data")).context("create broker dir")?;
+        let broker = harness::broker::Broker::command(
+            &harness::broker::tansu_bin()?,
+            &dir.join("broker"),
+            topology.broker(i),
+        );
+        spawn(deployment, i, "broker", broker)?;
+
+        let mut voter = Command::new(bin("ownership-server"));
+        voter
+            .env("OWNERSHIP_LISTEN", format!("127.0.0.1:{}", topology.voter(i)))
+            .env("OWNERSHIP_NODE_ID", (i + 1).to_string())
+            .env("OWNERSHIP_DATA_DIR", dir.join("voter"))
+            .env("OWNERSHIP_BOOTSTRAP_VOTERS", &bootstrap)
+            .env("LEDGER_LOG", "info,openraft=warn");
+        spawn(deployment, i, "voter", voter)?;
+
+        let mut proxy = Command::new(bin("ledger-proxy"));
+        proxy.args(["--admin", &format!("127.0.0.1:{}", topology.proxy_admin(i))]);
+        for j in (0..n).filter(|j| *j != i) {
+            for (kind, target) in [
+                (LinkKind::Api, topology.api(j)),
+                (LinkKind::Voter, topology.voter(j)),
+            ] {
+                proxy.args([
+                    "--link",
+                    &format!(
+                        "{}=127.0.0.1:{}->127.0.0.1:{target}",
+                        topology.link_name(i, j, kind),
+                        topology.link(i, j, kind)
+                    ),
+                ]);
+            }
+        }
+        spawn(deployment, i, "proxy", proxy)?;
+    }
+    for region in &deployment.regions {
+        wait::tcp(&region.broker, START_TIMEOUT).await.context("broker")?;
+        wait::http_ok(&format!("http://{}/healthz", region.voter), START_TIMEOUT)
+            .await
+            .context("ownership voter")?;
+        wait::http_ok(&format!("http://{}/links", region.proxy_admin), START_TIMEOUT)
+            .await
+            .context("proxy")?;
+    }
+    init_ownership(deployment, options).await?;
+
+    for i in 0..n {
+        let region = deployment.regions[i].clone();
+        let mut voters = vec![region.voter.clone()];
+        let mut peers = Vec::new();
+        let mut apply_from = Vec::new();
+        for j in (0..n).filter(|j| *j != i) {
+            voters.push(format!("127.0.0.1:{}", topology.link(i, j, LinkKind::Voter)));
+            peers.push(format!(
+                "{}=http://127.0.0.1:{}",
+                topology.name(j),
+                topology.link(i, j, LinkKind::Api)
+            ));
+            apply_from.push(format!("{}=127.0.0.1:{}", topology.name(j), topology.broker(j)));
+        }
+        let mut node = Command::new(bin("region-node"));
+        node.env("LEDGER_REGION", &region.name)
+            .env("LEDGER_DATABASE_URL", &region.database_url)
+            .env("LEDGER_LISTEN", format!("127.0.0.1:{}", topology.api(i)))
+            .env("LEDGER_SLOT_COUNT", options.slot_count.to_string())
+            .env("LEDGER_OWNERSHIP_VOTERS", voters.join(","))
+            .env("LEDGER_PEERS", peers.join(","))
+            .env("LEDGER_INTERNAL_SECRET", &deployment.secret);
+        for (key, value) in &options.node_env {
+            node.env(key, value);
+        }
+        spawn(deployment, i, "node", node)?;
+
+        let mut replicator = Command::new(bin("ledger-replicator"));
+        replicator
+            .env("LEDGER_REGION", &region.name)
+            .env("LEDGER_DATABASE_URL", &region.database_url)
+            .env("LEDGER_BROKERS", &region.broker)
+            .env("LEDGER_APPLY_FROM", apply_from.join(" "))
+            .env("LEDGER_REPLICATOR_LISTEN", &region.replicator_metrics);
+        spawn(deployment, i, "replicator", replicator)?;
+    }
+    for region in &deployment.regions {
+        wait::http_ok(&format!("{}/readyz", region.api_url), START_TIMEOUT)
+            .await
+            .with_context(|| format!("region node {}", region.name))?;
+        wait::http_ok(&format!("http://{}/healthz", region.replicator_metrics), START_TIMEOUT)
+            .await
+            .with_context(|| format!("replicator {}", region.name))?;
+        wait::metric_above(
+            &format!("{}/metrics", region.api_url),
+            "ledger_lease_slots",
+            0.0,
+            START_TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("lease of {}", region.name))?;
+        println!(
+            "{}: ready (API {}, broker {}, voter {})",
+            region.name, region.api_url, region.broker, region.voter
+        );
+    }
+    Ok(())
 }
 
-/// Node first (so it drains against a live database), then PostgreSQL (fast shutdown),
-/// then SIGKILL to whatever of the region's group is left after the grace period.
+/// Creates the ownership cluster once (a deployment started again keeps its map).
+async fn init_ownership(deployment: &Deployment, options: &UpOptions) -> anyhow::Result<()> {
+    let voters = deployment.regions.iter().map(|r| r.voter.clone()).collect();
+    let client = ownership::client::OwnershipClient::new(voters, "ledger-local")
+        .context("ownership client")?
+        .with_retry_for(Duration::from_secs(30));
+    let regions = deployment
+        .regions
+        .iter()
+        .map(|r| RegionSpec {
+            name: r.name.clone(),
+            weight: 1,
+        })
+        .collect();
+    match client
+        .init_cluster(options.slot_count, options.lease_ttl_ms, regions)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(ownership::client::ClientError::Rejected {
+            code: ledger_wire::ownership::RejectCode::AlreadyInitialized,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(e).context("initialise the ownership cluster"),
+    }
+}
+
+/// Starts `command` in region `i`'s process group with its log in the region dir.
+fn spawn(deployment: &mut Deployment, i: usize, what: &str, mut command: Command) -> anyhow::Result<()> {
+    let region = &mut deployment.regions[i];
+    command.process_group(i32::try_from(region.pgid).context("pgid")?);
+    if std::env::var_os("LEDGER_LOG").is_none() && what != "voter" {
+        command.env("LEDGER_LOG", "info");
+    }
+    let log = region.dir.join(format!("{what}.log"));
+    let guard = ChildGuard::spawn(format!("{what} {}", region.name), command, &log, Signal::SIGTERM)?;
+    let pid = guard.detach().context("pid")?;
+    region.pids.insert(what.to_owned(), pid);
+    Ok(())
+}
+
+/// SIGTERM to each process in [`PROCESSES`] order (nodes drain against a live
+/// database), waiting for each tier; SIGKILL to whatever is left of a region's group.
 fn stop_regions(regions: &[RegionState]) {
-    for region in regions {
-        let _ = nix::sys::signal::kill(pid(region.node_pid), Signal::SIGTERM);
+    for process in PROCESSES {
+        let signal = if process == "postgres" { Signal::SIGINT } else { Signal::SIGTERM };
+        let pids: Vec<u32> = regions.iter().filter_map(|r| r.pid(process)).collect();
+        for pid in &pids {
+            if pid_alive(*pid) {
+                let _ = nix::sys::signal::kill(raw_pid(*pid), signal);
+            }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while pids.iter().copied().any(pid_alive) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    wait_gone(regions.iter().map(|r| r.node_pid));
     for region in regions {
-        let _ = nix::sys::signal::kill(pid(region.pg_pid), Signal::SIGINT);
-    }
-    wait_gone(regions.iter().map(|r| r.pg_pid));
-    for region in regions {
-        if pid_alive(region.pg_pid) || pid_alive(region.node_pid) {
+        if region.alive() {
             let _ = signal_group(region.pgid, Signal::SIGKILL);
         }
     }
 }
 
-fn wait_gone(pids: impl Iterator<Item = u32> + Clone) {
-    let deadline = Instant::now() + STOP_GRACE;
-    while pids.clone().any(pid_alive) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn raw_pid(pid: u32) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
 }
 
-fn pid(raw: u32) -> nix::unistd::Pid {
-    nix::unistd::Pid::from_raw(i32::try_from(raw).unwrap_or(i32::MAX))
-}
-
-/// Where region data really lives. PostgreSQL runs as the `postgres` user when we are
-/// root, and cannot reach a data dir below a private home (e.g. /root, mode 700); then
-/// the data goes to /var/tmp and `data_dir/regions` links to it.
-fn storage_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
-    make_shared_dir(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
-    let data_dir = data_dir.canonicalize().context("resolve data dir")?;
-    let link = data_dir.join("regions");
-    if link.exists() {
-        return link.canonicalize().context("resolve region storage");
-    }
-    if !nix::unistd::Uid::effective().is_root() || traversable_by_others(&link) {
-        make_shared_dir(&link)?;
-        return Ok(link);
-    }
-    let hash = data_dir
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-    let real = PathBuf::from(format!("/var/tmp/ledger-local-{hash:016x}"));
-    make_shared_dir(&real)?;
-    std::os::unix::fs::symlink(&real, &link).context("link region storage")?;
-    println!(
-        "note: {} is not reachable by the postgres user; region data lives in {}",
-        data_dir.display(),
-        real.display()
-    );
-    Ok(real)
+fn new_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    hex::encode(bytes)
 }

@@ -1,6 +1,13 @@
-//! The local deployment: regions on loopback, each with its own PostgreSQL and region
-//! node in one process group, with ports and data dirs derived from the region index.
+//! The local deployment: N regions on loopback, each with its own PostgreSQL, broker,
+//! ownership voter, proxy, region node and replicator in one process group, with ports
+//! and data dirs derived from the region index; and the demo traffic that runs on it.
 
+pub mod demo;
 pub mod deployment;
+pub mod proxy;
+pub mod storage;
+pub mod topology;
+pub mod wait;
 
-pub use deployment::{Deployment, RegionState, DEFAULT_BASE_PORT, REGION_NAMES};
+pub use deployment::{Deployment, RegionState, UpOptions};
+pub use topology::{Topology, DEFAULT_BASE_PORT, REGION_NAMES};

@@ -1,22 +1,19 @@
-//! `ledger-local`: start, inspect and stop a ledger deployment on this machine.
+//! `ledger-local`: start, inspect, demo and stop a multi-region ledger on this machine.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chaos::{Deployment, DEFAULT_BASE_PORT};
+use chaos::demo::{self, Client};
+use chaos::{Deployment, UpOptions, DEFAULT_BASE_PORT};
 use clap::{Parser, Subcommand};
 use harness::process::pid_alive;
 
 #[derive(Debug, Parser)]
-#[command(about = "Run a ledger deployment on loopback")]
+#[command(about = "Run a multi-region ledger deployment on loopback")]
 struct Cli {
     /// Where regions keep their data and the deployment's state file.
-    #[arg(
-        long,
-        env = "LEDGER_LOCAL_DIR",
-        default_value = ".local",
-        global = true
-    )]
+    #[arg(long, env = "LEDGER_LOCAL_DIR", default_value = ".local", global = true)]
     data_dir: PathBuf,
     #[command(subcommand)]
     command: Action,
@@ -24,70 +21,160 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// Start the regions and wait until every node is ready.
+    /// Start the regions and wait until every node is ready and holds its lease.
     Up {
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 3)]
         regions: usize,
-        /// Region i uses ports base+10i (PostgreSQL) and base+10i+1 (API).
+        /// Region i uses ports base+40i .. base+40i+39 (see `chaos::topology`).
         #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
         base_port: u16,
+        /// Ownership lease ttl in ms.
+        #[arg(long, default_value_t = 2_000)]
+        lease_ttl_ms: u64,
     },
     /// Stop every process of the deployment (data is kept).
     Down,
     /// Show the regions, their processes and endpoints.
     Status,
+    /// SIGKILL every process of one region (its process group).
+    Kill { region: String },
+    /// The main job: up, traffic from clients near each region, replication lag, kill
+    /// one region, reads from the survivors, down.
+    Demo {
+        #[arg(long, default_value_t = 3)]
+        regions: usize,
+        #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
+        base_port: u16,
+        /// Seconds of traffic before the kill.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Requests per second per client.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        /// Leave the deployment running at the end.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Action::Up { regions, base_port } => {
-            let bin_dir = std::env::current_exe()
-                .context("locate ledger-local")?
-                .parent()
-                .context("binary directory")?
-                .to_owned();
-            let deployment = Deployment::up(&cli.data_dir, regions, base_port, &bin_dir).await?;
+        Action::Up { regions, base_port, lease_ttl_ms } => {
+            let mut options = UpOptions::new(regions, base_port, bin_dir()?);
+            options.lease_ttl_ms = lease_ttl_ms;
+            let started = Instant::now();
+            let deployment = Deployment::up(&cli.data_dir, &options).await?;
+            println!("up in {:.1} s", started.elapsed().as_secs_f64());
             print_status(&deployment);
         }
         Action::Down => match Deployment::down(&cli.data_dir)? {
-            Some(d) => println!(
-                "stopped {} region(s); data kept in {}",
-                d.regions.len(),
-                d.data_dir.display()
-            ),
+            Some(d) => println!("stopped {} region(s); data kept in {}", d.regions.len(), d.data_dir.display()),
             None => println!("nothing running in {}", cli.data_dir.display()),
         },
         Action::Status => match Deployment::load(&cli.data_dir)? {
             Some(deployment) => print_status(&deployment),
             None => println!("nothing running in {}", cli.data_dir.display()),
         },
+        Action::Kill { region } => {
+            let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            deployment.kill_region(&region)?;
+            println!("killed every process of {region}");
+        }
+        Action::Demo { regions, base_port, seconds, rate, keep } => {
+            let options = UpOptions::new(regions, base_port, bin_dir()?);
+            let started = Instant::now();
+            let deployment = Deployment::up(&cli.data_dir, &options).await?;
+            println!("{} regions up in {:.1} s", regions, started.elapsed().as_secs_f64());
+            print_status(&deployment);
+            let result = run_demo(&deployment, seconds, rate).await;
+            if keep {
+                println!("\nleft running; stop with `ledger-local down`");
+            } else {
+                Deployment::down(&cli.data_dir)?;
+                println!("\nstopped every region (data kept in {})", cli.data_dir.display());
+            }
+            result?;
+        }
     }
     Ok(())
 }
 
-fn print_status(deployment: &Deployment) {
+async fn run_demo(deployment: &Deployment, seconds: u64, rate: u32) -> anyhow::Result<()> {
+    let clients: Vec<Client> = deployment
+        .regions
+        .iter()
+        .map(|r| Client::new(&r.name, &r.api_url))
+        .collect();
+    let names: Vec<String> = deployment.regions.iter().map(|r| r.name.clone()).collect();
+    println!("\nopening 4 accounts homed in each region (through another region's node)");
+    let accounts = demo::open_accounts(&clients, &names, 4).await?;
     println!(
-        "{:<10} {:<24} {:<40} {:>8} {:>8}",
-        "region", "api", "database", "node", "postgres"
+        "traffic: {} clients (one per region, each talking to its own region) x {rate}/s for {seconds} s",
+        clients.len()
     );
-    for r in &deployment.regions {
-        let state = |pid: u32| {
-            if pid_alive(pid) {
-                pid.to_string()
-            } else {
-                format!("{pid}✗")
+    let samples = demo::run_traffic(&clients, &accounts, Duration::from_secs(seconds), rate).await;
+    demo::print_summary(&samples);
+    demo::print_replication(deployment).await;
+
+    let victim = names.last().context("no regions")?.clone();
+    println!("\nkilling {victim} (SIGKILL to its process group: node, PostgreSQL, broker, voter, replicator, proxy)");
+    deployment.kill_region(&victim)?;
+    println!("reads of every account from the surviving regions (consistency=local):");
+    for client in clients.iter().filter(|c| c.region != victim) {
+        let mut served = 0;
+        let mut stale_max = 0_u64;
+        for account in &accounts {
+            let (sample, body) = client.get("read", &format!("/v1/accounts/{}", account.id)).await?;
+            if sample.status == 200 {
+                served += 1;
+                stale_max = stale_max.max(body["freshness"]["lag_ms"].as_u64().unwrap_or(0));
             }
-        };
+        }
         println!(
-            "{:<10} {:<24} {:<40} {:>8} {:>8}",
-            r.name,
-            r.api_url(),
-            r.database_url(),
-            state(r.node_pid),
-            state(r.pg_pid)
+            "  {:<10} served {served}/{} reads locally (largest reported lag {stale_max} ms)",
+            client.region,
+            accounts.len()
         );
     }
-    println!("logs: <region dir>/node.log and postgres.log; stop with `ledger-local down`");
+    if let (Some(client), Some(account)) = (
+        clients.iter().find(|c| c.region != victim),
+        accounts.iter().find(|a| a.home == victim),
+    ) {
+        let (sample, body) = client
+            .post("deposit", &format!("/v1/accounts/{}/deposits", account.id), &serde_json::json!({"amount": "1.00"}), None, None)
+            .await?;
+        println!(
+            "a deposit to an account homed in {victim}, sent to {}: {} {}",
+            client.region,
+            sample.status,
+            body["detail"].as_str().unwrap_or("")
+        );
+        println!("(its slots move to the survivors with the failover tool's `promote`)");
+    }
+    Ok(())
+}
+
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    Ok(std::env::current_exe()
+        .context("locate ledger-local")?
+        .parent()
+        .context("binary directory")?
+        .to_owned())
+}
+
+fn print_status(deployment: &Deployment) {
+    println!("{:<10} {:<24} {:<44} processes (pid, ✗ = gone)", "region", "api", "database");
+    for r in &deployment.regions {
+        let processes: Vec<String> = chaos::deployment::PROCESSES
+            .iter()
+            .filter_map(|p| {
+                let pid = r.pid(p)?;
+                Some(if pid_alive(pid) { format!("{p} {pid}") } else { format!("{p} ✗") })
+            })
+            .collect();
+        println!("{:<10} {:<24} {:<44} {}", r.name, r.api_url, r.database_url, processes.join(", "));
+    }
+    println!("logs: <region dir>/<process>.log; stop with `ledger-local down`");
 }

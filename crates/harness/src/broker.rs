@@ -62,7 +62,8 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn command(bin: &Path, dir: &Path, port: u16) -> Command {
+    /// The command that runs Tansu on `port` with its sqlite data under `dir/data`.
+    pub fn command(bin: &Path, dir: &Path, port: u16) -> Command {
         let url = format!("tcp://127.0.0.1:{port}");
         let mut command = Command::new(bin);
         command
