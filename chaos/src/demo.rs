@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ledger_wire::{HEADER_FORWARDED_TO, HEADER_HOME_REGION, HEADER_SERVED_BY};
+use ledger_wire::{
+    HEADER_FORWARDED_TO, HEADER_HOME_REGION, HEADER_IDEMPOTENT_REPLAYED, HEADER_SERVED_BY,
+};
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -22,6 +24,8 @@ pub struct Sample {
     pub status: u16,
     pub forwarded: bool,
     pub home: Option<String>,
+    /// The answer is the stored one of an earlier request with the same key.
+    pub replayed: bool,
     pub latency: Duration,
 }
 
@@ -98,6 +102,7 @@ impl Client {
             status: response.status().as_u16(),
             forwarded: header(HEADER_FORWARDED_TO).is_some(),
             home: header(HEADER_HOME_REGION),
+            replayed: header(HEADER_IDEMPOTENT_REPLAYED).is_some(),
             latency,
         };
         let body = response.json().await.unwrap_or(Value::Null);
@@ -118,15 +123,26 @@ pub async fn open_accounts(
             // Ask a client of another region, so account creation is forwarded too.
             let client = &clients[(n + 1) % clients.len()];
             let body = json!({"currency": "EUR", "home_region": home});
-            let (sample, account) = client.post("open", "/v1/accounts", &body, None, None).await?;
+            let (sample, account) = client
+                .post("open", "/v1/accounts", &body, None, None)
+                .await?;
             anyhow::ensure!(sample.status == 201, "opening an account failed: {account}");
             let id = account["id"].as_str().context("account id")?.to_owned();
             let deposit = json!({"amount": "1000.00"});
             let (sample, body) = client
-                .post("deposit", &format!("/v1/accounts/{id}/deposits"), &deposit, None, None)
+                .post(
+                    "deposit",
+                    &format!("/v1/accounts/{id}/deposits"),
+                    &deposit,
+                    None,
+                    None,
+                )
                 .await?;
             anyhow::ensure!(sample.status == 201, "funding failed: {body}");
-            accounts.push(DemoAccount { id, home: home.clone() });
+            accounts.push(DemoAccount {
+                id,
+                home: home.clone(),
+            });
         }
     }
     Ok(accounts)
@@ -152,13 +168,31 @@ pub async fn run_traffic(
                     let Some(account) = accounts.choose(&mut rng) else {
                         break;
                     };
-                    let amount = format!("{}.{:02}", rng.random_range(1..20), rng.random_range(0..100));
+                    let amount = format!(
+                        "{}.{:02}",
+                        rng.random_range(1..20),
+                        rng.random_range(0..100)
+                    );
                     match rng.random_range(0..10) {
-                        0..=3 => ("deposit", format!("/v1/accounts/{}/deposits", account.id), json!({"amount": amount})),
-                        4..=6 => ("withdraw", format!("/v1/accounts/{}/withdrawals", account.id), json!({"amount": amount})),
+                        0..=3 => (
+                            "deposit",
+                            format!("/v1/accounts/{}/deposits", account.id),
+                            json!({"amount": amount}),
+                        ),
+                        4..=6 => (
+                            "withdraw",
+                            format!("/v1/accounts/{}/withdrawals", account.id),
+                            json!({"amount": amount}),
+                        ),
                         _ => {
-                            let to = accounts.choose(&mut rng).map_or(account.id.clone(), |a| a.id.clone());
-                            ("transfer", "/v1/transfers".to_owned(), json!({"from": account.id, "to": to, "amount": amount}))
+                            let to = accounts
+                                .choose(&mut rng)
+                                .map_or(account.id.clone(), |a| a.id.clone());
+                            (
+                                "transfer",
+                                "/v1/transfers".to_owned(),
+                                json!({"from": account.id, "to": to, "amount": amount}),
+                            )
                         }
                     }
                 };
@@ -179,7 +213,10 @@ pub async fn run_traffic(
 
 /// Latency percentile in ms of `samples`.
 pub fn percentile_ms(samples: &[&Sample], p: f64) -> f64 {
-    let mut ms: Vec<f64> = samples.iter().map(|s| s.latency.as_secs_f64() * 1e3).collect();
+    let mut ms: Vec<f64> = samples
+        .iter()
+        .map(|s| s.latency.as_secs_f64() * 1e3)
+        .collect();
     if ms.is_empty() {
         return 0.0;
     }
@@ -193,11 +230,21 @@ pub fn percentile_ms(samples: &[&Sample], p: f64) -> f64 {
 pub fn print_summary(samples: &[Sample]) {
     println!(
         "\n{:<10} {:>7} {:>7} {:>13} {:>13} {:>10} {:>13} {:>13}  statuses",
-        "served by", "total", "direct", "direct p50", "direct p99", "forwarded", "fwd p50", "fwd p99"
+        "served by",
+        "total",
+        "direct",
+        "direct p50",
+        "direct p99",
+        "forwarded",
+        "fwd p50",
+        "fwd p99"
     );
     let mut by_region: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
     for sample in samples {
-        by_region.entry(&sample.client_region).or_default().push(sample);
+        by_region
+            .entry(&sample.client_region)
+            .or_default()
+            .push(sample);
     }
     for (region, list) in &by_region {
         let ok: Vec<&Sample> = list.iter().copied().filter(|s| s.status < 300).collect();

@@ -99,7 +99,8 @@ impl Deployment {
     /// Starts the regions under `data_dir`, initialises the ownership cluster, and waits
     /// until every node serves and holds its lease.
     pub async fn up(data_dir: &Path, options: &UpOptions) -> anyhow::Result<Deployment> {
-        let topology = Topology::new(options.base_port, options.regions).map_err(anyhow::Error::msg)?;
+        let topology =
+            Topology::new(options.base_port, options.regions).map_err(anyhow::Error::msg)?;
         if let Some(existing) = Deployment::load(data_dir)? {
             if existing.regions.iter().any(RegionState::alive) {
                 bail!(
@@ -111,13 +112,25 @@ impl Deployment {
         for i in 0..options.regions {
             for port in topology.ports_of(i) {
                 if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-                    bail!("port {port} (region {}) is in use; choose another --base-port", topology.name(i));
+                    bail!(
+                        "port {port} (region {}) is in use; choose another --base-port",
+                        topology.name(i)
+                    );
                 }
             }
         }
-        for bin in ["region-node", "ledger-replicator", "ownership-server", "ledger-proxy"] {
+        for bin in [
+            "region-node",
+            "ledger-replicator",
+            "ownership-server",
+            "ledger-proxy",
+        ] {
             let path = options.bin_dir.join(bin);
-            anyhow::ensure!(path.exists(), "{} missing: build the workspace first", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "{} missing: build the workspace first",
+                path.display()
+            );
         }
         let storage = storage_dir(data_dir)?;
         let mut deployment = Deployment {
@@ -231,10 +244,18 @@ async fn start_all(
             anyhow::Ok((dir, pid, url))
         }
     });
-    for (i, started) in futures::future::join_all(pg_starts).await.into_iter().enumerate() {
+    for (i, started) in futures::future::join_all(pg_starts)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         let (dir, pid, url) = started?;
         let name = topology.name(i).to_owned();
-        println!("{name}: PostgreSQL up on :{} (data in {})", topology.pg(i), dir.display());
+        println!(
+            "{name}: PostgreSQL up on :{} (data in {})",
+            topology.pg(i),
+            dir.display()
+        );
         deployment.regions.push(RegionState {
             name,
             index: i,
@@ -268,7 +289,10 @@ async fn start_all(
 
         let mut voter = Command::new(bin("ownership-server"));
         voter
-            .env("OWNERSHIP_LISTEN", format!("127.0.0.1:{}", topology.voter(i)))
+            .env(
+                "OWNERSHIP_LISTEN",
+                format!("127.0.0.1:{}", topology.voter(i)),
+            )
             .env("OWNERSHIP_NODE_ID", (i + 1).to_string())
             .env("OWNERSHIP_DATA_DIR", dir.join("voter"))
             .env("OWNERSHIP_BOOTSTRAP_VOTERS", &bootstrap)
@@ -295,13 +319,18 @@ async fn start_all(
         spawn(deployment, i, "proxy", proxy)?;
     }
     for region in &deployment.regions {
-        wait::tcp(&region.broker, START_TIMEOUT).await.context("broker")?;
+        wait::tcp(&region.broker, START_TIMEOUT)
+            .await
+            .context("broker")?;
         wait::http_ok(&format!("http://{}/healthz", region.voter), START_TIMEOUT)
             .await
             .context("ownership voter")?;
-        wait::http_ok(&format!("http://{}/links", region.proxy_admin), START_TIMEOUT)
-            .await
-            .context("proxy")?;
+        wait::http_ok(
+            &format!("http://{}/links", region.proxy_admin),
+            START_TIMEOUT,
+        )
+        .await
+        .context("proxy")?;
     }
     init_ownership(deployment, options).await?;
 
@@ -311,13 +340,20 @@ async fn start_all(
         let mut peers = Vec::new();
         let mut apply_from = Vec::new();
         for j in (0..n).filter(|j| *j != i) {
-            voters.push(format!("127.0.0.1:{}", topology.link(i, j, LinkKind::Voter)));
+            voters.push(format!(
+                "127.0.0.1:{}",
+                topology.link(i, j, LinkKind::Voter)
+            ));
             peers.push(format!(
                 "{}=http://127.0.0.1:{}",
                 topology.name(j),
                 topology.link(i, j, LinkKind::Api)
             ));
-            apply_from.push(format!("{}=127.0.0.1:{}", topology.name(j), topology.broker(j)));
+            apply_from.push(format!(
+                "{}=127.0.0.1:{}",
+                topology.name(j),
+                topology.broker(j)
+            ));
         }
         let mut node = Command::new(bin("region-node"));
         node.env("LEDGER_REGION", &region.name)
@@ -345,9 +381,12 @@ async fn start_all(
         wait::http_ok(&format!("{}/readyz", region.api_url), START_TIMEOUT)
             .await
             .with_context(|| format!("region node {}", region.name))?;
-        wait::http_ok(&format!("http://{}/healthz", region.replicator_metrics), START_TIMEOUT)
-            .await
-            .with_context(|| format!("replicator {}", region.name))?;
+        wait::http_ok(
+            &format!("http://{}/healthz", region.replicator_metrics),
+            START_TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("replicator {}", region.name))?;
         wait::metric_above(
             &format!("{}/metrics", region.api_url),
             "ledger_lease_slots",
@@ -392,14 +431,24 @@ async fn init_ownership(deployment: &Deployment, options: &UpOptions) -> anyhow:
 }
 
 /// Starts `command` in region `i`'s process group with its log in the region dir.
-fn spawn(deployment: &mut Deployment, i: usize, what: &str, mut command: Command) -> anyhow::Result<()> {
+fn spawn(
+    deployment: &mut Deployment,
+    i: usize,
+    what: &str,
+    mut command: Command,
+) -> anyhow::Result<()> {
     let region = &mut deployment.regions[i];
     command.process_group(i32::try_from(region.pgid).context("pgid")?);
     if std::env::var_os("LEDGER_LOG").is_none() && what != "voter" {
         command.env("LEDGER_LOG", "info");
     }
     let log = region.dir.join(format!("{what}.log"));
-    let guard = ChildGuard::spawn(format!("{what} {}", region.name), command, &log, Signal::SIGTERM)?;
+    let guard = ChildGuard::spawn(
+        format!("{what} {}", region.name),
+        command,
+        &log,
+        Signal::SIGTERM,
+    )?;
     let pid = guard.detach().context("pid")?;
     region.pids.insert(what.to_owned(), pid);
     Ok(())
@@ -409,7 +458,11 @@ fn spawn(deployment: &mut Deployment, i: usize, what: &str, mut command: Command
 /// database), waiting for each tier; SIGKILL to whatever is left of a region's group.
 fn stop_regions(regions: &[RegionState]) {
     for process in PROCESSES {
-        let signal = if process == "postgres" { Signal::SIGINT } else { Signal::SIGTERM };
+        let signal = if process == "postgres" {
+            Signal::SIGINT
+        } else {
+            Signal::SIGTERM
+        };
         let pids: Vec<u32> = regions.iter().filter_map(|r| r.pid(process)).collect();
         for pid in &pids {
             if pid_alive(*pid) {

@@ -205,7 +205,9 @@ mod tests {
 
     #[test]
     fn parses_link_specs() {
-        let spec: LinkSpec = "a>b:api=127.0.0.1:7113->127.0.0.1:7141".parse().expect("spec");
+        let spec: LinkSpec = "a>b:api=127.0.0.1:7113->127.0.0.1:7141"
+            .parse()
+            .expect("spec");
         assert_eq!(spec.name, "a>b:api");
         assert_eq!(spec.listen.port(), 7113);
         assert_eq!(spec.target, "127.0.0.1:7141");

@@ -37,7 +37,9 @@ impl Topology {
         }
         let top = u32::from(base_port) + u32::from(STRIDE) * regions as u32;
         if base_port < 1024 || top > 65_000 {
-            return Err(format!("base port {base_port} leaves no room for {regions} regions"));
+            return Err(format!(
+                "base port {base_port} leaves no room for {regions} regions"
+            ));
         }
         Ok(Topology { base_port, regions })
     }

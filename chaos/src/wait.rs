@@ -62,7 +62,12 @@ pub fn sum_metric(text: &str, metric: &str) -> f64 {
 }
 
 /// Until `metric` at `url` is above `floor`.
-pub async fn metric_above(url: &str, name: &str, floor: f64, timeout: Duration) -> anyhow::Result<()> {
+pub async fn metric_above(
+    url: &str,
+    name: &str,
+    floor: f64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if metric(url, name).await.is_ok_and(|v| v > floor) {

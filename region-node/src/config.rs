@@ -160,7 +160,9 @@ impl NodeConfig {
             return Err(NodeError::Config("static epoch must be at least 1".into()));
         }
         if !(0.0..1.0).contains(&self.max_clock_drift) {
-            return Err(NodeError::Config("max clock drift must be in [0, 1)".into()));
+            return Err(NodeError::Config(
+                "max clock drift must be in [0, 1)".into(),
+            ));
         }
         let peers = self.peer_urls()?;
         if !peers.is_empty() && self.internal_secret.as_deref().is_none_or(str::is_empty) {
@@ -186,10 +188,14 @@ impl NodeConfig {
                     NodeError::Config(format!("peer {p:?} must look like region=http://host:port"))
                 })?;
                 if !ledger_wire::valid_region_name(region) || region == self.region {
-                    return Err(NodeError::Config(format!("peer region {region:?} is not valid")));
+                    return Err(NodeError::Config(format!(
+                        "peer region {region:?} is not valid"
+                    )));
                 }
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(NodeError::Config(format!("peer url {url:?} must be http(s)")));
+                    return Err(NodeError::Config(format!(
+                        "peer url {url:?} must be http(s)"
+                    )));
                 }
                 Ok((region.to_owned(), url.trim_end_matches('/').to_owned()))
             })

@@ -54,11 +54,9 @@ impl Metrics {
             IntGauge::new("db_pool_connections", "Open database connections").expect("static");
         let pool_idle =
             IntGauge::new("db_pool_idle_connections", "Idle database connections").expect("static");
-        let lease_slots = IntGauge::new(
-            "lease_slots",
-            "Slots this region's last lease grant lists",
-        )
-        .expect("static");
+        let lease_slots =
+            IntGauge::new("lease_slots", "Slots this region's last lease grant lists")
+                .expect("static");
         let lease_renewals = IntCounterVec::new(
             Opts::new("lease_renewals_total", "Lease renewals by result"),
             &["result"],
@@ -77,7 +75,9 @@ impl Metrics {
                 "forward_duration_seconds",
                 "Round trip of a forwarded request to the home region",
             )
-            .buckets(vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
             &["to"],
         )
         .expect("static metric definition");

@@ -23,22 +23,34 @@ const PRESENCE_POLL: Duration = Duration::from_millis(5);
 
 impl LedgerStore {
     /// The event of entry `(account, seq)`, or of the account's opening for seq 0.
-    pub async fn event_of(&self, account: AccountId, seq: i64) -> Result<Option<EventRef>, StoreError> {
+    pub async fn event_of(
+        &self,
+        account: AccountId,
+        seq: i64,
+    ) -> Result<Option<EventRef>, StoreError> {
         let client = self.pool().get().await?;
         let row = client
             .query_opt(
-                "SELECT CASE WHEN $2 = 0 THEN (SELECT opened_event_id FROM ledger.accounts WHERE id = $1)
+                "SELECT CASE WHEN $2::bigint = 0 THEN (SELECT opened_event_id FROM ledger.accounts WHERE id = $1)
                              ELSE (SELECT event_id FROM ledger.entries WHERE account_id = $1 AND seq = $2) END",
                 &[&account.as_i64(), &seq],
             )
             .await?;
         Ok(row
             .and_then(|r| r.get::<_, Option<Uuid>>(0))
-            .map(|event_id| EventRef { account, seq, event_id }))
+            .map(|event_id| EventRef {
+                account,
+                seq,
+                event_id,
+            }))
     }
 
     /// The events this region wrote for a transfer (debit, and credit when same-region).
-    pub async fn transfer_events(&self, transfer: Uuid, region: &str) -> Result<Vec<EventRef>, StoreError> {
+    pub async fn transfer_events(
+        &self,
+        transfer: Uuid,
+        region: &str,
+    ) -> Result<Vec<EventRef>, StoreError> {
         let client = self.pool().get().await?;
         let rows = client
             .query(
@@ -52,14 +64,22 @@ impl LedgerStore {
             .map(|r| {
                 let account = AccountId::from_i64(r.try_get(0)?)
                     .map_err(|e| StoreError::Decode(e.to_string()))?;
-                Ok(EventRef { account, seq: r.try_get(1)?, event_id: r.try_get(2)? })
+                Ok(EventRef {
+                    account,
+                    seq: r.try_get(1)?,
+                    event_id: r.try_get(2)?,
+                })
             })
             .collect()
     }
 
     /// Whether this region holds the event (applied, or waiting behind a gap: either
     /// way durable here), re-reading until `wait` has passed.
-    pub async fn wait_for_event(&self, event: &EventRef, wait: Duration) -> Result<bool, StoreError> {
+    pub async fn wait_for_event(
+        &self,
+        event: &EventRef,
+        wait: Duration,
+    ) -> Result<bool, StoreError> {
         let deadline = tokio::time::Instant::now() + wait;
         let client = self.pool().get().await?;
         let statement = client
@@ -74,7 +94,10 @@ impl LedgerStore {
             .await?;
         loop {
             let row = client
-                .query_one(&statement, &[&event.account.as_i64(), &event.seq, &event.event_id])
+                .query_one(
+                    &statement,
+                    &[&event.account.as_i64(), &event.seq, &event.event_id],
+                )
                 .await?;
             if row.try_get::<_, bool>(0)? {
                 return Ok(true);

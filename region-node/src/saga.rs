@@ -53,7 +53,10 @@ pub async fn run(
 }
 
 async fn pass(pool: &Pool, region: &str, metrics: &Metrics) -> Result<usize, NodeError> {
-    let client = pool.get().await.map_err(|e| NodeError::Pool(e.to_string()))?;
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| NodeError::Pool(e.to_string()))?;
     let rows = client
         .query(
             "SELECT transfer_id, step FROM ledger.run_saga($1, $2)",

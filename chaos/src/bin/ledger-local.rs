@@ -13,7 +13,12 @@ use harness::process::pid_alive;
 #[command(about = "Run a multi-region ledger deployment on loopback")]
 struct Cli {
     /// Where regions keep their data and the deployment's state file.
-    #[arg(long, env = "LEDGER_LOCAL_DIR", default_value = ".local", global = true)]
+    #[arg(
+        long,
+        env = "LEDGER_LOCAL_DIR",
+        default_value = ".local",
+        global = true
+    )]
     data_dir: PathBuf,
     #[command(subcommand)]
     command: Action,
@@ -61,7 +66,11 @@ enum Action {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Action::Up { regions, base_port, lease_ttl_ms } => {
+        Action::Up {
+            regions,
+            base_port,
+            lease_ttl_ms,
+        } => {
             let mut options = UpOptions::new(regions, base_port, bin_dir()?);
             options.lease_ttl_ms = lease_ttl_ms;
             let started = Instant::now();
@@ -70,7 +79,11 @@ async fn main() -> anyhow::Result<()> {
             print_status(&deployment);
         }
         Action::Down => match Deployment::down(&cli.data_dir)? {
-            Some(d) => println!("stopped {} region(s); data kept in {}", d.regions.len(), d.data_dir.display()),
+            Some(d) => println!(
+                "stopped {} region(s); data kept in {}",
+                d.regions.len(),
+                d.data_dir.display()
+            ),
             None => println!("nothing running in {}", cli.data_dir.display()),
         },
         Action::Status => match Deployment::load(&cli.data_dir)? {
@@ -82,18 +95,31 @@ async fn main() -> anyhow::Result<()> {
             deployment.kill_region(&region)?;
             println!("killed every process of {region}");
         }
-        Action::Demo { regions, base_port, seconds, rate, keep } => {
+        Action::Demo {
+            regions,
+            base_port,
+            seconds,
+            rate,
+            keep,
+        } => {
             let options = UpOptions::new(regions, base_port, bin_dir()?);
             let started = Instant::now();
             let deployment = Deployment::up(&cli.data_dir, &options).await?;
-            println!("{} regions up in {:.1} s", regions, started.elapsed().as_secs_f64());
+            println!(
+                "{} regions up in {:.1} s",
+                regions,
+                started.elapsed().as_secs_f64()
+            );
             print_status(&deployment);
             let result = run_demo(&deployment, seconds, rate).await;
             if keep {
                 println!("\nleft running; stop with `ledger-local down`");
             } else {
                 Deployment::down(&cli.data_dir)?;
-                println!("\nstopped every region (data kept in {})", cli.data_dir.display());
+                println!(
+                    "\nstopped every region (data kept in {})",
+                    cli.data_dir.display()
+                );
             }
             result?;
         }
@@ -126,7 +152,9 @@ async fn run_demo(deployment: &Deployment, seconds: u64, rate: u32) -> anyhow::R
         let mut served = 0;
         let mut stale_max = 0_u64;
         for account in &accounts {
-            let (sample, body) = client.get("read", &format!("/v1/accounts/{}", account.id)).await?;
+            let (sample, body) = client
+                .get("read", &format!("/v1/accounts/{}", account.id))
+                .await?;
             if sample.status == 200 {
                 served += 1;
                 stale_max = stale_max.max(body["freshness"]["lag_ms"].as_u64().unwrap_or(0));
@@ -143,7 +171,13 @@ async fn run_demo(deployment: &Deployment, seconds: u64, rate: u32) -> anyhow::R
         accounts.iter().find(|a| a.home == victim),
     ) {
         let (sample, body) = client
-            .post("deposit", &format!("/v1/accounts/{}/deposits", account.id), &serde_json::json!({"amount": "1.00"}), None, None)
+            .post(
+                "deposit",
+                &format!("/v1/accounts/{}/deposits", account.id),
+                &serde_json::json!({"amount": "1.00"}),
+                None,
+                None,
+            )
             .await?;
         println!(
             "a deposit to an account homed in {victim}, sent to {}: {} {}",
@@ -165,16 +199,29 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn print_status(deployment: &Deployment) {
-    println!("{:<10} {:<24} {:<44} processes (pid, ✗ = gone)", "region", "api", "database");
+    println!(
+        "{:<10} {:<24} {:<44} processes (pid, ✗ = gone)",
+        "region", "api", "database"
+    );
     for r in &deployment.regions {
         let processes: Vec<String> = chaos::deployment::PROCESSES
             .iter()
             .filter_map(|p| {
                 let pid = r.pid(p)?;
-                Some(if pid_alive(pid) { format!("{p} {pid}") } else { format!("{p} ✗") })
+                Some(if pid_alive(pid) {
+                    format!("{p} {pid}")
+                } else {
+                    format!("{p} ✗")
+                })
             })
             .collect();
-        println!("{:<10} {:<24} {:<44} {}", r.name, r.api_url, r.database_url, processes.join(", "));
+        println!(
+            "{:<10} {:<24} {:<44} {}",
+            r.name,
+            r.api_url,
+            r.database_url,
+            processes.join(", ")
+        );
     }
     println!("logs: <region dir>/<process>.log; stop with `ledger-local down`");
 }

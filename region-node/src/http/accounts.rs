@@ -21,7 +21,7 @@ use super::extract::{self, IdempotencyKey, JsonBody, QueryParams};
 use super::forward::{self, forward, refuse_second_hop, Ack, Onward};
 use super::internal::Forwarded;
 use super::{check_reference, fingerprint, json_response, write_response, AppState};
-use crate::ownership::WriteRoute;
+use crate::ownership::{Refusal, WriteRoute};
 use crate::store::{EntryKind, StoreError};
 
 /// How often account creation draws a new random id after a collision.
@@ -231,7 +231,12 @@ pub async fn deposit(
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(request): JsonBody<AmountRequest>,
 ) -> Result<Response, ApiError> {
-    let call = EntryCall { state: &state, ctx: &ctx, forwarded: forwarded.as_deref(), headers: &headers };
+    let call = EntryCall {
+        state: &state,
+        ctx: &ctx,
+        forwarded: forwarded.as_deref(),
+        headers: &headers,
+    };
     post_entry(call, EntryKind::Deposit, &id, key, request).await
 }
 
@@ -258,7 +263,12 @@ pub async fn withdraw(
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(request): JsonBody<AmountRequest>,
 ) -> Result<Response, ApiError> {
-    let call = EntryCall { state: &state, ctx: &ctx, forwarded: forwarded.as_deref(), headers: &headers };
+    let call = EntryCall {
+        state: &state,
+        ctx: &ctx,
+        forwarded: forwarded.as_deref(),
+        headers: &headers,
+    };
     post_entry(call, EntryKind::Withdrawal, &id, key, request).await
 }
 
@@ -286,7 +296,7 @@ async fn post_entry(
     // A refusal by the database as "not the owner" means this node's map is stale: read
     // the map again and route once more (usually: forward to the new home).
     for attempt in 0..2 {
-        let epoch = match write_route(state, id, call.forwarded)? {
+        let epoch = match write_route(state, id, call.forwarded).await? {
             Route::Forward(region) => {
                 let onward = Onward::write(path, &key, ack, &request);
                 return forward(state, call.ctx, &region, onward).await;
@@ -300,7 +310,14 @@ async fn post_entry(
         );
         let result = state
             .store
-            .post_entry(&write, kind, id, amount, request.reference.as_deref(), epoch)
+            .post_entry(
+                &write,
+                kind,
+                id,
+                amount,
+                request.reference.as_deref(),
+                epoch,
+            )
             .await;
         if attempt == 0 && is_not_owner(&result) && state.ownership.refresh().await {
             continue;
@@ -313,7 +330,10 @@ async fn post_entry(
         }
         return Ok(write_response(outcome, state.ownership.region()));
     }
-    Err(ApiError::new(ProblemType::NotOwner, "ownership is moving; retry shortly"))
+    Err(ApiError::new(
+        ProblemType::NotOwner,
+        "ownership is moving; retry shortly",
+    ))
 }
 
 /// Where a write for `id` goes: here at an epoch, or to another region.
@@ -322,12 +342,20 @@ pub(super) enum Route {
     Forward(String),
 }
 
-pub(super) fn write_route(
+pub(super) async fn write_route(
     state: &AppState,
     id: AccountId,
     forwarded: Option<&Forwarded>,
 ) -> Result<Route, ApiError> {
-    match state.ownership.route_write(id) {
+    let mut route = state.ownership.route_write(id);
+    // Home here by the map, but the lease does not grant it: the map may be stale (the
+    // renewal already knows better). Read the map again and route once more.
+    if matches!(route, Some(WriteRoute::Refused(Refusal::NotGranted)))
+        && state.ownership.refresh().await
+    {
+        route = state.ownership.route_write(id);
+    }
+    match route {
         None => Err(extract::not_found(id)),
         Some(WriteRoute::Local { epoch }) => Ok(Route::Here(epoch)),
         Some(WriteRoute::Remote { region }) => {
@@ -341,7 +369,13 @@ pub(super) fn write_route(
 }
 
 pub(super) fn is_not_owner<T>(result: &Result<T, StoreError>) -> bool {
-    matches!(result, Err(StoreError::Rejected { kind: ProblemType::NotOwner, .. }))
+    matches!(
+        result,
+        Err(StoreError::Rejected {
+            kind: ProblemType::NotOwner,
+            ..
+        })
+    )
 }
 
 fn written_seq(body: &str) -> Result<i64, ApiError> {

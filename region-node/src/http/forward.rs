@@ -95,9 +95,10 @@ pub async fn forward(
     region: &str,
     onward: Onward<'_>,
 ) -> Result<Response, ApiError> {
-    let mut headers = vec![
-        (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-    ];
+    let mut headers = vec![(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )];
     let mut add = |name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.push((HeaderName::from_static(name), value));
@@ -116,7 +117,11 @@ pub async fn forward(
         timeout += state.settings.ack_timeout;
     }
     let started = Instant::now();
-    let kind = if onward.method == Method::GET { "read" } else { "write" };
+    let kind = if onward.method == Method::GET {
+        "read"
+    } else {
+        "write"
+    };
     let answer = state
         .peers
         .call(
@@ -131,7 +136,9 @@ pub async fn forward(
     let answer = match answer {
         Ok(answer) => answer,
         Err(error) => {
-            state.metrics.observe_forward(region, kind, 503, started.elapsed());
+            state
+                .metrics
+                .observe_forward(region, kind, 503, started.elapsed());
             let detail = match error {
                 PeerError::Unreachable { .. } if kind == "write" => format!(
                     "{error}; nothing was written in this region. The home may or may not have \

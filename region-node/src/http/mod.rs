@@ -142,10 +142,7 @@ pub fn router(
     };
     let internal = routes
         .clone()
-        .route(
-            "/v1/replicas/{id}",
-            axum::routing::get(internal::replica),
-        )
+        .route("/v1/replicas/{id}", axum::routing::get(internal::replica))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             internal::authenticate,

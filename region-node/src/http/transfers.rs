@@ -56,7 +56,7 @@ pub async fn create_transfer(
         return Err(extract::not_found(request.to));
     }
     for attempt in 0..2 {
-        let from_epoch = match write_route(&state, request.from, forwarded.as_deref())? {
+        let from_epoch = match write_route(&state, request.from, forwarded.as_deref()).await? {
             Route::Forward(region) => {
                 let onward = Onward::write("/v1/transfers".into(), &key, ack, &request);
                 return forward(&state, &ctx, &region, onward).await;
@@ -79,13 +79,28 @@ pub async fn create_transfer(
             Some(WriteRoute::Local { epoch: to_epoch }) => {
                 state
                     .store
-                    .post_transfer(&write, request.from, request.to, amount, reference, from_epoch, to_epoch)
+                    .post_transfer(
+                        &write,
+                        request.from,
+                        request.to,
+                        amount,
+                        reference,
+                        from_epoch,
+                        to_epoch,
+                    )
                     .await
             }
             _ => {
                 state
                     .store
-                    .start_transfer(&write, request.from, request.to, amount, reference, from_epoch)
+                    .start_transfer(
+                        &write,
+                        request.from,
+                        request.to,
+                        amount,
+                        reference,
+                        from_epoch,
+                    )
                     .await
             }
         };
@@ -104,7 +119,10 @@ pub async fn create_transfer(
         }
         return Ok(write_response(outcome, state.ownership.region()));
     }
-    Err(ApiError::new(ProblemType::NotOwner, "ownership is moving; retry shortly"))
+    Err(ApiError::new(
+        ProblemType::NotOwner,
+        "ownership is moving; retry shortly",
+    ))
 }
 
 #[utoipa::path(

@@ -130,7 +130,9 @@ impl Ownership {
     }
 
     pub fn map(&self) -> Arc<OwnershipMap> {
-        self.map.read().map_or_else(|p| p.into_inner().clone(), |m| m.clone())
+        self.map
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |m| m.clone())
     }
 
     /// Regions of the deployment other than this one.

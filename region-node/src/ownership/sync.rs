@@ -94,6 +94,11 @@ pub async fn renew_loop(
                 if let Err(e) = record(&pool, &snapshot, timing.commit_margin).await {
                     tracing::warn!(error = %e, "could not record the lease in the database");
                 }
+                // The grant is newer than the map (a change the watch has not brought,
+                // or no watch at all): read the map, so routing follows the lease.
+                if grant.map_version > ownership.map().version {
+                    ownership.refresh().await;
+                }
             }
             Ok(Err(e)) => {
                 metrics.lease_renewed(false);
@@ -101,7 +106,10 @@ pub async fn renew_loop(
             }
             Err(_) => {
                 metrics.lease_renewed(false);
-                tracing::warn!(ttl_ms = ttl.as_millis(), "lease renewal took longer than the ttl");
+                tracing::warn!(
+                    ttl_ms = ttl.as_millis(),
+                    "lease renewal took longer than the ttl"
+                );
             }
         }
         let pause = (ttl / 3).saturating_sub(sent_at.elapsed());
@@ -148,7 +156,11 @@ pub async fn watch_loop(
                     note_change(&ownership, &map, change);
                     map.apply(change);
                 }
-                tracing::info!(version = map.version, epoch = map.epoch, "ownership map changed");
+                tracing::info!(
+                    version = map.version,
+                    epoch = map.epoch,
+                    "ownership map changed"
+                );
                 ownership.set_map(map);
                 ownership.renew_now.notify_one();
             }
@@ -208,7 +220,11 @@ pub async fn record(
     commit_margin: Duration,
 ) -> Result<(), NodeError> {
     let valid_for = lease.ttl.as_secs_f64() - lease.age.as_secs_f64() - commit_margin.as_secs_f64();
-    let slots: Vec<i32> = lease.slots.iter().filter_map(|s| i32::try_from(s.0).ok()).collect();
+    let slots: Vec<i32> = lease
+        .slots
+        .iter()
+        .filter_map(|s| i32::try_from(s.0).ok())
+        .collect();
     let slot_epochs: Vec<i64> = lease.slots.iter().map(|s| epoch(s.1)).collect();
     let slot_fences: Vec<f64> = lease.slots.iter().map(|s| s.2.as_secs_f64()).collect();
     let accounts: Vec<i64> = lease.accounts.iter().map(|a| a.0.as_i64()).collect();
@@ -216,10 +232,16 @@ pub async fn record(
     let account_fences: Vec<f64> = lease.accounts.iter().map(|a| a.2.as_secs_f64()).collect();
     let away: Vec<i64> = lease.away.iter().map(|a| a.as_i64()).collect();
 
-    let mut client = pool.get().await.map_err(|e| NodeError::Pool(e.to_string()))?;
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| NodeError::Pool(e.to_string()))?;
     let tx = client.transaction().await.map_err(NodeError::Database)?;
     let statements: [(&str, &[&(dyn tokio_postgres::types::ToSql + Sync)]); 6] = [
-        ("DELETE FROM ledger.slot_leases WHERE NOT (slot = ANY($1))", &[&slots]),
+        (
+            "DELETE FROM ledger.slot_leases WHERE NOT (slot = ANY($1))",
+            &[&slots],
+        ),
         (
             "INSERT INTO ledger.slot_leases (slot, epoch, expires_at, valid_from)
              SELECT s, e, clock_timestamp() + make_interval(secs => $4),
@@ -229,7 +251,10 @@ pub async fn record(
                  expires_at = EXCLUDED.expires_at, valid_from = EXCLUDED.valid_from",
             &[&slots, &slot_epochs, &slot_fences, &valid_for],
         ),
-        ("DELETE FROM ledger.account_leases WHERE NOT (account_id = ANY($1))", &[&accounts]),
+        (
+            "DELETE FROM ledger.account_leases WHERE NOT (account_id = ANY($1))",
+            &[&accounts],
+        ),
         (
             "INSERT INTO ledger.account_leases (account_id, epoch, expires_at, valid_from)
              SELECT a, e, clock_timestamp() + make_interval(secs => $4),
@@ -239,7 +264,10 @@ pub async fn record(
                  expires_at = EXCLUDED.expires_at, valid_from = EXCLUDED.valid_from",
             &[&accounts, &account_epochs, &account_fences, &valid_for],
         ),
-        ("DELETE FROM ledger.accounts_away WHERE NOT (account_id = ANY($1))", &[&away]),
+        (
+            "DELETE FROM ledger.accounts_away WHERE NOT (account_id = ANY($1))",
+            &[&away],
+        ),
         (
             "INSERT INTO ledger.accounts_away (account_id) SELECT unnest($1::bigint[])
              ON CONFLICT DO NOTHING",

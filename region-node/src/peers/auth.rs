@@ -51,9 +51,16 @@ impl Signer {
         }
     }
 
-    fn mac(&self, caller: &str, signed_at_ms: i64, method: &str, path: &str, body: &[u8]) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret)
-            .expect("HMAC takes keys of any length");
+    fn mac(
+        &self,
+        caller: &str,
+        signed_at_ms: i64,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Hmac<Sha256> {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
         let body_hash = hex::encode(Sha256::digest(body));
         mac.update(format!("{caller}\n{signed_at_ms}\n{method}\n{path}\n{body_hash}").as_bytes());
         mac
@@ -61,7 +68,11 @@ impl Signer {
 
     pub fn sign(&self, caller: &str, method: &str, path: &str, body: &[u8]) -> Credentials {
         let signed_at_ms = now_ms();
-        let signature = hex::encode(self.mac(caller, signed_at_ms, method, path, body).finalize().into_bytes());
+        let signature = hex::encode(
+            self.mac(caller, signed_at_ms, method, path, body)
+                .finalize()
+                .into_bytes(),
+        );
         Credentials {
             caller: caller.to_owned(),
             signed_at_ms,
@@ -82,9 +93,15 @@ impl Signer {
         }
         let expected = hex::decode(&credentials.signature)
             .map_err(|_| AuthError::Malformed("signature is not hex"))?;
-        self.mac(&credentials.caller, credentials.signed_at_ms, method, path, body)
-            .verify_slice(&expected)
-            .map_err(|_| AuthError::BadSignature)
+        self.mac(
+            &credentials.caller,
+            credentials.signed_at_ms,
+            method,
+            path,
+            body,
+        )
+        .verify_slice(&expected)
+        .map_err(|_| AuthError::BadSignature)
     }
 }
 
@@ -102,7 +119,10 @@ mod tests {
     fn signatures_bind_caller_path_and_body() {
         let signer = Signer::new("0123456789abcdef");
         let creds = signer.sign("eu-west", "POST", "/internal/v1/accounts", b"{}");
-        assert_eq!(signer.verify(&creds, "POST", "/internal/v1/accounts", b"{}"), Ok(()));
+        assert_eq!(
+            signer.verify(&creds, "POST", "/internal/v1/accounts", b"{}"),
+            Ok(())
+        );
         assert_eq!(
             signer.verify(&creds, "POST", "/internal/v1/accounts", b"{\"x\":1}"),
             Err(AuthError::BadSignature)

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use ledger_wire::{
-    AccountId, HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT,
-};
+use ledger_wire::{AccountId, HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -176,9 +174,7 @@ impl Peers {
         let mut asks: FuturesUnordered<_> = self
             .urls
             .keys()
-            .map(|region| {
-                self.call(region, Method::GET, path, Vec::new(), Bytes::new(), timeout)
-            })
+            .map(|region| self.call(region, Method::GET, path, Vec::new(), Bytes::new(), timeout))
             .collect();
         while let Some(answer) = asks.next().await {
             match answer {

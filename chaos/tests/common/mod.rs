@@ -1,0 +1,199 @@
+//! A three-region deployment per test (real PostgreSQL, Tansu, voters, proxies, nodes
+//! and replicators, started by `chaos::Deployment`), in its own temp dir and port
+//! range, stopped when the test ends.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use chaos::demo::Client;
+use chaos::{Deployment, UpOptions};
+use harness::dirs::WorkDir;
+use ownership::client::OwnershipClient;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+pub struct Regions {
+    pub deployment: Deployment,
+    _dir: WorkDir,
+}
+
+impl Drop for Regions {
+    fn drop(&mut self) {
+        self.deployment.stop();
+    }
+}
+
+fn bin_dir() -> PathBuf {
+    // target/<profile>/deps/<test> -> target/<profile>
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .to_owned()
+}
+
+/// A base port whose whole range (3 regions) is free right now.
+fn free_base_port() -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + (rand_u16() % 400) * 100;
+        let topology = chaos::Topology::new(base, 3).expect("topology");
+        let free = (0..3)
+            .flat_map(|i| topology.ports_of(i))
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no free port range found");
+}
+
+fn rand_u16() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    u16::try_from((nanos ^ std::process::id()) % 65_000).unwrap_or(7)
+}
+
+impl Regions {
+    pub async fn start(label: &str, node_env: &[(&str, &str)]) -> anyhow::Result<Regions> {
+        let dir = WorkDir::temp(label)?;
+        let mut options = UpOptions::new(3, free_base_port(), bin_dir());
+        options.slot_count = 64;
+        options.node_env = node_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let deployment = Deployment::up(&dir.join("deployment"), &options)
+            .await
+            .context("start three regions")?;
+        Ok(Regions {
+            deployment,
+            _dir: dir,
+        })
+    }
+
+    pub fn name(&self, i: usize) -> String {
+        self.deployment.regions[i].name.clone()
+    }
+
+    pub fn client(&self, i: usize) -> Client {
+        let r = &self.deployment.regions[i];
+        Client::new(&r.name, &r.api_url)
+    }
+
+    pub fn ownership(&self) -> OwnershipClient {
+        let voters = self
+            .deployment
+            .regions
+            .iter()
+            .map(|r| r.voter.clone())
+            .collect();
+        OwnershipClient::new(voters, "test").expect("ownership client")
+    }
+
+    pub async fn db(&self, i: usize) -> anyhow::Result<tokio_postgres::Client> {
+        let url = &self.deployment.regions[i].database_url;
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("connect {url}"))?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// Opens an EUR account homed in region `home`, asking region `via`; funds it.
+    pub async fn open(&self, via: usize, home: usize, funds: &str) -> anyhow::Result<String> {
+        let client = self.client(via);
+        let body = json!({"currency": "EUR", "home_region": self.name(home)});
+        let (sample, account) = client
+            .post("open", "/v1/accounts", &body, None, None)
+            .await?;
+        anyhow::ensure!(sample.status == 201, "open failed: {account}");
+        let id = account["id"].as_str().context("id")?.to_owned();
+        if funds != "0" {
+            let (sample, body) = client
+                .post(
+                    "deposit",
+                    &format!("/v1/accounts/{id}/deposits"),
+                    &json!({"amount": funds}),
+                    None,
+                    None,
+                )
+                .await?;
+            anyhow::ensure!(sample.status == 201, "funding failed: {body}");
+        }
+        Ok(id)
+    }
+
+    /// `id -> (balance, seq)` of every account in region `i`'s database.
+    pub async fn accounts(&self, i: usize) -> anyhow::Result<BTreeMap<String, (Decimal, i64)>> {
+        let db = self.db(i).await?;
+        let rows = db
+            .query(
+                "SELECT ledger.account_id_text(id), balance, seq FROM ledger.accounts",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    (r.get::<_, Decimal>(1), r.get::<_, i64>(2)),
+                )
+            })
+            .collect())
+    }
+
+    /// Waits until the listed regions hold identical account states.
+    pub async fn wait_converged(
+        &self,
+        regions: &[usize],
+        timeout: Duration,
+    ) -> anyhow::Result<BTreeMap<String, (Decimal, i64)>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut states = Vec::new();
+            for i in regions {
+                states.push(self.accounts(*i).await?);
+            }
+            if states.windows(2).all(|w| w[0] == w[1]) {
+                return Ok(states.remove(0));
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "regions did not converge within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Polls `check` until it yields `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn amount(value: &Value, field: &str) -> Decimal {
+    value[field]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default()
+}
