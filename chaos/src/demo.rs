@@ -275,7 +275,7 @@ pub async fn print_replication(deployment: &Deployment) {
     println!("\nreplication (per applying region)");
     for region in deployment.regions.iter().filter(|r| r.alive()) {
         let url = format!("http://{}/metrics", region.replicator_metrics);
-        let Ok(text) = reqwest::get(&url).await.and_then(|r| Ok(r)) else {
+        let Ok(text) = reqwest::get(&url).await else {
             continue;
         };
         let text = text.text().await.unwrap_or_default();
