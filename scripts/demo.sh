@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, starts a local deployment (a region
-# with its own PostgreSQL and region node), runs a short scripted session against the
-# HTTP API printing every request and answer, and stops everything.
+# The main job: installs what is missing, builds, starts a local deployment of three
+# regions (each with its own PostgreSQL, Tansu broker, ownership voter, proxy, region
+# node and replicator), runs a short scripted session against the HTTP API printing
+# every request and answer and where it was served, then traffic from clients near each
+# region, kills one region with SIGKILL, reads from the survivors, and stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +15,10 @@ export LEDGER_LOCAL_DIR="${LEDGER_LOCAL_DIR:-$PWD/.local}"
 "$BIN/ledger-local" down >/dev/null
 trap '"$BIN/ledger-local" down' EXIT
 "$BIN/ledger-local" up
-API=http://127.0.0.1:7101
+EU=http://127.0.0.1:7101
+US=http://127.0.0.1:7141
+AP=http://127.0.0.1:7181
+API=$EU
 
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 # call METHOD PATH [IDEMPOTENCY-KEY] [JSON]: prints the request, the status, the
@@ -25,11 +30,12 @@ call() {
   [ -n "$body" ] && args+=(-H 'Content-Type: application/json' -d "$body")
   printf '\033[36m> %s %s\033[0m %s%s\n' "$method" "$path" "${key:+[Idempotency-Key: $key] }" "$body"
   status=$(curl "${args[@]}" "$API$path")
+  forwarded=$(grep -i '^x-forwarded-to-region:' "$tmp/headers" | tr -d '\r' | cut -d' ' -f2 || true)
   served=$(grep -i '^x-served-by-region:' "$tmp/headers" | tr -d '\r' | cut -d' ' -f2 || true)
   home=$(grep -i '^x-home-region:' "$tmp/headers" | tr -d '\r' | cut -d' ' -f2 || true)
   replayed=$(grep -i '^idempotent-replayed:' "$tmp/headers" | tr -d '\r' | cut -d' ' -f2 || true)
-  printf '\033[33m< %s\033[0m served by %s%s%s\n' "$status" "${served:-?}" "${home:+, home $home}" \
-    "${replayed:+, replayed stored answer}"
+  printf '\033[33m< %s\033[0m served by %s%s%s%s\n' "$status" "${served:-?}" "${home:+, home $home}" \
+    "${forwarded:+, forwarded to $forwarded}" "${replayed:+, replayed stored answer}"
   jq -C . "$tmp/body" 2>/dev/null || cat "$tmp/body"
 }
 field() { jq -r "$1" "$tmp/body"; }
@@ -66,6 +72,34 @@ call POST /v1/transfers "demo-$run-tr-1" "{\"from\":\"$alice\",\"to\":\"$bob\",\
 transfer=$(field .id)
 call GET "/v1/transfers/$transfer"
 
+bold "Asked at eu-west, open carol homed in us-east: forwarded to her home"
+call POST /v1/accounts "demo-$run-open-carol" '{"currency":"EUR","home_region":"us-east"}'
+carol=$(field .id)
+
+bold "Deposit 5.00 into carol, sent to ap-south: forwarded to us-east, ack=replicated (answered once another region holds a copy)"
+API=$AP
+curl -s -D "$tmp/h" -o "$tmp/body" -X POST "$AP/v1/accounts/$carol/deposits" -H "Idempotency-Key: demo-$run-dep-c" \
+  -H 'ack: replicated' -H 'Content-Type: application/json' -d '{"amount":"5.00"}' >/dev/null
+grep -iE '^(x-served-by-region|x-home-region|x-forwarded-to-region):' "$tmp/h" | tr -d '\r'
+jq -C . "$tmp/body"
+
+bold "Cross-region transfer alice (eu-west) -> carol (us-east): a saga, debited first"
+API=$EU
+call POST /v1/transfers "demo-$run-tr-2" "{\"from\":\"$alice\",\"to\":\"$carol\",\"amount\":\"10.00\"}"
+saga=$(field .id)
+for _ in $(seq 1 50); do
+  state=$(curl -s "$AP/v1/transfers/$saga" | jq -r .state)
+  [ "$state" = completed ] && break
+  sleep 0.1
+done
+API=$AP
+call GET "/v1/transfers/$saga"
+
+bold "Carol read at ap-south: local copy with its staleness, then strong (at her home)"
+call GET "/v1/accounts/$carol"
+call GET "/v1/accounts/$carol?consistency=strong"
+API=$EU
+
 bold "Alice's account and a page of her ledger"
 call GET "/v1/accounts/$alice"
 call GET "/v1/accounts/$alice/ledger?limit=2"
@@ -75,4 +109,7 @@ call GET "/v1/accounts/$alice/ledger?limit=2&cursor=$cursor"
 bold "What the node counted"
 curl -s "$API/metrics" | grep -E '^ledger_writes_total' || true
 
-bold "Done: alice holds 50.00 (100.00 - 30.25 - 19.75), bob 19.75; stopping the deployment"
+bold "Traffic from clients near each region, then ap-south is killed"
+"$BIN/ledger-local" traffic --seconds "${DEMO_SECONDS:-10}" --rate 20
+
+bold "Done: alice holds 40.00 (100.00 - 30.25 - 19.75 - 10.00) before the traffic; stopping the deployment"

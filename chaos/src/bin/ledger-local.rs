@@ -43,6 +43,17 @@ enum Action {
     Status,
     /// SIGKILL every process of one region (its process group).
     Kill { region: String },
+    /// Against the running deployment: traffic from clients near each region, where
+    /// each request was served, replication lag, then SIGKILL of the last region and
+    /// reads from the survivors.
+    Traffic {
+        /// Seconds of traffic before the kill.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Requests per second per client.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+    },
     /// The main job: up, traffic from clients near each region, replication lag, kill
     /// one region, reads from the survivors, down.
     Demo {
@@ -94,6 +105,11 @@ async fn main() -> anyhow::Result<()> {
             let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
             deployment.kill_region(&region)?;
             println!("killed every process of {region}");
+        }
+        Action::Traffic { seconds, rate } => {
+            let deployment = Deployment::load(&cli.data_dir)?
+                .context("nothing running; run `ledger-local up`")?;
+            run_demo(&deployment, seconds, rate).await?;
         }
         Action::Demo {
             regions,
