@@ -189,7 +189,10 @@ pub async fn get_account(
     } else {
         state.store.replica_lag_ms(&home.region).await?
     };
-    account.home_region.clone_from(&home.region);
+    // Static single-region mode has no map of other regions: the row's home stands.
+    if state.ownership.is_dynamic() {
+        account.home_region.clone_from(&home.region);
+    }
     account.freshness = Some(Freshness {
         source: if home.is_local {
             ReadSource::Home
