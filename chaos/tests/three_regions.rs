@@ -270,8 +270,8 @@ async fn a_paused_home_commits_nothing_after_its_slots_moved() -> anyhow::Result
         })
     };
     kill(pid(node), Signal::SIGSTOP)?;
-    // Longer than the lease ttl (2 s), then move its slots.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // An unforced promote is refused while the paused region's lease is live, so its
+    // success is the proof that the pause has outlasted the lease.
     let ownership = regions.ownership();
     eventually("promote", Duration::from_secs(10), || async {
         ownership
@@ -298,7 +298,18 @@ async fn a_paused_home_commits_nothing_after_its_slots_moved() -> anyhow::Result
             )
             .await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Until the woken node has caught up: it forwards its former accounts' writes to
+    // their new homes (which serve once their fencing delay is over).
+    let path = format!("/v1/accounts/{}/deposits", ids[2]);
+    eventually("woken node forwards", Duration::from_secs(15), || async {
+        let (s, _) = regions
+            .client(0)
+            .post("deposit", &path, &json!({"amount": "1.00"}), None, None)
+            .await
+            .ok()?;
+        (s.status == 201 && s.forwarded).then_some(())
+    })
+    .await?;
     let after: i64 = db.query_one(count, &[]).await?.get(0);
     assert_eq!(
         before, after,

@@ -100,6 +100,21 @@ impl LedgerStore {
         outcome
     }
 
+    /// Runs one write function (one statement, one transaction) and reads its answer.
+    async fn write(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<WriteOutcome, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        let row = client
+            .query_one(&statement, params)
+            .await
+            .map_err(classify)?;
+        outcome(&row).map(|o| self.written(o))
+    }
+
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -113,25 +128,20 @@ impl LedgerStore {
         epoch: i64,
     ) -> Result<WriteOutcome, StoreError> {
         let scale = i16::try_from(scale).map_err(|_| StoreError::Decode("scale".into()))?;
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(CREATE_ACCOUNT_SQL).await?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &ctx.idempotency_key,
-                    &ctx.fingerprint,
-                    &id.as_i64(),
-                    &currency,
-                    &scale,
-                    &epoch,
-                    &ctx.region,
-                    &ctx.traceparent,
-                ],
-            )
-            .await
-            .map_err(classify)?;
-        outcome(&row).map(|o| self.written(o))
+        self.write(
+            CREATE_ACCOUNT_SQL,
+            &[
+                &ctx.idempotency_key,
+                &ctx.fingerprint,
+                &id.as_i64(),
+                &currency,
+                &scale,
+                &epoch,
+                &ctx.region,
+                &ctx.traceparent,
+            ],
+        )
+        .await
     }
 
     pub async fn post_entry(
@@ -143,26 +153,21 @@ impl LedgerStore {
         reference: Option<&str>,
         epoch: i64,
     ) -> Result<WriteOutcome, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(POST_ENTRY_SQL).await?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &ctx.idempotency_key,
-                    &ctx.fingerprint,
-                    &kind.as_str(),
-                    &account.as_i64(),
-                    &amount,
-                    &reference,
-                    &epoch,
-                    &ctx.region,
-                    &ctx.traceparent,
-                ],
-            )
-            .await
-            .map_err(classify)?;
-        outcome(&row).map(|o| self.written(o))
+        self.write(
+            POST_ENTRY_SQL,
+            &[
+                &ctx.idempotency_key,
+                &ctx.fingerprint,
+                &kind.as_str(),
+                &account.as_i64(),
+                &amount,
+                &reference,
+                &epoch,
+                &ctx.region,
+                &ctx.traceparent,
+            ],
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -176,27 +181,22 @@ impl LedgerStore {
         from_epoch: i64,
         to_epoch: i64,
     ) -> Result<WriteOutcome, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(POST_TRANSFER_SQL).await?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &ctx.idempotency_key,
-                    &ctx.fingerprint,
-                    &from.as_i64(),
-                    &to.as_i64(),
-                    &amount,
-                    &reference,
-                    &from_epoch,
-                    &to_epoch,
-                    &ctx.region,
-                    &ctx.traceparent,
-                ],
-            )
-            .await
-            .map_err(classify)?;
-        outcome(&row).map(|o| self.written(o))
+        self.write(
+            POST_TRANSFER_SQL,
+            &[
+                &ctx.idempotency_key,
+                &ctx.fingerprint,
+                &from.as_i64(),
+                &to.as_i64(),
+                &amount,
+                &reference,
+                &from_epoch,
+                &to_epoch,
+                &ctx.region,
+                &ctx.traceparent,
+            ],
+        )
+        .await
     }
 
     /// Debits the source (homed here) and starts the saga that credits the destination
@@ -210,26 +210,21 @@ impl LedgerStore {
         reference: Option<&str>,
         from_epoch: i64,
     ) -> Result<WriteOutcome, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(START_TRANSFER_SQL).await?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &ctx.idempotency_key,
-                    &ctx.fingerprint,
-                    &from.as_i64(),
-                    &to.as_i64(),
-                    &amount,
-                    &reference,
-                    &from_epoch,
-                    &ctx.region,
-                    &ctx.traceparent,
-                ],
-            )
-            .await
-            .map_err(classify)?;
-        outcome(&row).map(|o| self.written(o))
+        self.write(
+            START_TRANSFER_SQL,
+            &[
+                &ctx.idempotency_key,
+                &ctx.fingerprint,
+                &from.as_i64(),
+                &to.as_i64(),
+                &amount,
+                &reference,
+                &from_epoch,
+                &ctx.region,
+                &ctx.traceparent,
+            ],
+        )
+        .await
     }
 
     /// The account's JSON as stored, or `None` when this region has no row for it.
