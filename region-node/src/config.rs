@@ -104,6 +104,10 @@ pub struct NodeConfig {
     #[arg(long, env = "LEDGER_SAGA_POLL_MS", default_value_t = 1_000)]
     pub saga_poll_ms: u64,
 
+    /// How often the reconciler looks for late events of accounts homed here, in ms.
+    #[arg(long, env = "LEDGER_RECONCILE_POLL_MS", default_value_t = 500)]
+    pub reconcile_poll_ms: u64,
+
     /// How long in-flight requests may take to finish after a shutdown signal, in ms.
     #[arg(long, env = "LEDGER_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -135,6 +139,7 @@ impl NodeConfig {
             ack_timeout_ms: 5_000,
             min_seq_wait_ms: 500,
             saga_poll_ms: 1_000,
+            reconcile_poll_ms: 500,
             shutdown_grace_ms: 10_000,
         }
     }

@@ -14,6 +14,7 @@ pub mod outbox_notify;
 pub mod ownership;
 pub mod peers;
 pub mod replica_reads;
+pub mod failover;
 pub mod saga;
 pub mod store;
 
@@ -116,6 +117,17 @@ pub async fn run(
             config.database_url.clone(),
             config.region.clone(),
             Duration::from_millis(config.saga_poll_ms),
+            outbox_written.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ),
+    );
+    supervisor.spawn(
+        "reconciler",
+        failover::reconciler(
+            pool.clone(),
+            config.region.clone(),
+            Duration::from_millis(config.reconcile_poll_ms),
             outbox_written.clone(),
             metrics,
             shutdown.clone(),

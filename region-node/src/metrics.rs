@@ -22,6 +22,7 @@ pub struct Metrics {
     forward_duration: HistogramVec,
     replicated_wait: HistogramVec,
     saga_steps: IntCounterVec,
+    reconciled: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,8 +96,17 @@ impl Metrics {
             &["step"],
         )
         .expect("static metric definition");
+        let reconciled = IntCounterVec::new(
+            Opts::new(
+                "reconciled_total",
+                "Late events settled here by outcome (replayed, flagged, duplicate)",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reconciled.clone()),
             Box::new(http_duration.clone()),
             Box::new(writes.clone()),
             Box::new(pool_connections.clone()),
@@ -124,7 +134,12 @@ impl Metrics {
             forward_duration,
             replicated_wait,
             saga_steps,
+            reconciled,
         }
+    }
+
+    pub fn reconciled(&self, outcome: &str) {
+        self.reconciled.with_label_values(&[outcome]).inc();
     }
 
     pub fn set_lease(&self, slots: usize) {

@@ -36,7 +36,7 @@ pub mod headers {
 }
 
 /// The kinds of change an event describes (the outbox's `event_type`).
-pub const EVENT_TYPES: [&str; 7] = [
+pub const EVENT_TYPES: [&str; 8] = [
     "AccountOpened",
     "Deposited",
     "Withdrawn",
@@ -44,12 +44,13 @@ pub const EVENT_TYPES: [&str; 7] = [
     "TransferCredited",
     "TransferRejected",
     "TransferRefunded",
+    "LateEventSettled",
 ];
 
 /// Event types outside any account's sequence: they carry seq 0. `AccountOpened` starts
 /// the sequence; `TransferRejected` is the destination home's decision in a cross-region
 /// transfer, keyed by the source account so that it reaches the source's partition.
-pub const UNSEQUENCED_TYPES: [&str; 2] = ["AccountOpened", "TransferRejected"];
+pub const UNSEQUENCED_TYPES: [&str; 3] = ["AccountOpened", "TransferRejected", "LateEventSettled"];
 
 /// PostgreSQL channel on which appliers wake the region node's transfer saga worker.
 pub const SAGA_NOTIFY_CHANNEL: &str = "ledger_saga";
@@ -130,7 +131,7 @@ impl EventEnvelope {
         }
         if UNSEQUENCED_TYPES.contains(&self.short_type()?) != (self.seq == 0) {
             return Err(EnvelopeError::Invalid(
-                "seq is 0 exactly for AccountOpened and TransferRejected events",
+                "seq is 0 exactly for AccountOpened, TransferRejected and LateEventSettled events",
             ));
         }
         if self.originregion.is_empty() {

@@ -7,6 +7,7 @@
 pub mod account_id;
 pub mod api;
 pub mod events;
+pub mod failover;
 pub mod money;
 pub mod ownership;
 pub mod problem;

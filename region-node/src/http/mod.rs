@@ -4,6 +4,7 @@ mod accounts;
 mod context;
 mod error;
 mod extract;
+mod failover;
 mod forward;
 mod internal;
 mod system;
@@ -143,6 +144,7 @@ pub fn router(
     let internal = routes
         .clone()
         .route("/v1/replicas/{id}", axum::routing::get(internal::replica))
+        .merge(failover::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             internal::authenticate,

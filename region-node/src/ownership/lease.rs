@@ -58,6 +58,14 @@ pub struct LeaseState {
     map_version: u64,
 }
 
+/// Slots and accounts (with the epoch they were given at) whose previous owner gave
+/// them up in a planned move, so no fencing delay applies.
+#[derive(Debug, Clone, Default)]
+pub struct Released {
+    pub slots: HashSet<(u32, u64)>,
+    pub accounts: HashSet<(AccountId, u64)>,
+}
+
 impl LeaseState {
     /// Nothing held yet.
     pub fn empty(slot_count: u32) -> Self {
@@ -98,10 +106,13 @@ impl LeaseState {
         grant: &LeaseGrant,
         sent_at: Instant,
         fence: Duration,
-        released: &HashSet<(u32, u64)>,
+        released: &Released,
     ) {
         let now = Instant::now();
+        // A release learned after the gain (the failover tool confirms the old owner
+        // drained) ends a fencing delay already running.
         let usable_from = |previous: Option<Held>, epoch: u64, released: bool| match previous {
+            Some(p) if p.epoch == epoch && released => p.usable_from.min(now),
             Some(p) if p.epoch == epoch => p.usable_from,
             _ if released || epoch == 1 => now,
             _ => now + fence,
@@ -119,7 +130,7 @@ impl LeaseState {
                     usable_from: usable_from(
                         previous,
                         run.epoch,
-                        released.contains(&(slot, run.epoch)),
+                        released.slots.contains(&(slot, run.epoch)),
                     ),
                 });
             }
@@ -132,7 +143,11 @@ impl LeaseState {
                 let held = Held {
                     epoch: a.epoch,
                     frozen: false,
-                    usable_from: usable_from(previous, a.epoch, false),
+                    usable_from: usable_from(
+                        previous,
+                        a.epoch,
+                        released.accounts.contains(&(a.account, a.epoch)),
+                    ),
                 };
                 (a.account, held)
             })
@@ -194,6 +209,16 @@ impl LeaseState {
             return Err(Refusal::NotGranted);
         }
         usable(held, now)
+    }
+
+    /// Whether `slot` is held at `epoch`, not frozen, and past any fencing delay.
+    pub fn slot_usable(&self, slot: u32, epoch: u64) -> bool {
+        let now = Instant::now();
+        self.slots
+            .get(slot as usize)
+            .copied()
+            .flatten()
+            .is_some_and(|held| held.epoch == epoch && usable(held, now).is_ok())
     }
 
     /// A slot that can take a new account now, with its epoch.
@@ -324,7 +349,7 @@ mod tests {
             &grant(&[(0, 3, 1)], &[]),
             Instant::now(),
             FENCE,
-            &HashSet::new(),
+            &Released::default(),
         );
         assert_eq!(lease.may_write(account(2), 1, MARGIN), Ok(1));
         assert_eq!(
@@ -338,7 +363,10 @@ mod tests {
         );
 
         // Slots 4-5 arrive by promote at epoch 9: fenced. Slot 6 by a released transfer.
-        let released = HashSet::from([(6, 9)]);
+        let released = Released {
+            slots: HashSet::from([(6, 9)]),
+            ..Released::default()
+        };
         lease.apply_grant(
             &grant(&[(0, 3, 1), (4, 6, 9)], &[]),
             Instant::now(),
@@ -357,7 +385,7 @@ mod tests {
             &grant(&[(4, 6, 9)], &[]),
             Instant::now(),
             FENCE,
-            &HashSet::new(),
+            &Released::default(),
         );
         assert!(matches!(
             lease.may_write(account(5), 9, MARGIN),
@@ -374,7 +402,7 @@ mod tests {
     fn lease_runs_out_by_the_send_time_not_the_answer_time() {
         let mut lease = LeaseState::empty(4);
         let sent = Instant::now() - Duration::from_millis(1_950);
-        lease.apply_grant(&grant(&[(0, 3, 1)], &[]), sent, FENCE, &HashSet::new());
+        lease.apply_grant(&grant(&[(0, 3, 1)], &[]), sent, FENCE, &Released::default());
         assert_eq!(
             lease.may_write(account(1), 1, MARGIN),
             Err(Refusal::LeaseExpired),
@@ -390,7 +418,7 @@ mod tests {
         let mut g = grant(&[(0, 1, 1)], &[(moved_in, 12)]);
         let moved_out = AccountId::new(0, 2).expect("id");
         g.accounts_away.push(moved_out);
-        lease.apply_grant(&g, Instant::now(), Duration::ZERO, &HashSet::new());
+        lease.apply_grant(&g, Instant::now(), Duration::ZERO, &Released::default());
         assert_eq!(lease.may_write(moved_in, 12, MARGIN), Ok(12));
         assert_eq!(
             lease.may_write(moved_out, 1, MARGIN),

@@ -11,7 +11,6 @@
 pub mod lease;
 pub mod sync;
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use rand::seq::IndexedRandom;
 use rand::Rng;
 use tokio::sync::Notify;
 
-pub use lease::{LeaseState, Refusal};
+pub use lease::{LeaseState, Refusal, Released};
 
 /// The home of an account as this node currently sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +54,10 @@ pub struct Ownership {
     lease: RwLock<LeaseState>,
     /// `(slot, epoch)` pairs the previous owner gave up (planned transfers of frozen
     /// slots), learned from the watch: no fencing delay for them.
-    released: Mutex<HashSet<(u32, u64)>>,
+    released: Mutex<Released>,
+    /// The map version and the count of renewals recorded in the database so far: a
+    /// switchover waits on it to know the database no longer lets frozen slots write.
+    recorded: tokio::sync::watch::Sender<(u64, u64)>,
     /// Wakes the renewal loop when the map changed.
     pub(crate) renew_now: Notify,
     dynamic: bool,
@@ -89,7 +91,8 @@ impl Ownership {
             write_margin: Duration::ZERO,
             map: RwLock::new(Arc::new(map)),
             lease: RwLock::new(LeaseState::static_all(slot_count, epoch)),
-            released: Mutex::new(HashSet::new()),
+            released: Mutex::new(Released::default()),
+            recorded: tokio::sync::watch::Sender::new((0, 0)),
             renew_now: Notify::new(),
             dynamic: false,
             client: None,
@@ -110,7 +113,8 @@ impl Ownership {
             write_margin,
             lease: RwLock::new(LeaseState::empty(slot_count)),
             map: RwLock::new(Arc::new(map)),
-            released: Mutex::new(HashSet::new()),
+            released: Mutex::new(Released::default()),
+            recorded: tokio::sync::watch::Sender::new((0, 0)),
             renew_now: Notify::new(),
             dynamic: true,
             client: Some(client),
@@ -216,12 +220,63 @@ impl Ownership {
         })
     }
 
+    /// Slots the last renewal granted (frozen or not).
+    pub fn held_slot_count(&self) -> usize {
+        self.lease.read().map_or(0, |l| l.held_slot_count())
+    }
+
     pub(crate) fn lease(&self) -> &RwLock<LeaseState> {
         &self.lease
     }
 
-    pub(crate) fn released(&self) -> &Mutex<HashSet<(u32, u64)>> {
+    pub(crate) fn released(&self) -> &Mutex<Released> {
         &self.released
+    }
+
+    /// Notes that the previous owners of these slots and accounts gave them up (the
+    /// failover tool saw them drained), and renews at once so the gain is usable.
+    pub fn release(&self, slots: &[(u32, u64)], accounts: &[(AccountId, u64)]) {
+        if let Ok(mut released) = self.released.lock() {
+            released.slots.extend(slots.iter().copied());
+            released.accounts.extend(accounts.iter().copied());
+        }
+        self.renew_now.notify_one();
+    }
+
+    /// Called after a renewal's grant at `map_version` was recorded in the database.
+    pub(crate) fn note_recorded(&self, map_version: u64) {
+        self.recorded
+            .send_modify(|(version, count)| {
+                *version = (*version).max(map_version);
+                *count += 1;
+            });
+    }
+
+    /// Waits until a renewal granted at map version `min_version` or later is recorded
+    /// in the database. False when `timeout` passed first.
+    pub async fn await_recorded(&self, min_version: u64, timeout: Duration) -> bool {
+        let mut seen = self.recorded.subscribe();
+        self.renew_now.notify_one();
+        // A grant at `min_version` or later was computed after that change, so what it
+        // recorded already reflects it.
+        let reached = tokio::time::timeout(timeout, async {
+            seen.wait_for(|(version, _)| *version >= min_version)
+                .await
+                .is_ok()
+        })
+        .await;
+        matches!(reached, Ok(true))
+    }
+
+    /// Whether every slot and account named is held here at its epoch and usable now.
+    pub fn usable(&self, slots: &[(u32, u64)], accounts: &[(AccountId, u64)]) -> bool {
+        let Ok(lease) = self.lease.read() else {
+            return false;
+        };
+        slots.iter().all(|&(slot, epoch)| lease.slot_usable(slot, epoch))
+            && accounts
+                .iter()
+                .all(|&(account, epoch)| lease.may_write(account, epoch, self.write_margin).is_ok())
     }
 
     /// Reads the map from the service now (after the database refused a write as not

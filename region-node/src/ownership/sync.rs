@@ -91,8 +91,11 @@ pub async fn renew_loop(
                     lease.snapshot()
                 };
                 metrics.lease_renewed(true);
-                if let Err(e) = record(&pool, &snapshot, timing.commit_margin).await {
-                    tracing::warn!(error = %e, "could not record the lease in the database");
+                match record(&pool, &snapshot, timing.commit_margin).await {
+                    Ok(()) => ownership.note_recorded(grant.map_version),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not record the lease in the database");
+                    }
                 }
                 // The grant is newer than the map (a change the watch has not brought,
                 // or no watch at all): read the map, so routing follows the lease.
@@ -195,7 +198,7 @@ fn note_change(ownership: &Ownership, before: &OwnershipMap, change: &ChangeReco
                         && previous.is_some_and(|p| p.frozen);
                     if step.to == me && planned {
                         if let Ok(mut released) = ownership.released().lock() {
-                            released.insert((slot, step.epoch));
+                            released.slots.insert((slot, step.epoch));
                         }
                     }
                 }

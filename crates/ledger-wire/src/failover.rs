@@ -1,0 +1,172 @@
+//! What the failover tool and a region node say to each other under
+//! `/internal/v1/failover/*`: the switchover's drain and digest, planned releases, a
+//! region's status, and late events for reconciliation.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::AccountId;
+
+/// Which accounts a switchover moves: whole slots (minus accounts homed elsewhere by
+/// override) and single accounts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    #[serde(default)]
+    pub slots: Vec<u32>,
+    #[serde(default)]
+    pub accounts: Vec<AccountId>,
+    #[serde(default)]
+    pub exclude: Vec<AccountId>,
+}
+
+/// Number of accounts in a scope and the sum of their seqs at one region. A replica
+/// never runs ahead of the home, so equal digests mean equal accounts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    pub accounts: i64,
+    pub seq_sum: i64,
+}
+
+/// Asks the old owner to stop writing the scope for good (it is frozen or moved away
+/// at `map_version`), finish what is in flight, publish its outbox for the scope, and
+/// report its high-water mark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRequest {
+    pub map_version: u64,
+    pub scope: Scope,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReport {
+    pub region: String,
+    /// Transactions that were running when the lease record changed, waited for.
+    pub waited_transactions: usize,
+    /// Outbox rows of the scope published while draining.
+    pub published_while_draining: i64,
+    pub high_water: Digest,
+    pub took_ms: u64,
+}
+
+/// Tells the new owner that the previous owner of these slots and accounts (at these
+/// epochs) has drained, so no fencing delay applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    #[serde(default)]
+    pub slots: Vec<SlotEpoch>,
+    #[serde(default)]
+    pub accounts: Vec<AccountEpoch>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotEpoch {
+    pub slot: u32,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountEpoch {
+    pub account: AccountId,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseReport {
+    pub usable: bool,
+    pub took_ms: u64,
+}
+
+/// One region's view of itself, for `failover status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub region: String,
+    pub map_version: u64,
+    pub lease_live: bool,
+    pub slots_held: usize,
+    pub outbox_unpublished: i64,
+    pub oldest_unpublished_ms: Option<i64>,
+    /// Per origin region: events behind and age of the newest applied one.
+    pub replication: Vec<ReplicationLag>,
+    /// Late events by status (pending, replayed, flagged, duplicate, ...).
+    pub late_events: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationLag {
+    pub origin: String,
+    pub lag_events: i64,
+    pub lag_seconds: f64,
+    /// How long ago the replicator measured it.
+    pub measured_ms_ago: i64,
+}
+
+/// One late event and what reconciliation made of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateEvent {
+    pub event_id: Uuid,
+    pub account: String,
+    pub seq: i64,
+    pub epoch: i64,
+    pub origin_region: String,
+    pub event_type: String,
+    pub reason: String,
+    pub status: String,
+    pub amount: Option<String>,
+    pub detail: Option<String>,
+    pub received_at: String,
+    pub resolved_at: Option<String>,
+    pub resolved_by: Option<String>,
+    pub reconciled_seq: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcknowledgeRequest {
+    pub by: String,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Every region's ledger reduced for the invariants: per-account state, totals, and
+/// the entries' (account, seq) -> (event, epoch, origin), so the tool can compare
+/// regions and check each entry against the ownership history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSnapshot {
+    pub region: String,
+    pub accounts: Vec<AuditAccount>,
+    pub entries: Vec<AuditEntry>,
+    /// Per currency: sum of balances and sum of money that entered minus left.
+    pub totals: BTreeMap<String, AuditTotal>,
+    pub late_pending: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditAccount {
+    pub id: String,
+    pub seq: i64,
+    pub epoch: i64,
+    pub balance: String,
+    /// Whether the account holds an entry flagged for review (an allowed overdraft).
+    pub flagged: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub account: String,
+    pub seq: i64,
+    pub epoch: i64,
+    pub origin: String,
+    pub event_id: Option<Uuid>,
+    pub txn_id: Uuid,
+    pub kind: String,
+    /// The late event this entry replays, for reconciliation entries.
+    pub reconciles: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditTotal {
+    pub balances: String,
+    pub external_net: String,
+}

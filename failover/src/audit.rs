@@ -1,0 +1,267 @@
+//! The invariants of DESIGN.md, checked on every region's database (through each
+//! node's audit snapshot) against the ownership history and, in a drill, against the
+//! writes the workload saw acknowledged.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use ledger_wire::failover::{AuditEntry, AuditSnapshot};
+use ledger_wire::ownership::{ChangeRecord, Target};
+use ledger_wire::AccountId;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Cluster, FailoverError};
+
+/// How many examples of a violation a check keeps.
+const EXAMPLES: usize = 5;
+
+/// A write the client saw acknowledged (201).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckedWrite {
+    pub account: String,
+    pub txn_id: Uuid,
+    pub seq: i64,
+    pub replicated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub summary: String,
+    pub examples: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvariantReport {
+    pub regions: Vec<String>,
+    pub checks: Vec<Check>,
+}
+
+impl InvariantReport {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+
+    pub fn failed(&self) -> Vec<&str> {
+        self.checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect()
+    }
+}
+
+fn check(name: &str, problems: Vec<String>, fine: String) -> Check {
+    Check {
+        name: name.to_owned(),
+        ok: problems.is_empty(),
+        summary: if problems.is_empty() {
+            fine
+        } else {
+            format!("{} violation(s)", problems.len())
+        },
+        examples: problems.into_iter().take(EXAMPLES).collect(),
+    }
+}
+
+/// Every region's audit snapshot (all must answer).
+pub async fn snapshots(cluster: &Cluster) -> Result<Vec<AuditSnapshot>, FailoverError> {
+    let asks = cluster.regions().map(|region| {
+        cluster.get::<AuditSnapshot>(region, "/v1/failover/audit", Duration::from_secs(30))
+    });
+    futures::future::join_all(asks).await.into_iter().collect()
+}
+
+/// Checks the invariants over `snapshots`, given the ownership history and the
+/// acknowledged writes (empty outside drills).
+pub fn check_invariants(
+    snapshots: &[AuditSnapshot],
+    history: &[ChangeRecord],
+    acked: &[AckedWrite],
+) -> InvariantReport {
+    let checks = vec![
+        single_writer(snapshots, history),
+        acknowledged_kept(snapshots, acked),
+        money_conserved(snapshots),
+        converged(snapshots),
+        idempotent(snapshots),
+    ];
+    InvariantReport {
+        regions: snapshots.iter().map(|s| s.region.clone()).collect(),
+        checks,
+    }
+}
+
+/// 1. Every entry was committed by a region the history gave its slot (or the account)
+///    at that epoch, and no (account, seq) holds two different events across regions.
+fn single_writer(snapshots: &[AuditSnapshot], history: &[ChangeRecord]) -> Check {
+    let mut slot_grants: HashSet<(u32, u64, &str)> = HashSet::new();
+    let mut account_grants: HashSet<(AccountId, u64, &str)> = HashSet::new();
+    for change in history {
+        for step in &change.moves {
+            match step.target {
+                Target::Slots { first, last } => {
+                    for slot in first..=last {
+                        slot_grants.insert((slot, step.epoch, step.to.as_str()));
+                    }
+                }
+                Target::Account(account) => {
+                    account_grants.insert((account, step.epoch, step.to.as_str()));
+                }
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    let mut seen: HashMap<(&str, i64), (Option<Uuid>, &str)> = HashMap::new();
+    for snapshot in snapshots {
+        for entry in &snapshot.entries {
+            let epoch = u64::try_from(entry.epoch).unwrap_or(0);
+            let granted = entry.account.parse::<AccountId>().is_ok_and(|account| {
+                account_grants.contains(&(account, epoch, entry.origin.as_str()))
+                    || slot_grants.contains(&(u32::from(account.slot()), epoch, entry.origin.as_str()))
+            });
+            if !granted {
+                problems.push(format!(
+                    "{} seq {} was committed by {} at epoch {}, which never held it then (seen in {})",
+                    entry.account, entry.seq, entry.origin, entry.epoch, snapshot.region
+                ));
+            }
+            match seen.get(&(entry.account.as_str(), entry.seq)) {
+                Some((event, region)) if *event != entry.event_id => problems.push(format!(
+                    "{} seq {}: event {:?} in {region}, {:?} in {}",
+                    entry.account, entry.seq, event, entry.event_id, snapshot.region
+                )),
+                Some(_) => {}
+                None => {
+                    seen.insert((entry.account.as_str(), entry.seq), (entry.event_id, snapshot.region.as_str()));
+                }
+            }
+        }
+    }
+    check("single writer", problems, format!("{} entries, each committed under its lease", seen.len()))
+}
+
+/// 2. Every acknowledged write is present in every region, as itself or replayed.
+fn acknowledged_kept(snapshots: &[AuditSnapshot], acked: &[AckedWrite]) -> Check {
+    let mut problems = Vec::new();
+    let mut replayed = 0;
+    for snapshot in snapshots {
+        let by_txn: HashMap<Uuid, &AuditEntry> = snapshot
+            .entries
+            .iter()
+            .filter(|e| e.kind == "deposit" || e.kind == "withdrawal")
+            .map(|e| (e.txn_id, e))
+            .collect();
+        for write in acked {
+            match by_txn.get(&write.txn_id) {
+                None => problems.push(format!(
+                    "acknowledged {} write to {} (seq {}, txn {}) is missing in {}",
+                    if write.replicated { "ack=replicated" } else { "ack=local" },
+                    write.account, write.seq, write.txn_id, snapshot.region
+                )),
+                Some(entry) if entry.reconciles.is_some() => {
+                    if write.replicated {
+                        problems.push(format!(
+                            "ack=replicated write to {} seq {} needed reconciliation (now seq {}) in {}",
+                            write.account, write.seq, entry.seq, snapshot.region
+                        ));
+                    }
+                    replayed += 1;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let regions = snapshots.len().max(1);
+    check(
+        "no acknowledged write lost",
+        problems,
+        format!("{} acknowledged writes present in every region ({} as reconciliation replays)", acked.len(), replayed / regions),
+    )
+}
+
+/// 3. Per region and currency, balances sum to the money that came in minus what left;
+///    no balance is negative unless the account holds a flagged reconciliation entry.
+fn money_conserved(snapshots: &[AuditSnapshot]) -> Check {
+    let mut problems = Vec::new();
+    for snapshot in snapshots {
+        for (currency, total) in &snapshot.totals {
+            if total.balances.parse::<Decimal>().ok() != total.external_net.parse::<Decimal>().ok() {
+                problems.push(format!(
+                    "{}: {currency} balances sum to {} but deposits minus withdrawals are {}",
+                    snapshot.region, total.balances, total.external_net
+                ));
+            }
+        }
+        for account in &snapshot.accounts {
+            let negative = account.balance.parse::<Decimal>().is_ok_and(|b| b.is_sign_negative() && !b.is_zero());
+            if negative && !account.flagged {
+                problems.push(format!(
+                    "{}: {} has balance {} without a flagged reconciliation",
+                    snapshot.region, account.id, account.balance
+                ));
+            }
+        }
+    }
+    check("money conserved", problems, "balances equal deposits minus withdrawals in every region".into())
+}
+
+/// 4. Every region holds the same accounts at the same seq, epoch and balance, and no
+///    late event still awaits reconciliation.
+fn converged(snapshots: &[AuditSnapshot]) -> Check {
+    let mut problems = Vec::new();
+    let Some(first) = snapshots.first() else {
+        return check("convergence", vec!["no region answered".into()], String::new());
+    };
+    let reference: BTreeMap<&str, _> = first.accounts.iter().map(|a| (a.id.as_str(), a)).collect();
+    for snapshot in snapshots {
+        if snapshot.late_pending > 0 {
+            problems.push(format!("{}: {} late events still await reconciliation", snapshot.region, snapshot.late_pending));
+        }
+        if snapshot.region == first.region {
+            continue;
+        }
+        let here: BTreeMap<&str, _> = snapshot.accounts.iter().map(|a| (a.id.as_str(), a)).collect();
+        for (id, theirs) in &reference {
+            match here.get(id) {
+                None => problems.push(format!("{id} exists in {} but not in {}", first.region, snapshot.region)),
+                Some(ours) if (ours.seq, ours.epoch, &ours.balance) != (theirs.seq, theirs.epoch, &theirs.balance) => {
+                    problems.push(format!(
+                        "{id}: {} has seq {} epoch {} balance {}, {} has seq {} epoch {} balance {}",
+                        first.region, theirs.seq, theirs.epoch, theirs.balance,
+                        snapshot.region, ours.seq, ours.epoch, ours.balance
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for id in here.keys().filter(|id| !reference.contains_key(*id)) {
+            problems.push(format!("{id} exists in {} but not in {}", snapshot.region, first.region));
+        }
+    }
+    check("convergence", problems, format!("{} accounts identical in {} regions", reference.len(), snapshots.len()))
+}
+
+/// 5. No request applied twice: one deposit or withdrawal per transaction id.
+fn idempotent(snapshots: &[AuditSnapshot]) -> Check {
+    let mut problems = Vec::new();
+    for snapshot in snapshots {
+        let mut seen: HashMap<Uuid, &AuditEntry> = HashMap::new();
+        for entry in snapshot.entries.iter().filter(|e| e.kind == "deposit" || e.kind == "withdrawal") {
+            if let Some(first) = seen.insert(entry.txn_id, entry) {
+                problems.push(format!(
+                    "{}: txn {} applied twice ({} seq {} and seq {})",
+                    snapshot.region, entry.txn_id, entry.account, first.seq, entry.seq
+                ));
+            }
+        }
+    }
+    check("idempotency", problems, "no request applied twice".into())
+}
+
+/// The txn id the ledger derives from an Idempotency-Key (migration V5's
+/// `ledger.txn_of_key`): md5 of `ledger-txn:<key>` read as a UUID.
+pub fn txn_of_key(key: &str) -> Uuid {
+    use md5::Digest as _;
+    let digest: [u8; 16] = md5::Md5::digest(format!("ledger-txn:{key}").as_bytes()).into();
+    Uuid::from_bytes(digest)
+}

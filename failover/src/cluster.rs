@@ -1,0 +1,181 @@
+//! A live deployment as the tool sees it: the ownership voters, each region node's
+//! base URL, and the internal secret that signs calls to `/internal/v1/failover/*`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use ledger_wire::ownership::OwnershipMap;
+use ledger_wire::{HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};
+use ownership::client::OwnershipClient;
+use region_node::peers::Signer;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::FailoverError;
+
+/// Name the tool signs its internal calls with (logged by the nodes).
+pub const CALLER: &str = "failover-tool";
+
+/// Where the deployment is.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    pub voters: Vec<String>,
+    /// Region name -> node base URL.
+    pub nodes: BTreeMap<String, String>,
+    pub secret: String,
+}
+
+/// The parts of a local deployment's state file (`ledger-local`) the tool needs.
+#[derive(Debug, Deserialize)]
+struct LocalState {
+    secret: String,
+    regions: Vec<LocalRegion>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LocalRegion {
+    name: String,
+    api_url: String,
+    voter: String,
+}
+
+impl Targets {
+    /// Reads `<dir>/deployment.json`, written by `ledger-local up`.
+    pub fn from_local(dir: &Path) -> Result<Targets, FailoverError> {
+        let path = dir.join("deployment.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            FailoverError::Invalid(format!(
+                "cannot read {} ({e}); is a local deployment running there?",
+                path.display()
+            ))
+        })?;
+        let state: LocalState = serde_json::from_str(&text)
+            .map_err(|e| FailoverError::Invalid(format!("{}: {e}", path.display())))?;
+        Ok(Targets {
+            voters: state.regions.iter().map(|r| r.voter.clone()).collect(),
+            nodes: state
+                .regions
+                .into_iter()
+                .map(|r| (r.name, r.api_url))
+                .collect(),
+            secret: state.secret,
+        })
+    }
+}
+
+/// Connections to the ownership service and to every region node.
+#[derive(Debug)]
+pub struct Cluster {
+    pub ownership: OwnershipClient,
+    nodes: BTreeMap<String, String>,
+    signer: Signer,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    pub fn new(targets: &Targets, actor: &str) -> Result<Cluster, FailoverError> {
+        if targets.secret.len() < 16 {
+            return Err(FailoverError::Invalid(
+                "the internal secret must be at least 16 characters (LEDGER_INTERNAL_SECRET)"
+                    .into(),
+            ));
+        }
+        let ownership = OwnershipClient::new(targets.voters.clone(), actor)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| FailoverError::Invalid(format!("HTTP client: {e}")))?;
+        Ok(Cluster {
+            ownership,
+            nodes: targets.nodes.clone(),
+            signer: Signer::new(&targets.secret),
+            http,
+        })
+    }
+
+    pub fn regions(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
+    }
+
+    pub fn node_url(&self, region: &str) -> Result<&str, FailoverError> {
+        self.nodes
+            .get(region)
+            .map(String::as_str)
+            .ok_or_else(|| FailoverError::UnknownRegion(region.to_owned()))
+    }
+
+    pub async fn map(&self) -> Result<OwnershipMap, FailoverError> {
+        Ok(self.ownership.map().await?)
+    }
+
+    /// A signed GET of `/internal{path}` at `region`.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        region: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, FailoverError> {
+        self.call(region, reqwest::Method::GET, path, Vec::new(), timeout)
+            .await
+    }
+
+    /// A signed POST of `body` as JSON to `/internal{path}` at `region`.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        region: &str,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, FailoverError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| FailoverError::Invalid(format!("encode request: {e}")))?;
+        self.call(region, reqwest::Method::POST, path, bytes, timeout)
+            .await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        region: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<T, FailoverError> {
+        let base = self.node_url(region)?;
+        let internal_path = format!("/internal{path}");
+        let credentials = self
+            .signer
+            .sign(CALLER, method.as_str(), &internal_path, &body);
+        let node_error = |detail: String| FailoverError::Node {
+            region: region.to_owned(),
+            detail,
+        };
+        let response = self
+            .http
+            .request(method, format!("{base}{internal_path}"))
+            .timeout(timeout)
+            .header(HEADER_CALLER_REGION, &credentials.caller)
+            .header(HEADER_SIGNED_AT, credentials.signed_at_ms.to_string())
+            .header(HEADER_SIGNATURE, &credentials.signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| node_error(format!("unreachable: {e}")))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| node_error(format!("reading the answer: {e}")))?;
+        if !status.is_success() {
+            let detail = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+                .unwrap_or(text);
+            return Err(node_error(format!("{status}: {detail}")));
+        }
+        serde_json::from_str(&text).map_err(|e| node_error(format!("unreadable answer: {e}")))
+    }
+}
