@@ -93,6 +93,11 @@ pub struct Deployment {
     /// Signs internal region-to-region calls (kept in the state file, mode 0600).
     pub secret: String,
     pub regions: Vec<RegionState>,
+    /// Extra node environment and the binaries' dir, kept to restart a region alike.
+    #[serde(default)]
+    pub node_env: Vec<(String, String)>,
+    #[serde(default)]
+    pub bin_dir: PathBuf,
 }
 
 impl Deployment {
@@ -140,6 +145,8 @@ impl Deployment {
             lease_ttl_ms: options.lease_ttl_ms,
             secret: new_secret(),
             regions: Vec::new(),
+            node_env: options.node_env.clone(),
+            bin_dir: options.bin_dir.clone(),
         };
         let started = start_all(&mut deployment, &topology, &storage, options).await;
         if let Err(error) = started {
@@ -174,6 +181,25 @@ impl Deployment {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    /// Starts a killed region again on its data (PostgreSQL, broker, voter, proxy, node,
+    /// replicator), waits until its node and replicator answer, and saves the state.
+    pub async fn restart_region(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self.region(name)?.index;
+        anyhow::ensure!(!self.regions[i].alive(), "{name} is still running; kill it first");
+        let topology = self.topology();
+        let (_, pid, _) = start_postgres(self.regions[i].dir.clone(), topology.pg(i))
+            .await
+            .with_context(|| format!("start PostgreSQL of {name}"))?;
+        let region = &mut self.regions[i];
+        region.pgid = pid;
+        region.pids = BTreeMap::from([("postgres".to_owned(), pid)]);
+        start_infrastructure(self, &topology, i)?;
+        wait_infrastructure(&self.regions[i]).await?;
+        start_services(self, &topology, i)?;
+        wait_services(&self.regions[i], false).await?;
+        self.save()
     }
 
     /// Stops every region of the deployment recorded in `data_dir`.
@@ -226,36 +252,15 @@ async fn start_all(
 ) -> anyhow::Result<()> {
     let n = options.regions;
     // PostgreSQL first, all regions at once: each server leads its region's group.
-    let pg_starts = (0..n).map(|i| {
-        let dir = storage.join(topology.name(i));
-        let port = topology.pg(i);
-        async move {
-            make_shared_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
-            let pg_options = PgOptions {
-                durable: true,
-                port: Some(port),
-                own_process_group: true,
-                ..PgOptions::default()
-            };
-            let (pg, url) = PgCluster::start_with_database(&dir, &pg_options, "ledger")
-                .await
-                .with_context(|| format!("start PostgreSQL of {}", topology.name(i)))?;
-            let pid = pg.detach().context("PostgreSQL pid")?;
-            anyhow::Ok((dir, pid, url))
-        }
-    });
+    let pg_starts = (0..n).map(|i| start_postgres(storage.join(topology.name(i)), topology.pg(i)));
     for (i, started) in futures::future::join_all(pg_starts)
         .await
         .into_iter()
         .enumerate()
     {
-        let (dir, pid, url) = started?;
+        let (dir, pid, url) = started.with_context(|| format!("start PostgreSQL of {}", topology.name(i)))?;
         let name = topology.name(i).to_owned();
-        println!(
-            "{name}: PostgreSQL up on :{} (data in {})",
-            topology.pg(i),
-            dir.display()
-        );
+        println!("{name}: PostgreSQL up on :{} (data in {})", topology.pg(i), dir.display());
         deployment.regions.push(RegionState {
             name,
             index: i,
@@ -270,136 +275,146 @@ async fn start_all(
             replicator_metrics: format!("127.0.0.1:{}", topology.replicator(i)),
         });
     }
+    for i in 0..n {
+        start_infrastructure(deployment, topology, i)?;
+    }
+    for i in 0..n {
+        wait_infrastructure(&deployment.regions[i]).await?;
+    }
+    init_ownership(deployment, options).await?;
+    for i in 0..n {
+        start_services(deployment, topology, i)?;
+    }
+    for region in &deployment.regions {
+        wait_services(region, true).await?;
+    }
+    Ok(())
+}
 
-    let bin = |name: &str| options.bin_dir.join(name);
+async fn start_postgres(dir: PathBuf, port: u16) -> anyhow::Result<(PathBuf, u32, String)> {
+    make_shared_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let pg_options = PgOptions {
+        durable: true,
+        port: Some(port),
+        own_process_group: true,
+        ..PgOptions::default()
+    };
+    let (pg, url) = PgCluster::start_with_database(&dir, &pg_options, "ledger").await?;
+    let pid = pg.detach().context("PostgreSQL pid")?;
+    Ok((dir, pid, url))
+}
+
+/// Broker, ownership voter and the region's outgoing proxy.
+fn start_infrastructure(deployment: &mut Deployment, topology: &Topology, i: usize) -> anyhow::Result<()> {
+    let n = deployment.regions.len();
+    let bin = |name: &str| deployment.bin_dir.join(name);
     let bootstrap = (0..n)
         .map(|i| format!("{}=127.0.0.1:{}", i + 1, topology.voter(i)))
         .collect::<Vec<_>>()
         .join(",");
-    for i in 0..n {
-        let region = &deployment.regions[i];
-        let dir = region.dir.clone();
-        std::fs::create_dir_all(dir.join("broker/data")).context("create broker dir")?;
-        let broker = harness::broker::Broker::command(
-            &harness::broker::tansu_bin()?,
-            &dir.join("broker"),
-            topology.broker(i),
-        );
-        spawn(deployment, i, "broker", broker)?;
-
-        let mut voter = Command::new(bin("ownership-server"));
-        voter
-            .env(
-                "OWNERSHIP_LISTEN",
-                format!("127.0.0.1:{}", topology.voter(i)),
-            )
-            .env("OWNERSHIP_NODE_ID", (i + 1).to_string())
-            .env("OWNERSHIP_DATA_DIR", dir.join("voter"))
-            .env("OWNERSHIP_BOOTSTRAP_VOTERS", &bootstrap)
-            .env("LEDGER_LOG", "info,openraft=warn");
-        spawn(deployment, i, "voter", voter)?;
-
-        let mut proxy = Command::new(bin("ledger-proxy"));
-        proxy.args(["--admin", &format!("127.0.0.1:{}", topology.proxy_admin(i))]);
-        for j in (0..n).filter(|j| *j != i) {
-            for (kind, target) in [
-                (LinkKind::Api, topology.api(j)),
-                (LinkKind::Voter, topology.voter(j)),
-            ] {
-                proxy.args([
-                    "--link",
-                    &format!(
-                        "{}=127.0.0.1:{}->127.0.0.1:{target}",
-                        topology.link_name(i, j, kind),
-                        topology.link(i, j, kind)
-                    ),
-                ]);
-            }
+    let dir = deployment.regions[i].dir.clone();
+    std::fs::create_dir_all(dir.join("broker/data")).context("create broker dir")?;
+    let broker = harness::broker::Broker::command(
+        &harness::broker::tansu_bin()?,
+        &dir.join("broker"),
+        topology.broker(i),
+    );
+    let mut voter = Command::new(bin("ownership-server"));
+    voter
+        .env("OWNERSHIP_LISTEN", format!("127.0.0.1:{}", topology.voter(i)))
+        .env("OWNERSHIP_NODE_ID", (i + 1).to_string())
+        .env("OWNERSHIP_DATA_DIR", dir.join("voter"))
+        .env("OWNERSHIP_BOOTSTRAP_VOTERS", &bootstrap)
+        .env("LEDGER_LOG", "info,openraft=warn");
+    let mut proxy = Command::new(bin("ledger-proxy"));
+    proxy.args(["--admin", &format!("127.0.0.1:{}", topology.proxy_admin(i))]);
+    for j in (0..n).filter(|j| *j != i) {
+        for (kind, target) in [
+            (LinkKind::Api, topology.api(j)),
+            (LinkKind::Voter, topology.voter(j)),
+        ] {
+            proxy.args([
+                "--link",
+                &format!(
+                    "{}=127.0.0.1:{}->127.0.0.1:{target}",
+                    topology.link_name(i, j, kind),
+                    topology.link(i, j, kind)
+                ),
+            ]);
         }
-        spawn(deployment, i, "proxy", proxy)?;
     }
-    for region in &deployment.regions {
-        wait::tcp(&region.broker, START_TIMEOUT)
-            .await
-            .context("broker")?;
-        wait::http_ok(&format!("http://{}/healthz", region.voter), START_TIMEOUT)
-            .await
-            .context("ownership voter")?;
-        wait::http_ok(
-            &format!("http://{}/links", region.proxy_admin),
-            START_TIMEOUT,
-        )
+    spawn(deployment, i, "broker", broker)?;
+    spawn(deployment, i, "voter", voter)?;
+    spawn(deployment, i, "proxy", proxy)
+}
+
+async fn wait_infrastructure(region: &RegionState) -> anyhow::Result<()> {
+    wait::tcp(&region.broker, START_TIMEOUT).await.context("broker")?;
+    wait::http_ok(&format!("http://{}/healthz", region.voter), START_TIMEOUT)
         .await
-        .context("proxy")?;
-    }
-    init_ownership(deployment, options).await?;
+        .context("ownership voter")?;
+    wait::http_ok(&format!("http://{}/links", region.proxy_admin), START_TIMEOUT)
+        .await
+        .context("proxy")
+}
 
-    for i in 0..n {
-        let region = deployment.regions[i].clone();
-        let mut voters = vec![region.voter.clone()];
-        let mut peers = Vec::new();
-        let mut apply_from = Vec::new();
-        for j in (0..n).filter(|j| *j != i) {
-            voters.push(format!(
-                "127.0.0.1:{}",
-                topology.link(i, j, LinkKind::Voter)
-            ));
-            peers.push(format!(
-                "{}=http://127.0.0.1:{}",
-                topology.name(j),
-                topology.link(i, j, LinkKind::Api)
-            ));
-            apply_from.push(format!(
-                "{}=127.0.0.1:{}",
-                topology.name(j),
-                topology.broker(j)
-            ));
-        }
-        let mut node = Command::new(bin("region-node"));
-        node.env("LEDGER_REGION", &region.name)
-            .env("LEDGER_DATABASE_URL", &region.database_url)
-            .env("LEDGER_LISTEN", format!("127.0.0.1:{}", topology.api(i)))
-            .env("LEDGER_SLOT_COUNT", options.slot_count.to_string())
-            .env("LEDGER_OWNERSHIP_VOTERS", voters.join(","))
-            .env("LEDGER_PEERS", peers.join(","))
-            .env("LEDGER_INTERNAL_SECRET", &deployment.secret);
-        for (key, value) in &options.node_env {
-            node.env(key, value);
-        }
-        spawn(deployment, i, "node", node)?;
-
-        let mut replicator = Command::new(bin("ledger-replicator"));
-        replicator
-            .env("LEDGER_REGION", &region.name)
-            .env("LEDGER_DATABASE_URL", &region.database_url)
-            .env("LEDGER_BROKERS", &region.broker)
-            .env("LEDGER_APPLY_FROM", apply_from.join(" "))
-            .env("LEDGER_REPLICATOR_LISTEN", &region.replicator_metrics);
-        spawn(deployment, i, "replicator", replicator)?;
+/// The region node and the replicator.
+fn start_services(deployment: &mut Deployment, topology: &Topology, i: usize) -> anyhow::Result<()> {
+    let n = deployment.regions.len();
+    let region = deployment.regions[i].clone();
+    let bin = |name: &str| deployment.bin_dir.join(name);
+    let mut voters = vec![region.voter.clone()];
+    let mut peers = Vec::new();
+    let mut apply_from = Vec::new();
+    for j in (0..n).filter(|j| *j != i) {
+        voters.push(format!("127.0.0.1:{}", topology.link(i, j, LinkKind::Voter)));
+        peers.push(format!(
+            "{}=http://127.0.0.1:{}",
+            topology.name(j),
+            topology.link(i, j, LinkKind::Api)
+        ));
+        apply_from.push(format!("{}=127.0.0.1:{}", topology.name(j), topology.broker(j)));
     }
-    for region in &deployment.regions {
-        wait::http_ok(&format!("{}/readyz", region.api_url), START_TIMEOUT)
-            .await
-            .with_context(|| format!("region node {}", region.name))?;
-        wait::http_ok(
-            &format!("http://{}/healthz", region.replicator_metrics),
-            START_TIMEOUT,
-        )
+    let mut node = Command::new(bin("region-node"));
+    node.env("LEDGER_REGION", &region.name)
+        .env("LEDGER_DATABASE_URL", &region.database_url)
+        .env("LEDGER_LISTEN", format!("127.0.0.1:{}", topology.api(i)))
+        .env("LEDGER_SLOT_COUNT", deployment.slot_count.to_string())
+        .env("LEDGER_OWNERSHIP_VOTERS", voters.join(","))
+        .env("LEDGER_PEERS", peers.join(","))
+        .env("LEDGER_INTERNAL_SECRET", &deployment.secret);
+    for (key, value) in &deployment.node_env {
+        node.env(key, value);
+    }
+    let mut replicator = Command::new(bin("ledger-replicator"));
+    replicator
+        .env("LEDGER_REGION", &region.name)
+        .env("LEDGER_DATABASE_URL", &region.database_url)
+        .env("LEDGER_BROKERS", &region.broker)
+        .env("LEDGER_APPLY_FROM", apply_from.join(" "))
+        .env("LEDGER_REPLICATOR_LISTEN", &region.replicator_metrics);
+    spawn(deployment, i, "node", node)?;
+    spawn(deployment, i, "replicator", replicator)
+}
+
+/// Waits for the node and replicator; `holds_lease`: also until the node holds slots
+/// (not for a region coming back deposed, which owns nothing).
+async fn wait_services(region: &RegionState, holds_lease: bool) -> anyhow::Result<()> {
+    wait::http_ok(&format!("{}/readyz", region.api_url), START_TIMEOUT)
+        .await
+        .with_context(|| format!("region node {}", region.name))?;
+    wait::http_ok(&format!("http://{}/healthz", region.replicator_metrics), START_TIMEOUT)
         .await
         .with_context(|| format!("replicator {}", region.name))?;
-        wait::metric_above(
-            &format!("{}/metrics", region.api_url),
-            "ledger_lease_slots",
-            0.0,
-            START_TIMEOUT,
-        )
-        .await
-        .with_context(|| format!("lease of {}", region.name))?;
-        println!(
-            "{}: ready (API {}, broker {}, voter {})",
-            region.name, region.api_url, region.broker, region.voter
-        );
+    if holds_lease {
+        wait::metric_above(&format!("{}/metrics", region.api_url), "ledger_lease_slots", 0.0, START_TIMEOUT)
+            .await
+            .with_context(|| format!("lease of {}", region.name))?;
     }
+    println!(
+        "{}: ready (API {}, broker {}, voter {})",
+        region.name, region.api_url, region.broker, region.voter
+    );
     Ok(())
 }
 

@@ -1,1 +1,327 @@
-fn main() {}
+//! `failover`: the SRE command line. Parses arguments, sets up logging, and calls the
+//! library; exits non-zero when an operation fails or a drill breaks an invariant.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use failover::drill::{self, workload::WorkloadOptions, DrillOptions, Scenario};
+use failover::promote::PromoteOptions;
+use failover::switchover::{MoveReport, SwitchoverOptions};
+use failover::{audit, status, Cluster, Targets};
+use ledger_wire::failover::{AcknowledgeRequest, LateEvent};
+use ledger_wire::AccountId;
+use service_kit::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "failover", about = "Switchover, promote, reconcile, failback, rehome and drills for a ledger deployment")]
+struct Cli {
+    /// A local deployment's data dir (`ledger-local --data-dir`): voters, nodes and secret from its state file.
+    #[arg(long, env = "LEDGER_DEPLOYMENT", global = true)]
+    deployment: Option<PathBuf>,
+    /// Ownership voters (host:port), comma-separated, when not using --deployment.
+    #[arg(long, env = "LEDGER_OWNERSHIP_VOTERS", value_delimiter = ',', global = true)]
+    voters: Vec<String>,
+    /// A region node: region=http://host:port (repeat for each region).
+    #[arg(long = "node", env = "LEDGER_NODES", value_delimiter = ',', global = true)]
+    nodes: Vec<String>,
+    /// The deployment's internal secret (signs calls to the nodes' /internal API).
+    #[arg(long, env = "LEDGER_INTERNAL_SECRET", hide_env_values = true, global = true)]
+    secret: Option<String>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Regions, leases, slots, epochs, replication lag, late events.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Planned move with RPO 0: a region's slots, chosen slots, or one account.
+    Switchover {
+        #[arg(long, conflicts_with_all = ["slots", "account"])]
+        region: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        slots: Vec<u32>,
+        #[arg(long)]
+        account: Option<AccountId>,
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+    /// Move one account's home (a planned per-account switchover).
+    Rehome {
+        #[arg(long)]
+        account: AccountId,
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+    /// Move a dead region's slots to the survivors (or, with --auto, watch and do it).
+    Promote {
+        #[arg(long, required_unless_present = "auto")]
+        region: Option<String>,
+        /// Promote even though the region's lease is live.
+        #[arg(long)]
+        force: bool,
+        /// Watch leases and promote a region expired for --detect-after-ms.
+        #[arg(long)]
+        auto: bool,
+        #[arg(long, default_value_t = 5_000)]
+        detect_after_ms: u64,
+        /// Bound on applying what survivors can still read of the dead region's topic.
+        #[arg(long, default_value_t = 3_000)]
+        apply_timeout_ms: u64,
+    },
+    /// List late events and their reconciliation; acknowledge flagged ones.
+    Reconcile {
+        /// Only this status (pending, replayed, flagged, duplicate, acknowledged, replayed_elsewhere).
+        #[arg(long)]
+        status: Option<String>,
+        /// Acknowledge this flagged event (with --region and --by).
+        #[arg(long, requires_all = ["region", "by"])]
+        ack: Option<uuid::Uuid>,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switch back to a region what its last promote moved away, once it is healthy and reconciled.
+    Failback {
+        #[arg(long)]
+        region: String,
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+    /// Check the invariants on every region now.
+    Audit,
+    /// Run a scenario under load and write a report.
+    Drill(DrillArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ScenarioName {
+    Switchover,
+    KillPromoteReturn,
+    Rehome,
+}
+
+#[derive(Debug, clap::Args)]
+struct DrillArgs {
+    #[arg(long, value_enum)]
+    scenario: ScenarioName,
+    /// The region the scenario acts on.
+    #[arg(long)]
+    region: String,
+    /// Where switchover and rehome move to.
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    #[arg(long, default_value_t = 4)]
+    accounts_per_region: usize,
+    /// Ask for ack=replicated on every write.
+    #[arg(long)]
+    ack_replicated: bool,
+    #[arg(long, default_value_t = 3)]
+    warmup_s: u64,
+    #[arg(long, default_value_t = 5)]
+    observe_s: u64,
+    #[arg(long, default_value_t = 5)]
+    down_for_s: u64,
+    #[arg(long, default_value_t = 120)]
+    heal_timeout_s: u64,
+    /// Shell command killing a region ({region} is replaced); default with --deployment: ledger-local kill.
+    #[arg(long)]
+    kill_cmd: Option<String>,
+    /// Shell command restarting a region; default with --deployment: ledger-local restart.
+    #[arg(long)]
+    restart_cmd: Option<String>,
+    /// Shell command run just before the final audit (fault injection for tests).
+    #[arg(long)]
+    before_audit_cmd: Option<String>,
+    #[arg(long, default_value = "drill-report")]
+    report_dir: PathBuf,
+}
+
+fn targets(cli: &Cli) -> anyhow::Result<Targets> {
+    if let Some(dir) = &cli.deployment {
+        return Ok(Targets::from_local(dir)?);
+    }
+    let nodes = cli
+        .nodes
+        .iter()
+        .map(|spec| {
+            spec.split_once('=')
+                .map(|(r, u)| (r.to_owned(), u.trim_end_matches('/').to_owned()))
+                .with_context(|| format!("--node {spec}: expected region=http://host:port"))
+        })
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    anyhow::ensure!(!cli.voters.is_empty(), "give --deployment, or --voters and --node");
+    anyhow::ensure!(!nodes.is_empty(), "give --node region=url for every region");
+    Ok(Targets {
+        voters: cli.voters.clone(),
+        nodes,
+        secret: cli.secret.clone().context("give --secret or LEDGER_INTERNAL_SECRET")?,
+    })
+}
+
+fn print_moves(moves: &[MoveReport]) {
+    for m in moves {
+        println!(
+            "moved {} slots and {} accounts {} -> {} at epoch {}: writes refused for at most {} ms \
+             (drain {} ms: {} transactions waited, {} outbox rows published; catch-up {} ms; transfer {} ms; release {} ms)",
+            m.slots.len(), m.accounts.len(), m.from, m.to, m.epoch, m.unavailable_ms, m.drain_ms,
+            m.drain.as_ref().map_or(0, |d| d.waited_transactions),
+            m.drain.as_ref().map_or(0, |d| d.published_while_draining),
+            m.catch_up_ms, m.transfer_ms, m.release_ms
+        );
+    }
+}
+
+fn local_hook(cli: &Cli, verb: &str) -> Option<String> {
+    let dir = cli.deployment.as_ref()?;
+    let exe = std::env::current_exe().ok()?;
+    let local = exe.parent()?.join("ledger-local");
+    Some(format!("{} --data-dir {} {verb} {{region}}", local.display(), dir.display()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let targets = targets(&cli)?;
+    let cluster = Cluster::new(&targets, "failover-cli")?;
+    match &cli.command {
+        Command::Status { json } => {
+            let report = status::status(&cluster).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", status::render(&report));
+            }
+        }
+        Command::Switchover { region, slots, account, to, timeout_ms } => {
+            let options = SwitchoverOptions { timeout: Duration::from_millis(*timeout_ms) };
+            let moves = match (region, account) {
+                (Some(region), _) => failover::switchover::switch_region(&cluster, region, to, options).await?,
+                (None, Some(account)) => vec![failover::switchover::rehome(&cluster, *account, to, options).await?],
+                (None, None) => vec![failover::switchover::switch_slots(&cluster, slots, to, options).await?],
+            };
+            print_moves(&moves);
+        }
+        Command::Rehome { account, to, timeout_ms } => {
+            let options = SwitchoverOptions { timeout: Duration::from_millis(*timeout_ms) };
+            print_moves(&[failover::switchover::rehome(&cluster, *account, to, options).await?]);
+        }
+        Command::Promote { region, force, auto, detect_after_ms, apply_timeout_ms } => {
+            let apply_timeout = Duration::from_millis(*apply_timeout_ms);
+            if *auto {
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::signal::ctrl_c().await;
+                    stop.cancel();
+                });
+                failover::promote::auto(&cluster, Duration::from_millis(*detect_after_ms), apply_timeout, shutdown).await?;
+            } else {
+                let region = region.as_deref().context("--region")?;
+                let report = failover::promote::promote(&cluster, region, PromoteOptions { force: *force, apply_timeout }).await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+        }
+        Command::Reconcile { status, ack, region, by, note, json } => {
+            if let (Some(event), Some(region), Some(by)) = (ack, region, by) {
+                let request = AcknowledgeRequest { by: by.clone(), note: note.clone() };
+                let event: LateEvent = cluster
+                    .post(region, &format!("/v1/failover/late/{event}/ack"), &request, Duration::from_secs(5))
+                    .await?;
+                println!("acknowledged: {}", serde_json::to_string(&event)?);
+                return Ok(());
+            }
+            let query = status.as_ref().map_or(String::new(), |s| format!("?status={s}"));
+            let mut all = Vec::new();
+            let regions: Vec<String> = match region {
+                Some(r) => vec![r.clone()],
+                None => cluster.regions().map(str::to_owned).collect(),
+            };
+            for r in regions {
+                let events: Vec<LateEvent> = cluster.get(&r, &format!("/v1/failover/late{query}"), Duration::from_secs(5)).await?;
+                all.extend(events.into_iter().map(|e| (r.clone(), e)));
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&all.iter().map(|(r, e)| serde_json::json!({"region": r, "event": e})).collect::<Vec<_>>())?);
+            } else {
+                println!("{:<10} {:<36} {:<22} {:>4} {:<16} {:>9} {:<18} detail", "region", "event", "account", "seq", "type", "amount", "status");
+                for (r, e) in all {
+                    println!("{:<10} {:<36} {:<22} {:>4} {:<16} {:>9} {:<18} {}", r, e.event_id, e.account, e.seq, e.event_type,
+                        e.amount.unwrap_or_default(), e.status, e.detail.unwrap_or_default());
+                }
+            }
+        }
+        Command::Failback { region, timeout_ms } => {
+            let options = SwitchoverOptions { timeout: Duration::from_millis(*timeout_ms) };
+            print_moves(&failover::switchover::failback(&cluster, region, options).await?);
+        }
+        Command::Audit => {
+            let snapshots = audit::snapshots(&cluster).await?;
+            let history = cluster.ownership.history(0, 100_000).await?;
+            let report = audit::check_invariants(&snapshots, &history, &[]);
+            for check in &report.checks {
+                println!("[{}] {}: {}", if check.ok { "ok" } else { "FAIL" }, check.name, check.summary);
+                for example in &check.examples {
+                    println!("       {example}");
+                }
+            }
+            if !report.ok() {
+                anyhow::bail!("invariants broken: {}", report.failed().join(", "));
+            }
+        }
+        Command::Drill(args) => {
+            let to = || args.to.clone().context("this scenario needs --to");
+            let scenario = match args.scenario {
+                ScenarioName::Switchover => Scenario::Switchover { region: args.region.clone(), to: to()? },
+                ScenarioName::Rehome => Scenario::Rehome { region: args.region.clone(), to: to()? },
+                ScenarioName::KillPromoteReturn => Scenario::KillPromoteReturn {
+                    region: args.region.clone(),
+                    down_for_ms: args.down_for_s * 1000,
+                },
+            };
+            let options = DrillOptions {
+                scenario,
+                workload: WorkloadOptions {
+                    rate_per_sec: args.rate,
+                    accounts_per_region: args.accounts_per_region,
+                    ack_replicated: args.ack_replicated,
+                    concurrency: 64,
+                },
+                warmup: Duration::from_secs(args.warmup_s),
+                observe: Duration::from_secs(args.observe_s),
+                heal_timeout: Duration::from_secs(args.heal_timeout_s),
+                kill_cmd: args.kill_cmd.clone().or_else(|| local_hook(&cli, "kill")),
+                restart_cmd: args.restart_cmd.clone().or_else(|| local_hook(&cli, "restart")),
+                before_audit_cmd: args.before_audit_cmd.clone(),
+                report_dir: args.report_dir.clone(),
+            };
+            let report = drill::run(&targets, options).await?;
+            print!("{}", drill::report::summary(&report));
+            println!("report: {}/report.html and report.json", args.report_dir.display());
+            if !report.passed() {
+                anyhow::bail!("drill broke invariants: {}", report.invariants.failed().join(", "));
+            }
+        }
+    }
+    Ok(())
+}

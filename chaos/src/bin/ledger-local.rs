@@ -43,6 +43,8 @@ enum Action {
     Status,
     /// SIGKILL every process of one region (its process group).
     Kill { region: String },
+    /// Start a killed region again on its data; it comes back deposed if promoted.
+    Restart { region: String },
     /// Against the running deployment: traffic from clients near each region, where
     /// each request was served, replication lag, then SIGKILL of the last region and
     /// reads from the survivors.
@@ -105,6 +107,14 @@ async fn main() -> anyhow::Result<()> {
             let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
             deployment.kill_region(&region)?;
             println!("killed every process of {region}");
+        }
+        Action::Restart { region } => {
+            let mut deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            if deployment.bin_dir.as_os_str().is_empty() {
+                deployment.bin_dir = bin_dir()?;
+            }
+            deployment.restart_region(&region).await?;
+            println!("{region} is running again");
         }
         Action::Traffic { seconds, rate } => {
             let deployment = Deployment::load(&cli.data_dir)?

@@ -1,0 +1,150 @@
+//! The drill's numbers from the workload's attempts: per-slot write unavailability
+//! around a planned move, per-slot RTO after a kill, RPO and what became of each
+//! unreplicated acknowledged write, errors by kind, and a timeline in buckets.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ledger_wire::failover::AuditSnapshot;
+use serde::Serialize;
+
+use super::workload::{Account, Attempt};
+use crate::audit::AckedWrite;
+
+/// Width of a timeline bucket.
+pub const BUCKET_MS: u64 = 250;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figures {
+    pub attempts: usize,
+    pub acknowledged: usize,
+    pub errors_by_kind: BTreeMap<String, usize>,
+    /// Per slot that moved: longest time a write to it could not be done (planned
+    /// moves: from the first refused attempt to the next success, or the slowest
+    /// success when none was refused; kill: from the kill to the first success).
+    pub per_slot_ms: BTreeMap<u16, u64>,
+    pub per_slot_p50_ms: Option<u64>,
+    pub per_slot_p99_ms: Option<u64>,
+    pub per_slot_max_ms: Option<u64>,
+    /// Kill scenario: acknowledged writes no survivor held at the kill, and their fate.
+    pub rpo_unreplicated: usize,
+    pub rpo_outcomes: BTreeMap<String, usize>,
+    pub rpo_detail: Vec<(String, String)>,
+    pub timeline: Vec<Bucket>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Bucket {
+    pub start_ms: u64,
+    pub ok: usize,
+    pub errors: usize,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.saturating_sub(1).min(sorted.len() - 1)).copied()
+}
+
+pub fn compute(
+    attempts: &[Attempt],
+    accounts: &[Account],
+    window: (u64, u64),
+    kill_at: Option<u64>,
+    unreplicated: &[AckedWrite],
+    snapshots: &[AuditSnapshot],
+    killed: Option<&str>,
+) -> Figures {
+    let mut figures = Figures {
+        attempts: attempts.len(),
+        acknowledged: attempts.iter().filter(|a| a.ok()).count(),
+        ..Figures::default()
+    };
+    for attempt in attempts {
+        if let Some(kind) = &attempt.error {
+            *figures.errors_by_kind.entry(kind.clone()).or_default() += 1;
+        }
+    }
+    let mut by_slot: HashMap<u16, Vec<&Attempt>> = HashMap::new();
+    for attempt in attempts {
+        by_slot.entry(attempt.slot).or_default().push(attempt);
+    }
+    for list in by_slot.values_mut() {
+        list.sort_by_key(|a| a.start_ms);
+    }
+    if let (Some(kill), Some(dead)) = (kill_at, killed) {
+        let slots: std::collections::BTreeSet<u16> =
+            accounts.iter().filter(|a| a.home == dead).map(|a| a.slot).collect();
+        for slot in slots {
+            let first_success = by_slot
+                .get(&slot)
+                .and_then(|list| list.iter().filter(|a| a.ok() && a.start_ms >= kill).map(|a| a.end_ms).min());
+            if let Some(end) = first_success {
+                figures.per_slot_ms.insert(slot, end - kill);
+            }
+        }
+    } else if window.1 > window.0 {
+        for (slot, list) in &by_slot {
+            let near: Vec<&&Attempt> = list.iter().filter(|a| a.end_ms + 1_000 >= window.0 && a.start_ms <= window.1 + 2_000).collect();
+            let mut worst: Option<u64> = None;
+            let mut refused_since: Option<u64> = None;
+            for attempt in &near {
+                if attempt.ok() {
+                    let blocked = match refused_since.take() {
+                        Some(since) => attempt.end_ms - since,
+                        None => attempt.end_ms - attempt.start_ms,
+                    };
+                    worst = Some(worst.map_or(blocked, |w| w.max(blocked)));
+                } else if refused_since.is_none() {
+                    refused_since = Some(attempt.start_ms);
+                }
+            }
+            let refused_any = near.iter().any(|a| !a.ok());
+            let moved = near.iter().any(|a| a.start_ms >= window.0 && a.start_ms <= window.1);
+            if let Some(worst) = worst.filter(|_| refused_any || moved) {
+                figures.per_slot_ms.insert(*slot, worst);
+            }
+        }
+    }
+    let mut values: Vec<u64> = figures.per_slot_ms.values().copied().collect();
+    values.sort_unstable();
+    figures.per_slot_p50_ms = percentile(&values, 50.0);
+    figures.per_slot_p99_ms = percentile(&values, 99.0);
+    figures.per_slot_max_ms = values.last().copied();
+
+    figures.rpo_unreplicated = unreplicated.len();
+    for write in unreplicated {
+        let fates: Vec<String> = snapshots
+            .iter()
+            .map(|s| match s.entries.iter().find(|e| e.txn_id == write.txn_id) {
+                None => "LOST".to_owned(),
+                Some(e) if e.reconciles.is_some() => format!("reconciled as seq {}", e.seq),
+                Some(e) => format!("replicated late as seq {}", e.seq),
+            })
+            .collect();
+        let fate = if fates.iter().all(|f| f == &fates[0]) {
+            fates.first().cloned().unwrap_or_else(|| "unknown".into())
+        } else {
+            format!("differs by region: {}", fates.join(", "))
+        };
+        let class = fate.split(" as ").next().unwrap_or(&fate).to_owned();
+        *figures.rpo_outcomes.entry(class).or_default() += 1;
+        figures.rpo_detail.push((format!("{} txn {}", write.account, write.txn_id), fate));
+    }
+
+    let end = attempts.iter().map(|a| a.end_ms).max().unwrap_or(0);
+    figures.timeline = (0..=end / BUCKET_MS)
+        .map(|i| Bucket { start_ms: i * BUCKET_MS, ..Bucket::default() })
+        .collect();
+    for attempt in attempts {
+        if let Some(bucket) = figures.timeline.get_mut((attempt.end_ms / BUCKET_MS) as usize) {
+            if attempt.ok() {
+                bucket.ok += 1;
+            } else {
+                bucket.errors += 1;
+            }
+        }
+    }
+    figures
+}

@@ -1,0 +1,280 @@
+//! The drill's built-in workload: accounts opened in every region, then deposits and
+//! withdrawals at a steady rate from clients "near" random regions. A client whose
+//! region does not answer goes to another one; a refused write (503) is retried with
+//! the same Idempotency-Key after a short pause. Every attempt is recorded.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ledger_wire::AccountId;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Pause before retrying a refused write.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// A write is given up after this long (and recorded as such).
+const WRITE_DEADLINE: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone)]
+pub struct WorkloadOptions {
+    pub rate_per_sec: u32,
+    pub accounts_per_region: usize,
+    pub ack_replicated: bool,
+    pub concurrency: usize,
+}
+
+/// One HTTP attempt of one write.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// Start and end, in ms since the workload's clock started.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub account: String,
+    pub slot: u16,
+    pub via: String,
+    pub key: String,
+    pub kind: &'static str,
+    /// 0 when the region did not answer.
+    pub status: u16,
+    /// Problem type, or "unreachable".
+    pub error: Option<String>,
+    pub seq: Option<i64>,
+    pub home: Option<String>,
+}
+
+impl Attempt {
+    pub fn ok(&self) -> bool {
+        self.status == 201
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: String,
+    pub slot: u16,
+    pub home: String,
+}
+
+pub struct Workload {
+    pub clock: Instant,
+    pub accounts: Vec<Account>,
+    records: Arc<Mutex<Vec<Attempt>>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Workload {
+    pub fn elapsed_ms(&self) -> u64 {
+        ms(self.clock.elapsed())
+    }
+
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Stops sending and waits for writes in flight to finish.
+    pub async fn stop(self) -> Vec<Attempt> {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Opens `per_region` EUR accounts homed in each region (funded with 1000.00).
+pub async fn open_accounts(
+    http: &reqwest::Client,
+    nodes: &BTreeMap<String, String>,
+    per_region: usize,
+) -> anyhow::Result<Vec<Account>> {
+    let mut accounts = Vec::new();
+    for (region, url) in nodes {
+        for _ in 0..per_region {
+            let opened: Value = post(http, url, "/v1/accounts", &json!({"currency": "EUR", "home_region": region}), &uuid::Uuid::new_v4().to_string(), false)
+                .await
+                .and_then(|(status, body)| if status == 201 { Ok(body) } else { anyhow::bail!("open in {region}: {status} {body}") })?;
+            let id = opened["id"].as_str().unwrap_or_default().to_owned();
+            let account: AccountId = id.parse().map_err(|e| anyhow::anyhow!("account id {id}: {e}"))?;
+            let (status, body) = post(http, url, &format!("/v1/accounts/{id}/deposits"), &json!({"amount": "1000.00"}), &uuid::Uuid::new_v4().to_string(), false).await?;
+            anyhow::ensure!(status == 201, "fund {id}: {status} {body}");
+            accounts.push(Account { id, slot: account.slot(), home: region.clone() });
+        }
+    }
+    Ok(accounts)
+}
+
+async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: &Value,
+    key: &str,
+    replicated: bool,
+) -> anyhow::Result<(u16, Value)> {
+    let mut request = http
+        .post(format!("{base}{path}"))
+        .header("idempotency-key", key)
+        .json(body);
+    if replicated {
+        request = request.header("ack", "replicated");
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+/// Starts sending writes to `accounts` through `nodes` until stopped.
+pub fn start(
+    nodes: BTreeMap<String, String>,
+    accounts: Vec<Account>,
+    options: WorkloadOptions,
+) -> Workload {
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let clock = Instant::now();
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_secs(6))
+        .tcp_nodelay(true)
+        .build()
+        .unwrap_or_default();
+    let task = tokio::spawn(run(
+        http,
+        Arc::new(nodes),
+        Arc::new(accounts.clone()),
+        options,
+        clock,
+        records.clone(),
+        stop.clone(),
+    ));
+    Workload { clock, accounts, records, stop, task }
+}
+
+async fn run(
+    http: reqwest::Client,
+    nodes: Arc<BTreeMap<String, String>>,
+    accounts: Arc<Vec<Account>>,
+    options: WorkloadOptions,
+    clock: Instant,
+    records: Arc<Mutex<Vec<Attempt>>>,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let period = Duration::from_secs_f64(1.0 / f64::from(options.rate_per_sec.max(1)));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tasks = tokio::task::JoinSet::new();
+    let regions: Vec<String> = nodes.keys().cloned().collect();
+    while !stop.is_cancelled() {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let Ok(permit) = slots.clone().acquire_owned().await else { break };
+        let (account, via, withdraw, cents) = {
+            let mut rng = rand::rng();
+            let Some(account) = accounts.get(rng.random_range(0..accounts.len().max(1))).cloned() else { break };
+            let via = regions[rng.random_range(0..regions.len())].clone();
+            (account, via, rng.random_bool(0.3), rng.random_range(1..500))
+        };
+        let write = Write {
+            http: http.clone(),
+            nodes: nodes.clone(),
+            regions: regions.clone(),
+            account,
+            via,
+            kind: if withdraw { "withdrawal" } else { "deposit" },
+            amount: format!("{}.{:02}", cents / 100, cents % 100),
+            key: uuid::Uuid::new_v4().to_string(),
+            replicated: options.ack_replicated,
+            clock,
+            records: records.clone(),
+        };
+        tasks.spawn(async move {
+            write.run().await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+struct Write {
+    http: reqwest::Client,
+    nodes: Arc<BTreeMap<String, String>>,
+    regions: Vec<String>,
+    account: Account,
+    via: String,
+    kind: &'static str,
+    amount: String,
+    key: String,
+    replicated: bool,
+    clock: Instant,
+    records: Arc<Mutex<Vec<Attempt>>>,
+}
+
+impl Write {
+    /// Sends until answered 201 or 4xx, or the deadline passes.
+    async fn run(self) {
+        let first = Instant::now();
+        let mut via = self.via.clone();
+        let path = format!(
+            "/v1/accounts/{}/{}",
+            self.account.id,
+            if self.kind == "deposit" { "deposits" } else { "withdrawals" }
+        );
+        let body = json!({"amount": self.amount});
+        loop {
+            let start = self.clock.elapsed();
+            let base = self.nodes.get(&via).cloned().unwrap_or_default();
+            let answer = post(&self.http, &base, &path, &body, &self.key, self.replicated).await;
+            let end = self.clock.elapsed();
+            let (status, error, seq, home) = match &answer {
+                Ok((status, body)) if *status == 201 => (*status, None, body["seq"].as_i64(), None),
+                Ok((status, body)) => (
+                    *status,
+                    Some(body["type"].as_str().map_or_else(|| format!("http-{status}"), |t| t.rsplit('/').next().unwrap_or(t).to_owned())),
+                    None,
+                    None,
+                ),
+                Err(_) => (0, Some("unreachable".to_owned()), None, None),
+            };
+            let attempt = Attempt {
+                start_ms: ms(start),
+                end_ms: ms(end),
+                account: self.account.id.clone(),
+                slot: self.account.slot,
+                via: via.clone(),
+                key: self.key.clone(),
+                kind: self.kind,
+                status,
+                error,
+                seq,
+                home,
+            };
+            if let Ok(mut records) = self.records.lock() {
+                records.push(attempt);
+            }
+            let retry = status == 0 || status >= 500;
+            if !retry || first.elapsed() > WRITE_DEADLINE {
+                return;
+            }
+            if status == 0 {
+                // A client whose nearest region is gone is routed to another one.
+                let others: Vec<&String> = self.regions.iter().filter(|r| **r != via).collect();
+                if let Some(next) = others.get(rand::rng().random_range(0..others.len().max(1))) {
+                    via = (*next).clone();
+                }
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}
