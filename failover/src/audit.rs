@@ -71,6 +71,21 @@ pub async fn snapshots(cluster: &Cluster) -> Result<Vec<AuditSnapshot>, Failover
     futures::future::join_all(asks).await.into_iter().collect()
 }
 
+/// The whole ownership history, page by page.
+pub async fn history(cluster: &Cluster) -> Result<Vec<ChangeRecord>, FailoverError> {
+    const PAGE: usize = 10_000;
+    let mut all: Vec<ChangeRecord> = Vec::new();
+    loop {
+        let since = all.last().map_or(0, |c| c.version);
+        let page = cluster.ownership.history(since, PAGE).await?;
+        let done = page.len() < PAGE;
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
 /// Checks the invariants over `snapshots`, given the ownership history and the
 /// acknowledged writes (empty outside drills).
 pub fn check_invariants(

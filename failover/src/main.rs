@@ -277,7 +277,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Audit => {
             let snapshots = audit::snapshots(&cluster).await?;
-            let history = cluster.ownership.history(0, 100_000).await?;
+            let history = audit::history(&cluster).await?;
             let report = audit::check_invariants(&snapshots, &history, &[]);
             for check in &report.checks {
                 println!("[{}] {}: {}", if check.ok { "ok" } else { "FAIL" }, check.name, check.summary);

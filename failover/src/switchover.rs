@@ -357,7 +357,7 @@ pub async fn failback(
             .await?;
         map = cluster.map().await?;
     }
-    let history = cluster.ownership.history(0, 100_000).await?;
+    let history = crate::audit::history(cluster).await?;
     let promote = history
         .iter()
         .rev()

@@ -164,7 +164,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
         run_hook(command, "")?;
     }
     let snapshots = audit::snapshots(&cluster).await?;
-    let history = cluster.ownership.history(0, 100_000).await?;
+    let history = crate::audit::history(&cluster).await?;
     let acked = acknowledged(&attempts);
     let invariants = audit::check_invariants(&snapshots, &history, &acked);
     let killed = match &options.scenario {
