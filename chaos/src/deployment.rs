@@ -177,17 +177,30 @@ impl Deployment {
         signal_group(region.pgid, Signal::SIGKILL)
             .with_context(|| format!("kill process group {}", region.pgid))?;
         let deadline = Instant::now() + STOP_GRACE;
-        while region.alive() && Instant::now() < deadline {
+        loop {
+            // Processes this one started stay zombies until reaped, and PostgreSQL
+            // refuses to start while its old pid still looks alive.
+            for pid in region.pids.values() {
+                let _ = nix::sys::wait::waitpid(
+                    raw_pid(*pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            }
+            if !region.alive() || Instant::now() >= deadline {
+                return Ok(());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
     }
 
     /// Starts a killed region again on its data (PostgreSQL, broker, voter, proxy, node,
     /// replicator), waits until its node and replicator answer, and saves the state.
     pub async fn restart_region(&mut self, name: &str) -> anyhow::Result<()> {
         let i = self.region(name)?.index;
-        anyhow::ensure!(!self.regions[i].alive(), "{name} is still running; kill it first");
+        anyhow::ensure!(
+            !self.regions[i].alive(),
+            "{name} is still running; kill it first"
+        );
         let topology = self.topology();
         let (_, pid, _) = start_postgres(self.regions[i].dir.clone(), topology.pg(i))
             .await
@@ -258,9 +271,14 @@ async fn start_all(
         .into_iter()
         .enumerate()
     {
-        let (dir, pid, url) = started.with_context(|| format!("start PostgreSQL of {}", topology.name(i)))?;
+        let (dir, pid, url) =
+            started.with_context(|| format!("start PostgreSQL of {}", topology.name(i)))?;
         let name = topology.name(i).to_owned();
-        println!("{name}: PostgreSQL up on :{} (data in {})", topology.pg(i), dir.display());
+        println!(
+            "{name}: PostgreSQL up on :{} (data in {})",
+            topology.pg(i),
+            dir.display()
+        );
         deployment.regions.push(RegionState {
             name,
             index: i,
@@ -305,7 +323,11 @@ async fn start_postgres(dir: PathBuf, port: u16) -> anyhow::Result<(PathBuf, u32
 }
 
 /// Broker, ownership voter and the region's outgoing proxy.
-fn start_infrastructure(deployment: &mut Deployment, topology: &Topology, i: usize) -> anyhow::Result<()> {
+fn start_infrastructure(
+    deployment: &mut Deployment,
+    topology: &Topology,
+    i: usize,
+) -> anyhow::Result<()> {
     let n = deployment.regions.len();
     let bin = |name: &str| deployment.bin_dir.join(name);
     let bootstrap = (0..n)
@@ -321,7 +343,10 @@ fn start_infrastructure(deployment: &mut Deployment, topology: &Topology, i: usi
     );
     let mut voter = Command::new(bin("ownership-server"));
     voter
-        .env("OWNERSHIP_LISTEN", format!("127.0.0.1:{}", topology.voter(i)))
+        .env(
+            "OWNERSHIP_LISTEN",
+            format!("127.0.0.1:{}", topology.voter(i)),
+        )
         .env("OWNERSHIP_NODE_ID", (i + 1).to_string())
         .env("OWNERSHIP_DATA_DIR", dir.join("voter"))
         .env("OWNERSHIP_BOOTSTRAP_VOTERS", &bootstrap)
@@ -349,17 +374,26 @@ fn start_infrastructure(deployment: &mut Deployment, topology: &Topology, i: usi
 }
 
 async fn wait_infrastructure(region: &RegionState) -> anyhow::Result<()> {
-    wait::tcp(&region.broker, START_TIMEOUT).await.context("broker")?;
+    wait::tcp(&region.broker, START_TIMEOUT)
+        .await
+        .context("broker")?;
     wait::http_ok(&format!("http://{}/healthz", region.voter), START_TIMEOUT)
         .await
         .context("ownership voter")?;
-    wait::http_ok(&format!("http://{}/links", region.proxy_admin), START_TIMEOUT)
-        .await
-        .context("proxy")
+    wait::http_ok(
+        &format!("http://{}/links", region.proxy_admin),
+        START_TIMEOUT,
+    )
+    .await
+    .context("proxy")
 }
 
 /// The region node and the replicator.
-fn start_services(deployment: &mut Deployment, topology: &Topology, i: usize) -> anyhow::Result<()> {
+fn start_services(
+    deployment: &mut Deployment,
+    topology: &Topology,
+    i: usize,
+) -> anyhow::Result<()> {
     let n = deployment.regions.len();
     let region = deployment.regions[i].clone();
     let bin = |name: &str| deployment.bin_dir.join(name);
@@ -367,13 +401,20 @@ fn start_services(deployment: &mut Deployment, topology: &Topology, i: usize) ->
     let mut peers = Vec::new();
     let mut apply_from = Vec::new();
     for j in (0..n).filter(|j| *j != i) {
-        voters.push(format!("127.0.0.1:{}", topology.link(i, j, LinkKind::Voter)));
+        voters.push(format!(
+            "127.0.0.1:{}",
+            topology.link(i, j, LinkKind::Voter)
+        ));
         peers.push(format!(
             "{}=http://127.0.0.1:{}",
             topology.name(j),
             topology.link(i, j, LinkKind::Api)
         ));
-        apply_from.push(format!("{}=127.0.0.1:{}", topology.name(j), topology.broker(j)));
+        apply_from.push(format!(
+            "{}=127.0.0.1:{}",
+            topology.name(j),
+            topology.broker(j)
+        ));
     }
     let mut node = Command::new(bin("region-node"));
     node.env("LEDGER_REGION", &region.name)
@@ -403,13 +444,21 @@ async fn wait_services(region: &RegionState, holds_lease: bool) -> anyhow::Resul
     wait::http_ok(&format!("{}/readyz", region.api_url), START_TIMEOUT)
         .await
         .with_context(|| format!("region node {}", region.name))?;
-    wait::http_ok(&format!("http://{}/healthz", region.replicator_metrics), START_TIMEOUT)
-        .await
-        .with_context(|| format!("replicator {}", region.name))?;
+    wait::http_ok(
+        &format!("http://{}/healthz", region.replicator_metrics),
+        START_TIMEOUT,
+    )
+    .await
+    .with_context(|| format!("replicator {}", region.name))?;
     if holds_lease {
-        wait::metric_above(&format!("{}/metrics", region.api_url), "ledger_lease_slots", 0.0, START_TIMEOUT)
-            .await
-            .with_context(|| format!("lease of {}", region.name))?;
+        wait::metric_above(
+            &format!("{}/metrics", region.api_url),
+            "ledger_lease_slots",
+            0.0,
+            START_TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("lease of {}", region.name))?;
     }
     println!(
         "{}: ready (API {}, broker {}, voter {})",

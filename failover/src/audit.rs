@@ -46,7 +46,11 @@ impl InvariantReport {
     }
 
     pub fn failed(&self) -> Vec<&str> {
-        self.checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect()
+        self.checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name.as_str())
+            .collect()
     }
 }
 
@@ -132,7 +136,11 @@ fn single_writer(snapshots: &[AuditSnapshot], history: &[ChangeRecord]) -> Check
             let epoch = u64::try_from(entry.epoch).unwrap_or(0);
             let granted = entry.account.parse::<AccountId>().is_ok_and(|account| {
                 account_grants.contains(&(account, epoch, entry.origin.as_str()))
-                    || slot_grants.contains(&(u32::from(account.slot()), epoch, entry.origin.as_str()))
+                    || slot_grants.contains(&(
+                        u32::from(account.slot()),
+                        epoch,
+                        entry.origin.as_str(),
+                    ))
             });
             if !granted {
                 problems.push(format!(
@@ -147,12 +155,19 @@ fn single_writer(snapshots: &[AuditSnapshot], history: &[ChangeRecord]) -> Check
                 )),
                 Some(_) => {}
                 None => {
-                    seen.insert((entry.account.as_str(), entry.seq), (entry.event_id, snapshot.region.as_str()));
+                    seen.insert(
+                        (entry.account.as_str(), entry.seq),
+                        (entry.event_id, snapshot.region.as_str()),
+                    );
                 }
             }
         }
     }
-    check("single writer", problems, format!("{} entries, each committed under its lease", seen.len()))
+    check(
+        "single writer",
+        problems,
+        format!("{} entries, each committed under its lease", seen.len()),
+    )
 }
 
 /// 2. Every acknowledged write is present in every region, as itself or replayed.
@@ -170,8 +185,15 @@ fn acknowledged_kept(snapshots: &[AuditSnapshot], acked: &[AckedWrite]) -> Check
             match by_txn.get(&write.txn_id) {
                 None => problems.push(format!(
                     "acknowledged {} write to {} (seq {}, txn {}) is missing in {}",
-                    if write.replicated { "ack=replicated" } else { "ack=local" },
-                    write.account, write.seq, write.txn_id, snapshot.region
+                    if write.replicated {
+                        "ack=replicated"
+                    } else {
+                        "ack=local"
+                    },
+                    write.account,
+                    write.seq,
+                    write.txn_id,
+                    snapshot.region
                 )),
                 Some(entry) if entry.reconciles.is_some() => {
                     if write.replicated {
@@ -190,7 +212,11 @@ fn acknowledged_kept(snapshots: &[AuditSnapshot], acked: &[AckedWrite]) -> Check
     check(
         "no acknowledged write lost",
         problems,
-        format!("{} acknowledged writes present in every region ({} as reconciliation replays)", acked.len(), replayed / regions),
+        format!(
+            "{} acknowledged writes present in every region ({} as reconciliation replays)",
+            acked.len(),
+            replayed / regions
+        ),
     )
 }
 
@@ -200,7 +226,8 @@ fn money_conserved(snapshots: &[AuditSnapshot]) -> Check {
     let mut problems = Vec::new();
     for snapshot in snapshots {
         for (currency, total) in &snapshot.totals {
-            if total.balances.parse::<Decimal>().ok() != total.external_net.parse::<Decimal>().ok() {
+            if total.balances.parse::<Decimal>().ok() != total.external_net.parse::<Decimal>().ok()
+            {
                 problems.push(format!(
                     "{}: {currency} balances sum to {} but deposits minus withdrawals are {}",
                     snapshot.region, total.balances, total.external_net
@@ -208,7 +235,10 @@ fn money_conserved(snapshots: &[AuditSnapshot]) -> Check {
             }
         }
         for account in &snapshot.accounts {
-            let negative = account.balance.parse::<Decimal>().is_ok_and(|b| b.is_sign_negative() && !b.is_zero());
+            let negative = account
+                .balance
+                .parse::<Decimal>()
+                .is_ok_and(|b| b.is_sign_negative() && !b.is_zero());
             if negative && !account.flagged {
                 problems.push(format!(
                     "{}: {} has balance {} without a flagged reconciliation",
@@ -217,7 +247,11 @@ fn money_conserved(snapshots: &[AuditSnapshot]) -> Check {
             }
         }
     }
-    check("money conserved", problems, "balances equal deposits minus withdrawals in every region".into())
+    check(
+        "money conserved",
+        problems,
+        "balances equal deposits minus withdrawals in every region".into(),
+    )
 }
 
 /// 4. Every region holds the same accounts at the same seq, epoch and balance, and no
@@ -225,21 +259,38 @@ fn money_conserved(snapshots: &[AuditSnapshot]) -> Check {
 fn converged(snapshots: &[AuditSnapshot]) -> Check {
     let mut problems = Vec::new();
     let Some(first) = snapshots.first() else {
-        return check("convergence", vec!["no region answered".into()], String::new());
+        return check(
+            "convergence",
+            vec!["no region answered".into()],
+            String::new(),
+        );
     };
     let reference: BTreeMap<&str, _> = first.accounts.iter().map(|a| (a.id.as_str(), a)).collect();
     for snapshot in snapshots {
         if snapshot.late_pending > 0 {
-            problems.push(format!("{}: {} late events still await reconciliation", snapshot.region, snapshot.late_pending));
+            problems.push(format!(
+                "{}: {} late events still await reconciliation",
+                snapshot.region, snapshot.late_pending
+            ));
         }
         if snapshot.region == first.region {
             continue;
         }
-        let here: BTreeMap<&str, _> = snapshot.accounts.iter().map(|a| (a.id.as_str(), a)).collect();
+        let here: BTreeMap<&str, _> = snapshot
+            .accounts
+            .iter()
+            .map(|a| (a.id.as_str(), a))
+            .collect();
         for (id, theirs) in &reference {
             match here.get(id) {
-                None => problems.push(format!("{id} exists in {} but not in {}", first.region, snapshot.region)),
-                Some(ours) if (ours.seq, ours.epoch, &ours.balance) != (theirs.seq, theirs.epoch, &theirs.balance) => {
+                None => problems.push(format!(
+                    "{id} exists in {} but not in {}",
+                    first.region, snapshot.region
+                )),
+                Some(ours)
+                    if (ours.seq, ours.epoch, &ours.balance)
+                        != (theirs.seq, theirs.epoch, &theirs.balance) =>
+                {
                     problems.push(format!(
                         "{id}: {} has seq {} epoch {} balance {}, {} has seq {} epoch {} balance {}",
                         first.region, theirs.seq, theirs.epoch, theirs.balance,
@@ -250,10 +301,21 @@ fn converged(snapshots: &[AuditSnapshot]) -> Check {
             }
         }
         for id in here.keys().filter(|id| !reference.contains_key(*id)) {
-            problems.push(format!("{id} exists in {} but not in {}", snapshot.region, first.region));
+            problems.push(format!(
+                "{id} exists in {} but not in {}",
+                snapshot.region, first.region
+            ));
         }
     }
-    check("convergence", problems, format!("{} accounts identical in {} regions", reference.len(), snapshots.len()))
+    check(
+        "convergence",
+        problems,
+        format!(
+            "{} accounts identical in {} regions",
+            reference.len(),
+            snapshots.len()
+        ),
+    )
 }
 
 /// 5. No request applied twice: one deposit or withdrawal per transaction id.
@@ -261,7 +323,11 @@ fn idempotent(snapshots: &[AuditSnapshot]) -> Check {
     let mut problems = Vec::new();
     for snapshot in snapshots {
         let mut seen: HashMap<Uuid, &AuditEntry> = HashMap::new();
-        for entry in snapshot.entries.iter().filter(|e| e.kind == "deposit" || e.kind == "withdrawal") {
+        for entry in snapshot
+            .entries
+            .iter()
+            .filter(|e| e.kind == "deposit" || e.kind == "withdrawal")
+        {
             if let Some(first) = seen.insert(entry.txn_id, entry) {
                 problems.push(format!(
                     "{}: txn {} applied twice ({} seq {} and seq {})",

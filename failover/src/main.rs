@@ -16,19 +16,37 @@ use ledger_wire::AccountId;
 use service_kit::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(name = "failover", about = "Switchover, promote, reconcile, failback, rehome and drills for a ledger deployment")]
+#[command(
+    name = "failover",
+    about = "Switchover, promote, reconcile, failback, rehome and drills for a ledger deployment"
+)]
 struct Cli {
     /// A local deployment's data dir (`ledger-local --data-dir`): voters, nodes and secret from its state file.
     #[arg(long, env = "LEDGER_DEPLOYMENT", global = true)]
     deployment: Option<PathBuf>,
     /// Ownership voters (host:port), comma-separated, when not using --deployment.
-    #[arg(long, env = "LEDGER_OWNERSHIP_VOTERS", value_delimiter = ',', global = true)]
+    #[arg(
+        long,
+        env = "LEDGER_OWNERSHIP_VOTERS",
+        value_delimiter = ',',
+        global = true
+    )]
     voters: Vec<String>,
     /// A region node: region=http://host:port (repeat for each region).
-    #[arg(long = "node", env = "LEDGER_NODES", value_delimiter = ',', global = true)]
+    #[arg(
+        long = "node",
+        env = "LEDGER_NODES",
+        value_delimiter = ',',
+        global = true
+    )]
     nodes: Vec<String>,
     /// The deployment's internal secret (signs calls to the nodes' /internal API).
-    #[arg(long, env = "LEDGER_INTERNAL_SECRET", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "LEDGER_INTERNAL_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
     secret: Option<String>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -169,12 +187,18 @@ fn targets(cli: &Cli) -> anyhow::Result<Targets> {
                 .with_context(|| format!("--node {spec}: expected region=http://host:port"))
         })
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
-    anyhow::ensure!(!cli.voters.is_empty(), "give --deployment, or --voters and --node");
+    anyhow::ensure!(
+        !cli.voters.is_empty(),
+        "give --deployment, or --voters and --node"
+    );
     anyhow::ensure!(!nodes.is_empty(), "give --node region=url for every region");
     Ok(Targets {
         voters: cli.voters.clone(),
         nodes,
-        secret: cli.secret.clone().context("give --secret or LEDGER_INTERNAL_SECRET")?,
+        secret: cli
+            .secret
+            .clone()
+            .context("give --secret or LEDGER_INTERNAL_SECRET")?,
     })
 }
 
@@ -195,7 +219,11 @@ fn local_hook(cli: &Cli, verb: &str) -> Option<String> {
     let dir = cli.deployment.as_ref()?;
     let exe = std::env::current_exe().ok()?;
     let local = exe.parent()?.join("ledger-local");
-    Some(format!("{} --data-dir {} {verb} {{region}}", local.display(), dir.display()))
+    Some(format!(
+        "{} --data-dir {} {verb} {{region}}",
+        local.display(),
+        dir.display()
+    ))
 }
 
 #[tokio::main]
@@ -213,20 +241,46 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", status::render(&report));
             }
         }
-        Command::Switchover { region, slots, account, to, timeout_ms } => {
-            let options = SwitchoverOptions { timeout: Duration::from_millis(*timeout_ms) };
+        Command::Switchover {
+            region,
+            slots,
+            account,
+            to,
+            timeout_ms,
+        } => {
+            let options = SwitchoverOptions {
+                timeout: Duration::from_millis(*timeout_ms),
+            };
             let moves = match (region, account) {
-                (Some(region), _) => failover::switchover::switch_region(&cluster, region, to, options).await?,
-                (None, Some(account)) => vec![failover::switchover::rehome(&cluster, *account, to, options).await?],
-                (None, None) => vec![failover::switchover::switch_slots(&cluster, slots, to, options).await?],
+                (Some(region), _) => {
+                    failover::switchover::switch_region(&cluster, region, to, options).await?
+                }
+                (None, Some(account)) => {
+                    vec![failover::switchover::rehome(&cluster, *account, to, options).await?]
+                }
+                (None, None) => {
+                    vec![failover::switchover::switch_slots(&cluster, slots, to, options).await?]
+                }
             };
             print_moves(&moves);
         }
-        Command::Rehome { account, to, timeout_ms } => {
-            let options = SwitchoverOptions { timeout: Duration::from_millis(*timeout_ms) };
+        Command::Rehome {
+            account,
+            to,
+            timeout_ms,
+        } => {
+            let options = SwitchoverOptions {
+                timeout: Duration::from_millis(*timeout_ms),
+            };
             print_moves(&[failover::switchover::rehome(&cluster, *account, to, options).await?]);
         }
-        Command::Promote { region, force, auto, detect_after_ms, apply_timeout_ms } => {
+        Command::Promote {
+            region,
+            force,
+            auto,
+            detect_after_ms,
+            apply_timeout_ms,
+        } => {
             let apply_timeout = Duration::from_millis(*apply_timeout_ms);
             if *auto {
                 let shutdown = tokio_util::sync::CancellationToken::new();
@@ -235,44 +289,102 @@ async fn main() -> anyhow::Result<()> {
                     let _ = tokio::signal::ctrl_c().await;
                     stop.cancel();
                 });
-                failover::promote::auto(&cluster, Duration::from_millis(*detect_after_ms), apply_timeout, shutdown).await?;
+                failover::promote::auto(
+                    &cluster,
+                    Duration::from_millis(*detect_after_ms),
+                    apply_timeout,
+                    shutdown,
+                )
+                .await?;
             } else {
                 let region = region.as_deref().context("--region")?;
-                let report = failover::promote::promote(&cluster, region, PromoteOptions { force: *force, apply_timeout }).await?;
+                let report = failover::promote::promote(
+                    &cluster,
+                    region,
+                    PromoteOptions {
+                        force: *force,
+                        apply_timeout,
+                    },
+                )
+                .await?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
         }
-        Command::Reconcile { status, ack, region, by, note, json } => {
+        Command::Reconcile {
+            status,
+            ack,
+            region,
+            by,
+            note,
+            json,
+        } => {
             if let (Some(event), Some(region), Some(by)) = (ack, region, by) {
-                let request = AcknowledgeRequest { by: by.clone(), note: note.clone() };
+                let request = AcknowledgeRequest {
+                    by: by.clone(),
+                    note: note.clone(),
+                };
                 let event: LateEvent = cluster
-                    .post(region, &format!("/v1/failover/late/{event}/ack"), &request, Duration::from_secs(5))
+                    .post(
+                        region,
+                        &format!("/v1/failover/late/{event}/ack"),
+                        &request,
+                        Duration::from_secs(5),
+                    )
                     .await?;
                 println!("acknowledged: {}", serde_json::to_string(&event)?);
                 return Ok(());
             }
-            let query = status.as_ref().map_or(String::new(), |s| format!("?status={s}"));
+            let query = status
+                .as_ref()
+                .map_or(String::new(), |s| format!("?status={s}"));
             let mut all = Vec::new();
             let regions: Vec<String> = match region {
                 Some(r) => vec![r.clone()],
                 None => cluster.regions().map(str::to_owned).collect(),
             };
             for r in regions {
-                let events: Vec<LateEvent> = cluster.get(&r, &format!("/v1/failover/late{query}"), Duration::from_secs(5)).await?;
+                let events: Vec<LateEvent> = cluster
+                    .get(
+                        &r,
+                        &format!("/v1/failover/late{query}"),
+                        Duration::from_secs(5),
+                    )
+                    .await?;
                 all.extend(events.into_iter().map(|e| (r.clone(), e)));
             }
             if *json {
-                println!("{}", serde_json::to_string_pretty(&all.iter().map(|(r, e)| serde_json::json!({"region": r, "event": e})).collect::<Vec<_>>())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &all.iter()
+                            .map(|(r, e)| serde_json::json!({"region": r, "event": e}))
+                            .collect::<Vec<_>>()
+                    )?
+                );
             } else {
-                println!("{:<10} {:<36} {:<22} {:>4} {:<16} {:>9} {:<18} detail", "region", "event", "account", "seq", "type", "amount", "status");
+                println!(
+                    "{:<10} {:<36} {:<22} {:>4} {:<16} {:>9} {:<18} detail",
+                    "region", "event", "account", "seq", "type", "amount", "status"
+                );
                 for (r, e) in all {
-                    println!("{:<10} {:<36} {:<22} {:>4} {:<16} {:>9} {:<18} {}", r, e.event_id, e.account, e.seq, e.event_type,
-                        e.amount.unwrap_or_default(), e.status, e.detail.unwrap_or_default());
+                    println!(
+                        "{:<10} {:<36} {:<22} {:>4} {:<16} {:>9} {:<18} {}",
+                        r,
+                        e.event_id,
+                        e.account,
+                        e.seq,
+                        e.event_type,
+                        e.amount.unwrap_or_default(),
+                        e.status,
+                        e.detail.unwrap_or_default()
+                    );
                 }
             }
         }
         Command::Failback { region, timeout_ms } => {
-            let options = SwitchoverOptions { timeout: Duration::from_millis(*timeout_ms) };
+            let options = SwitchoverOptions {
+                timeout: Duration::from_millis(*timeout_ms),
+            };
             print_moves(&failover::switchover::failback(&cluster, region, options).await?);
         }
         Command::Audit => {
@@ -280,7 +392,12 @@ async fn main() -> anyhow::Result<()> {
             let history = audit::history(&cluster).await?;
             let report = audit::check_invariants(&snapshots, &history, &[]);
             for check in &report.checks {
-                println!("[{}] {}: {}", if check.ok { "ok" } else { "FAIL" }, check.name, check.summary);
+                println!(
+                    "[{}] {}: {}",
+                    if check.ok { "ok" } else { "FAIL" },
+                    check.name,
+                    check.summary
+                );
                 for example in &check.examples {
                     println!("       {example}");
                 }
@@ -292,8 +409,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Drill(args) => {
             let to = || args.to.clone().context("this scenario needs --to");
             let scenario = match args.scenario {
-                ScenarioName::Switchover => Scenario::Switchover { region: args.region.clone(), to: to()? },
-                ScenarioName::Rehome => Scenario::Rehome { region: args.region.clone(), to: to()? },
+                ScenarioName::Switchover => Scenario::Switchover {
+                    region: args.region.clone(),
+                    to: to()?,
+                },
+                ScenarioName::Rehome => Scenario::Rehome {
+                    region: args.region.clone(),
+                    to: to()?,
+                },
                 ScenarioName::KillPromoteReturn => Scenario::KillPromoteReturn {
                     region: args.region.clone(),
                     down_for_ms: args.down_for_s * 1000,
@@ -311,15 +434,24 @@ async fn main() -> anyhow::Result<()> {
                 observe: Duration::from_secs(args.observe_s),
                 heal_timeout: Duration::from_secs(args.heal_timeout_s),
                 kill_cmd: args.kill_cmd.clone().or_else(|| local_hook(&cli, "kill")),
-                restart_cmd: args.restart_cmd.clone().or_else(|| local_hook(&cli, "restart")),
+                restart_cmd: args
+                    .restart_cmd
+                    .clone()
+                    .or_else(|| local_hook(&cli, "restart")),
                 before_audit_cmd: args.before_audit_cmd.clone(),
                 report_dir: args.report_dir.clone(),
             };
             let report = drill::run(&targets, options).await?;
             print!("{}", drill::report::summary(&report));
-            println!("report: {}/report.html and report.json", args.report_dir.display());
+            println!(
+                "report: {}/report.html and report.json",
+                args.report_dir.display()
+            );
             if !report.passed() {
-                anyhow::bail!("drill broke invariants: {}", report.invariants.failed().join(", "));
+                anyhow::bail!(
+                    "drill broke invariants: {}",
+                    report.invariants.failed().join(", ")
+                );
             }
         }
     }

@@ -55,7 +55,9 @@ pub async fn promote(
         .find(|r| r.name == region)
         .ok_or_else(|| FailoverError::Invalid(format!("no region named {region}")))?;
     if info.status == RegionStatus::Down {
-        return Err(FailoverError::Refused(format!("{region} is already down (promoted)")));
+        return Err(FailoverError::Refused(format!(
+            "{region} is already down (promoted)"
+        )));
     }
     let left = info.lease_expires_at_ms.map(|at| at - now_ms());
     if let Some(left) = left.filter(|l| *l > 0) {
@@ -73,16 +75,25 @@ pub async fn promote(
         .map(|r| r.name.clone())
         .collect();
     let apply_started = Instant::now();
-    let applied_before_move = await_applied(cluster, region, &survivors, options.apply_timeout).await;
+    let applied_before_move =
+        await_applied(cluster, region, &survivors, options.apply_timeout).await;
     let apply_wait_ms = u64::try_from(apply_started.elapsed().as_millis()).unwrap_or(u64::MAX);
 
     let reason = format!(
         "promote: {region} lost ({})",
-        left.map_or("never renewed".into(), |l| format!("lease expired {} ms ago", -l))
+        left.map_or("never renewed".into(), |l| format!(
+            "lease expired {} ms ago",
+            -l
+        ))
     );
-    let outcome = cluster.ownership.promote(region, options.force, &reason).await?;
+    let outcome = cluster
+        .ownership
+        .promote(region, options.force, &reason)
+        .await?;
     let Outcome::Applied { epoch, change, .. } = outcome else {
-        return Err(FailoverError::Invalid(format!("unexpected answer: {outcome:?}")));
+        return Err(FailoverError::Invalid(format!(
+            "unexpected answer: {outcome:?}"
+        )));
     };
     let mut slots_to = BTreeMap::new();
     let mut accounts_moved = 0;
@@ -153,7 +164,9 @@ pub async fn auto(
                 let now = now_ms();
                 for info in &map.regions {
                     let expired_for = info.lease_expires_at_ms.map(|at| now - at);
-                    if info.status == RegionStatus::Down || expired_for.is_none_or(|e| e < detect_ms) {
+                    if info.status == RegionStatus::Down
+                        || expired_for.is_none_or(|e| e < detect_ms)
+                    {
                         continue;
                     }
                     let options = PromoteOptions {
@@ -161,11 +174,12 @@ pub async fn auto(
                         apply_timeout,
                     };
                     match promote(cluster, &info.name, options).await {
-                        Ok(report) => println!(
-                            "{}",
-                            serde_json::to_string(&report).unwrap_or_default()
-                        ),
-                        Err(error) => tracing::error!(region = %info.name, %error, "automatic promote failed"),
+                        Ok(report) => {
+                            println!("{}", serde_json::to_string(&report).unwrap_or_default())
+                        }
+                        Err(error) => {
+                            tracing::error!(region = %info.name, %error, "automatic promote failed")
+                        }
                     }
                 }
             }

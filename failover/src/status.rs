@@ -125,11 +125,24 @@ pub fn render(report: &StatusReport) -> String {
     let _ = writeln!(
         out,
         "\n{:<10} {:<9} {:>6} {:<18} {:>6} {:>7} {:>10} {:>9} {:>8} {:>10}",
-        "region", "status", "weight", "lease", "slots", "frozen", "epochs", "overrides", "outbox", "late"
+        "region",
+        "status",
+        "weight",
+        "lease",
+        "slots",
+        "frozen",
+        "epochs",
+        "overrides",
+        "outbox",
+        "late"
     );
     for r in &report.regions {
         let epochs = r.epochs.map_or("-".into(), |(lo, hi)| {
-            if lo == hi { lo.to_string() } else { format!("{lo}..{hi}") }
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}..{hi}")
+            }
         });
         let (outbox, late) = match &r.node {
             Some(n) => (
@@ -158,7 +171,10 @@ pub fn render(report: &StatusReport) -> String {
             if late.is_empty() { "-".into() } else { late },
         );
     }
-    let _ = writeln!(out, "\nreplication lag (row applies events from column's region):");
+    let _ = writeln!(
+        out,
+        "\nreplication lag (row applies events from column's region):"
+    );
     let names: Vec<&str> = report.regions.iter().map(|r| r.name.as_str()).collect();
     let _ = write!(out, "{:<10}", "");
     for name in &names {
@@ -187,9 +203,18 @@ pub fn render(report: &StatusReport) -> String {
         let _ = writeln!(out);
     }
     for r in report.regions.iter().filter(|r| r.node_error.is_some()) {
-        let _ = writeln!(out, "{}: node unreachable: {}", r.name, r.node_error.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            out,
+            "{}: node unreachable: {}",
+            r.name,
+            r.node_error.as_deref().unwrap_or("")
+        );
     }
-    let _ = writeln!(out, "\nlate events awaiting reconciliation: {}", report.late_pending);
+    let _ = writeln!(
+        out,
+        "\nlate events awaiting reconciliation: {}",
+        report.late_pending
+    );
     out
 }
 
@@ -208,13 +233,18 @@ pub async fn failback_readiness(
         Err(error) => return Ok(Some(format!("its node does not answer ({error})"))),
     };
     if own.outbox_unpublished > 0 {
-        return Ok(Some(format!("{} outbox rows are not published yet", own.outbox_unpublished)));
+        return Ok(Some(format!(
+            "{} outbox rows are not published yet",
+            own.outbox_unpublished
+        )));
     }
     for (name, answer) in &nodes {
         if let Ok(node) = answer {
             let pending = node.late_events.get("pending").copied().unwrap_or(0);
             if pending > 0 {
-                return Ok(Some(format!("{name} holds {pending} late events awaiting reconciliation")));
+                return Ok(Some(format!(
+                    "{name} holds {pending} late events awaiting reconciliation"
+                )));
             }
         }
     }

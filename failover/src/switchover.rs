@@ -19,7 +19,9 @@ use ledger_wire::failover::{
     AccountEpoch, Digest, DrainReport, DrainRequest, ReleaseReport, ReleaseRequest, Scope,
     SlotEpoch,
 };
-use ledger_wire::ownership::{ChangeKind, OwnershipMap, Outcome, RegionStatus, SlotAtEpoch, Target};
+use ledger_wire::ownership::{
+    ChangeKind, Outcome, OwnershipMap, RegionStatus, SlotAtEpoch, Target,
+};
 use ledger_wire::AccountId;
 use serde::Serialize;
 
@@ -120,7 +122,9 @@ pub async fn switch_slots(
         });
     }
     if from == to {
-        return Err(FailoverError::Invalid(format!("the slots are already homed in {to}")));
+        return Err(FailoverError::Invalid(format!(
+            "the slots are already homed in {to}"
+        )));
     }
     // Accounts homed by override stay where they are: not part of the comparison.
     let exclude: Vec<AccountId> = map
@@ -136,12 +140,16 @@ pub async fn switch_slots(
     };
     let started = Instant::now();
     let reason = format!("switchover of {} slots {from} -> {to}", slots.len());
-    let (freeze_version, _) =
-        applied_version(&cluster.ownership.freeze_slots(slots.clone(), true, &reason).await?)?;
+    let (freeze_version, _) = applied_version(
+        &cluster
+            .ownership
+            .freeze_slots(slots.clone(), true, &reason)
+            .await?,
+    )?;
     tracing::info!(%from, %to, slots = slots.len(), "slots frozen");
 
-    let prepared = drain_and_catch_up(cluster, &from, to, freeze_version, &scope, started, options)
-        .await;
+    let prepared =
+        drain_and_catch_up(cluster, &from, to, freeze_version, &scope, started, options).await;
     let (drain, drain_ms, catch_up_ms) = match prepared {
         Ok(done) => done,
         Err(error) => {
@@ -150,8 +158,14 @@ pub async fn switch_slots(
         }
     };
     let transfer_started = Instant::now();
-    let transferred = cluster.ownership.transfer_slots(expected, to, &reason).await;
-    let (_, epoch) = match transferred.map_err(FailoverError::from).and_then(|o| applied_version(&o)) {
+    let transferred = cluster
+        .ownership
+        .transfer_slots(expected, to, &reason)
+        .await;
+    let (_, epoch) = match transferred
+        .map_err(FailoverError::from)
+        .and_then(|o| applied_version(&o))
+    {
         Ok(done) => done,
         Err(error) => {
             rollback(cluster, &slots, &reason).await;
@@ -160,7 +174,10 @@ pub async fn switch_slots(
     };
     let transfer_ms = ms(transfer_started.elapsed());
     let release = ReleaseRequest {
-        slots: slots.iter().map(|&slot| SlotEpoch { slot, epoch }).collect(),
+        slots: slots
+            .iter()
+            .map(|&slot| SlotEpoch { slot, epoch })
+            .collect(),
         accounts: Vec::new(),
         timeout_ms: ms(options.timeout),
     };
@@ -196,7 +213,12 @@ async fn drain_and_catch_up(
         timeout_ms: ms(options.timeout),
     };
     let drain: DrainReport = cluster
-        .post(from, "/v1/failover/drain", &request, options.timeout + Duration::from_secs(2))
+        .post(
+            from,
+            "/v1/failover/drain",
+            &request,
+            options.timeout + Duration::from_secs(2),
+        )
         .await?;
     let drain_ms = ms(started.elapsed());
     let catch_up_started = Instant::now();
@@ -224,9 +246,18 @@ async fn drain_and_catch_up(
 
 async fn rollback(cluster: &Cluster, slots: &[u32], reason: &str) {
     let why = format!("roll back: {reason}");
-    match cluster.ownership.freeze_slots(slots.to_vec(), false, &why).await {
-        Ok(_) => tracing::warn!(slots = slots.len(), "switchover rolled back: slots thawed at their old owner"),
-        Err(error) => tracing::error!(%error, "switchover failed AND the thaw failed: run `failover thaw` for these slots"),
+    match cluster
+        .ownership
+        .freeze_slots(slots.to_vec(), false, &why)
+        .await
+    {
+        Ok(_) => tracing::warn!(
+            slots = slots.len(),
+            "switchover rolled back: slots thawed at their old owner"
+        ),
+        Err(error) => {
+            tracing::error!(%error, "switchover failed AND the thaw failed: run `failover thaw` for these slots")
+        }
     }
 }
 
@@ -238,7 +269,12 @@ async fn release_at(
 ) -> Result<u64, FailoverError> {
     let started = Instant::now();
     let report: ReleaseReport = cluster
-        .post(to, "/v1/failover/release", request, options.timeout + Duration::from_secs(2))
+        .post(
+            to,
+            "/v1/failover/release",
+            request,
+            options.timeout + Duration::from_secs(2),
+        )
         .await?;
     if !report.usable {
         return Err(FailoverError::Timeout {
@@ -261,9 +297,15 @@ pub async fn rehome(
     let (from, epoch) = map
         .home_of(account)
         .map(|(r, e)| (r.to_owned(), e))
-        .ok_or_else(|| FailoverError::Invalid(format!("account {account} is outside the deployment's slots")))?;
+        .ok_or_else(|| {
+            FailoverError::Invalid(format!(
+                "account {account} is outside the deployment's slots"
+            ))
+        })?;
     if from == to {
-        return Err(FailoverError::Invalid(format!("account {account} is already homed in {to}")));
+        return Err(FailoverError::Invalid(format!(
+            "account {account} is already homed in {to}"
+        )));
     }
     let started = Instant::now();
     let reason = format!("rehome {account} {from} -> {to}");
@@ -326,7 +368,9 @@ pub async fn switch_region(
         .map(|(account, _)| *account)
         .collect();
     if slots.is_empty() && accounts.is_empty() {
-        return Err(FailoverError::Invalid(format!("nothing is homed in {from}")));
+        return Err(FailoverError::Invalid(format!(
+            "nothing is homed in {from}"
+        )));
     }
     let mut reports = Vec::new();
     if !slots.is_empty() {
@@ -347,13 +391,24 @@ pub async fn failback(
 ) -> Result<Vec<MoveReport>, FailoverError> {
     let readiness = crate::status::failback_readiness(cluster, region).await?;
     if let Some(problem) = readiness {
-        return Err(FailoverError::Refused(format!("{region} is not ready for failback: {problem}")));
+        return Err(FailoverError::Refused(format!(
+            "{region} is not ready for failback: {problem}"
+        )));
     }
     let mut map = cluster.map().await?;
-    if map.regions.iter().any(|r| r.name == region && r.status == RegionStatus::Down) {
+    if map
+        .regions
+        .iter()
+        .any(|r| r.name == region && r.status == RegionStatus::Down)
+    {
         cluster
             .ownership
-            .set_region(region, None, Some(RegionStatus::Active), "failback: healthy and reconciled")
+            .set_region(
+                region,
+                None,
+                Some(RegionStatus::Active),
+                "failback: healthy and reconciled",
+            )
             .await?;
         map = cluster.map().await?;
     }
@@ -382,7 +437,11 @@ pub async fn failback(
                 }
             }
             Target::Account(account) => {
-                if map.overrides.get(&account).is_some_and(|o| o.region == step.to && o.epoch == step.epoch) {
+                if map
+                    .overrides
+                    .get(&account)
+                    .is_some_and(|o| o.region == step.to && o.epoch == step.epoch)
+                {
                     by_owner.entry(step.to.clone()).or_default().1.push(account);
                 }
             }

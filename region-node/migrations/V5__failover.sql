@@ -179,7 +179,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     epoch bigint := ledger.lease_epoch(l.account_id);
     d jsonb := l.event->'data';
-    kind text := l.event->'data'->>'kind';
+    late_kind text := l.event->'data'->>'kind';
     delta numeric;
     acct ledger.accounts;
     entry ledger.entries;
@@ -193,7 +193,7 @@ BEGIN
         RETURN ledger.settle_late(l, 'flagged',
             'the account was opened twice with one id; compare the two openings', p_region, NULL);
     END IF;
-    IF kind IS NULL OR ledger.event_type_of(kind) IS NULL THEN
+    IF late_kind IS NULL OR ledger.event_type_of(late_kind) IS NULL THEN
         RETURN ledger.settle_late(l, 'flagged', 'the late event carries no readable entry',
                                   p_region, NULL);
     END IF;
@@ -203,16 +203,16 @@ BEGIN
     IF EXISTS (SELECT 1 FROM ledger.entries WHERE reconciles = l.event_id) THEN
         RETURN ledger.settle_late(l, 'duplicate', 'already replayed', p_region, NULL);
     END IF;
-    IF kind IN ('deposit', 'withdrawal') AND EXISTS (
+    IF late_kind IN ('deposit', 'withdrawal') AND EXISTS (
         SELECT 1 FROM ledger.entries WHERE txn_id = (d->>'txn_id')::uuid
-          AND account_id = l.account_id AND kind = d->>'kind') THEN
+          AND account_id = l.account_id AND entries.kind = late_kind) THEN
         RETURN ledger.settle_late(l, 'duplicate',
             'the same request (Idempotency-Key) was written again after the failover',
             p_region, NULL);
     END IF;
-    IF kind LIKE 'transfer_%' AND EXISTS (
+    IF late_kind LIKE 'transfer_%' AND EXISTS (
         SELECT 1 FROM ledger.entries WHERE transfer_id = (d->>'transfer_id')::uuid
-          AND account_id = l.account_id AND kind = d->>'kind') THEN
+          AND account_id = l.account_id AND entries.kind = late_kind) THEN
         RETURN ledger.settle_late(l, 'duplicate', 'this transfer step is already booked',
                                   p_region, NULL);
     END IF;
@@ -222,7 +222,7 @@ BEGIN
     END IF;
     delta := ledger.at_scale((d->>'amount')::numeric, acct.scale);
     flagged := delta < 0 AND acct.balance + delta < 0;
-    entry := ledger.book_event(acct, delta, kind, ledger.event_type_of(kind),
+    entry := ledger.book_event(acct, delta, late_kind, ledger.event_type_of(late_kind),
                                (d->>'txn_id')::uuid, d->>'reference',
                                (d->>'transfer_id')::uuid, epoch, p_region, NULL, at,
                                jsonb_build_object('reconciles', l.event_id, 'review', flagged)
@@ -231,7 +231,7 @@ BEGIN
                                        ELSE '{}'::jsonb END);
     UPDATE ledger.entries SET reconciles = l.event_id, review = flagged
     WHERE account_id = entry.account_id AND seq = entry.seq;
-    IF kind IN ('deposit', 'withdrawal') THEN
+    IF late_kind IN ('deposit', 'withdrawal') THEN
         INSERT INTO ledger.external_postings (txn_id, currency, amount, created_at)
         VALUES ((d->>'txn_id')::uuid, acct.currency, -delta, at)
         ON CONFLICT (txn_id) DO NOTHING;

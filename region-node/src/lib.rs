@@ -8,13 +8,13 @@
 
 pub mod config;
 pub mod db;
+pub mod failover;
 pub mod http;
 pub mod metrics;
 pub mod outbox_notify;
 pub mod ownership;
 pub mod peers;
 pub mod replica_reads;
-pub mod failover;
 pub mod saga;
 pub mod store;
 

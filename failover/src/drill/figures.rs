@@ -44,7 +44,9 @@ fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
         return None;
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.saturating_sub(1).min(sorted.len() - 1)).copied()
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len() - 1))
+        .copied()
 }
 
 pub fn compute(
@@ -74,19 +76,28 @@ pub fn compute(
         list.sort_by_key(|a| a.start_ms);
     }
     if let (Some(kill), Some(dead)) = (kill_at, killed) {
-        let slots: std::collections::BTreeSet<u16> =
-            accounts.iter().filter(|a| a.home == dead).map(|a| a.slot).collect();
+        let slots: std::collections::BTreeSet<u16> = accounts
+            .iter()
+            .filter(|a| a.home == dead)
+            .map(|a| a.slot)
+            .collect();
         for slot in slots {
-            let first_success = by_slot
-                .get(&slot)
-                .and_then(|list| list.iter().filter(|a| a.ok() && a.start_ms >= kill).map(|a| a.end_ms).min());
+            let first_success = by_slot.get(&slot).and_then(|list| {
+                list.iter()
+                    .filter(|a| a.ok() && a.start_ms >= kill)
+                    .map(|a| a.end_ms)
+                    .min()
+            });
             if let Some(end) = first_success {
                 figures.per_slot_ms.insert(slot, end - kill);
             }
         }
     } else if window.1 > window.0 {
         for (slot, list) in &by_slot {
-            let near: Vec<&&Attempt> = list.iter().filter(|a| a.end_ms + 1_000 >= window.0 && a.start_ms <= window.1 + 2_000).collect();
+            let near: Vec<&&Attempt> = list
+                .iter()
+                .filter(|a| a.end_ms + 1_000 >= window.0 && a.start_ms <= window.1 + 2_000)
+                .collect();
             let mut worst: Option<u64> = None;
             let mut refused_since: Option<u64> = None;
             for attempt in &near {
@@ -101,7 +112,9 @@ pub fn compute(
                 }
             }
             let refused_any = near.iter().any(|a| !a.ok());
-            let moved = near.iter().any(|a| a.start_ms >= window.0 && a.start_ms <= window.1);
+            let moved = near
+                .iter()
+                .any(|a| a.start_ms >= window.0 && a.start_ms <= window.1);
             if let Some(worst) = worst.filter(|_| refused_any || moved) {
                 figures.per_slot_ms.insert(*slot, worst);
             }
@@ -117,11 +130,13 @@ pub fn compute(
     for write in unreplicated {
         let fates: Vec<String> = snapshots
             .iter()
-            .map(|s| match s.entries.iter().find(|e| e.txn_id == write.txn_id) {
-                None => "LOST".to_owned(),
-                Some(e) if e.reconciles.is_some() => format!("reconciled as seq {}", e.seq),
-                Some(e) => format!("replicated late as seq {}", e.seq),
-            })
+            .map(
+                |s| match s.entries.iter().find(|e| e.txn_id == write.txn_id) {
+                    None => "LOST".to_owned(),
+                    Some(e) if e.reconciles.is_some() => format!("reconciled as seq {}", e.seq),
+                    Some(e) => format!("replicated late as seq {}", e.seq),
+                },
+            )
             .collect();
         let fate = if fates.iter().all(|f| f == &fates[0]) {
             fates.first().cloned().unwrap_or_else(|| "unknown".into())
@@ -130,15 +145,23 @@ pub fn compute(
         };
         let class = fate.split(" as ").next().unwrap_or(&fate).to_owned();
         *figures.rpo_outcomes.entry(class).or_default() += 1;
-        figures.rpo_detail.push((format!("{} txn {}", write.account, write.txn_id), fate));
+        figures
+            .rpo_detail
+            .push((format!("{} txn {}", write.account, write.txn_id), fate));
     }
 
     let end = attempts.iter().map(|a| a.end_ms).max().unwrap_or(0);
     figures.timeline = (0..=end / BUCKET_MS)
-        .map(|i| Bucket { start_ms: i * BUCKET_MS, ..Bucket::default() })
+        .map(|i| Bucket {
+            start_ms: i * BUCKET_MS,
+            ..Bucket::default()
+        })
         .collect();
     for attempt in attempts {
-        if let Some(bucket) = figures.timeline.get_mut((attempt.end_ms / BUCKET_MS) as usize) {
+        if let Some(bucket) = figures
+            .timeline
+            .get_mut((attempt.end_ms / BUCKET_MS) as usize)
+        {
             if attempt.ok() {
                 bucket.ok += 1;
             } else {

@@ -105,11 +105,26 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
     let cluster = Cluster::new(targets, "failover-drill")?;
     let map = cluster.map().await?;
     let http = reqwest::Client::new();
-    eprintln!("opening {} accounts per region", options.workload.accounts_per_region);
-    let accounts = workload::open_accounts(&http, &targets.nodes, options.workload.accounts_per_region).await?;
-    let load = workload::start(targets.nodes.clone(), accounts.clone(), options.workload.clone());
-    let mut timeline = Timeline { clock: load.clock, markers: Vec::new() };
-    timeline.mark(format!("workload started: {} writes/s", options.workload.rate_per_sec));
+    eprintln!(
+        "opening {} accounts per region",
+        options.workload.accounts_per_region
+    );
+    let accounts =
+        workload::open_accounts(&http, &targets.nodes, options.workload.accounts_per_region)
+            .await?;
+    let load = workload::start(
+        targets.nodes.clone(),
+        accounts.clone(),
+        options.workload.clone(),
+    );
+    let mut timeline = Timeline {
+        clock: load.clock,
+        markers: Vec::new(),
+    };
+    timeline.mark(format!(
+        "workload started: {} writes/s",
+        options.workload.rate_per_sec
+    ));
     tokio::time::sleep(options.warmup).await;
 
     let mut moves = Vec::new();
@@ -136,14 +151,27 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
             window.1 = timeline.mark("rehome done");
             moves.push(result.context("rehome")?);
         }
-        Scenario::KillPromoteReturn { region, down_for_ms } => {
-            let kill_cmd = options.kill_cmd.as_deref().context("this scenario needs --kill-cmd")?;
-            let restart_cmd = options.restart_cmd.as_deref().context("this scenario needs --restart-cmd")?;
+        Scenario::KillPromoteReturn {
+            region,
+            down_for_ms,
+        } => {
+            let kill_cmd = options
+                .kill_cmd
+                .as_deref()
+                .context("this scenario needs --kill-cmd")?;
+            let restart_cmd = options
+                .restart_cmd
+                .as_deref()
+                .context("this scenario needs --restart-cmd")?;
             let at = timeline.mark(format!("SIGKILL {region}"));
             run_hook(kill_cmd, region)?;
             kill_at = Some(at);
-            unreplicated = not_in_survivors(&cluster, &load.attempts(), &accounts, region, at).await?;
-            timeline.mark(format!("{} acknowledged writes to {region} are in no survivor", unreplicated.len()));
+            unreplicated =
+                not_in_survivors(&cluster, &load.attempts(), &accounts, region, at).await?;
+            timeline.mark(format!(
+                "{} acknowledged writes to {region} are in no survivor",
+                unreplicated.len()
+            ));
             let report = promote_when_expired(&cluster, region).await?;
             timeline.mark(format!("promoted {region} at epoch {}", report.epoch));
             promote_report = Some(report);
@@ -156,10 +184,17 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
     }
     tokio::time::sleep(options.observe).await;
     let attempts = load.stop().await;
-    timeline.mark(format!("workload stopped after {} attempts", attempts.len()));
+    timeline.mark(format!(
+        "workload stopped after {} attempts",
+        attempts.len()
+    ));
 
     let healed = wait_healed(&cluster, options.heal_timeout, None).await;
-    timeline.mark(if healed { "all regions converged" } else { "regions did NOT converge in time" });
+    timeline.mark(if healed {
+        "all regions converged"
+    } else {
+        "regions did NOT converge in time"
+    });
     if let Some(command) = &options.before_audit_cmd {
         run_hook(command, "")?;
     }
@@ -171,13 +206,25 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
         Scenario::KillPromoteReturn { region, .. } => Some(region.as_str()),
         _ => None,
     };
-    let figures = figures::compute(&attempts, &accounts, window, kill_at, &unreplicated, &snapshots, killed);
+    let figures = figures::compute(
+        &attempts,
+        &accounts,
+        window,
+        kill_at,
+        &unreplicated,
+        &snapshots,
+        killed,
+    );
     let report = DrillReport {
         scenario: options.scenario.clone(),
         started_at: chrono::Utc::now().to_rfc3339(),
         lease_ttl_ms: map.lease_ttl_ms,
         rate_per_sec: options.workload.rate_per_sec,
-        ack: if options.workload.ack_replicated { "replicated" } else { "local" },
+        ack: if options.workload.ack_replicated {
+            "replicated"
+        } else {
+            "local"
+        },
         markers: timeline.markers,
         moves,
         promote: promote_report,
@@ -211,8 +258,16 @@ async fn not_in_survivors(
     region: &str,
     kill_ms: u64,
 ) -> anyhow::Result<Vec<AckedWrite>> {
-    let homed: HashSet<&str> = accounts.iter().filter(|a| a.home == region).map(|a| a.id.as_str()).collect();
-    let before: Vec<Attempt> = attempts.iter().filter(|a| a.end_ms <= kill_ms && homed.contains(a.account.as_str())).cloned().collect();
+    let homed: HashSet<&str> = accounts
+        .iter()
+        .filter(|a| a.home == region)
+        .map(|a| a.id.as_str())
+        .collect();
+    let before: Vec<Attempt> = attempts
+        .iter()
+        .filter(|a| a.end_ms <= kill_ms && homed.contains(a.account.as_str()))
+        .cloned()
+        .collect();
     let acked = acknowledged(&before);
     let mut held: Vec<HashSet<uuid::Uuid>> = Vec::new();
     for survivor in cluster.regions().filter(|r| *r != region) {
@@ -221,11 +276,17 @@ async fn not_in_survivors(
             .await?;
         held.push(snapshot.entries.iter().map(|e| e.txn_id).collect());
     }
-    Ok(acked.into_iter().filter(|w| !held.iter().any(|h| h.contains(&w.txn_id))).collect())
+    Ok(acked
+        .into_iter()
+        .filter(|w| !held.iter().any(|h| h.contains(&w.txn_id)))
+        .collect())
 }
 
 async fn promote_when_expired(cluster: &Cluster, region: &str) -> anyhow::Result<PromoteReport> {
-    let options = PromoteOptions { force: false, apply_timeout: Duration::from_secs(3) };
+    let options = PromoteOptions {
+        force: false,
+        apply_timeout: Duration::from_secs(3),
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match crate::promote::promote(cluster, region, options).await {
@@ -243,11 +304,17 @@ async fn wait_answers(cluster: &Cluster, region: &str, timeout: Duration) -> any
     let deadline = Instant::now() + timeout;
     loop {
         let answer = cluster
-            .get::<ledger_wire::failover::NodeStatus>(region, "/v1/failover/status", Duration::from_secs(2))
+            .get::<ledger_wire::failover::NodeStatus>(
+                region,
+                "/v1/failover/status",
+                Duration::from_secs(2),
+            )
             .await;
         match answer {
             Ok(_) => return Ok(()),
-            Err(error) if Instant::now() > deadline => return Err(error).context("region did not come back"),
+            Err(error) if Instant::now() > deadline => {
+                return Err(error).context("region did not come back")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
@@ -261,7 +328,11 @@ async fn wait_healed(cluster: &Cluster, timeout: Duration, skip: Option<&str>) -
         let mut states = Vec::new();
         for region in cluster.regions().filter(|r| Some(*r) != skip) {
             match cluster
-                .get::<ledger_wire::failover::AuditSnapshot>(region, "/v1/failover/audit", Duration::from_secs(30))
+                .get::<ledger_wire::failover::AuditSnapshot>(
+                    region,
+                    "/v1/failover/audit",
+                    Duration::from_secs(30),
+                )
                 .await
             {
                 Ok(s) => states.push(s),
@@ -270,7 +341,10 @@ async fn wait_healed(cluster: &Cluster, timeout: Duration, skip: Option<&str>) -
         }
         let converged = states.windows(2).all(|w| {
             let key = |s: &ledger_wire::failover::AuditSnapshot| {
-                s.accounts.iter().map(|a| (a.id.clone(), (a.seq, a.balance.clone()))).collect::<BTreeMap<_, _>>()
+                s.accounts
+                    .iter()
+                    .map(|a| (a.id.clone(), (a.seq, a.balance.clone())))
+                    .collect::<BTreeMap<_, _>>()
             };
             key(&w[0]) == key(&w[1])
         }) && states.iter().all(|s| s.late_pending == 0)

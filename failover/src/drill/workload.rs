@@ -97,14 +97,41 @@ pub async fn open_accounts(
     let mut accounts = Vec::new();
     for (region, url) in nodes {
         for _ in 0..per_region {
-            let opened: Value = post(http, url, "/v1/accounts", &json!({"currency": "EUR", "home_region": region}), &uuid::Uuid::new_v4().to_string(), false)
-                .await
-                .and_then(|(status, body)| if status == 201 { Ok(body) } else { anyhow::bail!("open in {region}: {status} {body}") })?;
+            let opened: Value = post(
+                http,
+                url,
+                "/v1/accounts",
+                &json!({"currency": "EUR", "home_region": region}),
+                &uuid::Uuid::new_v4().to_string(),
+                false,
+            )
+            .await
+            .and_then(|(status, body)| {
+                if status == 201 {
+                    Ok(body)
+                } else {
+                    anyhow::bail!("open in {region}: {status} {body}")
+                }
+            })?;
             let id = opened["id"].as_str().unwrap_or_default().to_owned();
-            let account: AccountId = id.parse().map_err(|e| anyhow::anyhow!("account id {id}: {e}"))?;
-            let (status, body) = post(http, url, &format!("/v1/accounts/{id}/deposits"), &json!({"amount": "1000.00"}), &uuid::Uuid::new_v4().to_string(), false).await?;
+            let account: AccountId = id
+                .parse()
+                .map_err(|e| anyhow::anyhow!("account id {id}: {e}"))?;
+            let (status, body) = post(
+                http,
+                url,
+                &format!("/v1/accounts/{id}/deposits"),
+                &json!({"amount": "1000.00"}),
+                &uuid::Uuid::new_v4().to_string(),
+                false,
+            )
+            .await?;
             anyhow::ensure!(status == 201, "fund {id}: {status} {body}");
-            accounts.push(Account { id, slot: account.slot(), home: region.clone() });
+            accounts.push(Account {
+                id,
+                slot: account.slot(),
+                home: region.clone(),
+            });
         }
     }
     Ok(accounts)
@@ -155,7 +182,13 @@ pub fn start(
         records.clone(),
         stop.clone(),
     ));
-    Workload { clock, accounts, records, stop, task }
+    Workload {
+        clock,
+        accounts,
+        records,
+        stop,
+        task,
+    }
 }
 
 async fn run(
@@ -178,10 +211,17 @@ async fn run(
             () = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let Ok(permit) = slots.clone().acquire_owned().await else { break };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let (account, via, withdraw, cents) = {
             let mut rng = rand::rng();
-            let Some(account) = accounts.get(rng.random_range(0..accounts.len().max(1))).cloned() else { break };
+            let Some(account) = accounts
+                .get(rng.random_range(0..accounts.len().max(1)))
+                .cloned()
+            else {
+                break;
+            };
             let via = regions[rng.random_range(0..regions.len())].clone();
             (account, via, rng.random_bool(0.3), rng.random_range(1..500))
         };
@@ -229,7 +269,11 @@ impl Write {
         let path = format!(
             "/v1/accounts/{}/{}",
             self.account.id,
-            if self.kind == "deposit" { "deposits" } else { "withdrawals" }
+            if self.kind == "deposit" {
+                "deposits"
+            } else {
+                "withdrawals"
+            }
         );
         let body = json!({"amount": self.amount});
         loop {
@@ -241,7 +285,10 @@ impl Write {
                 Ok((status, body)) if *status == 201 => (*status, None, body["seq"].as_i64(), None),
                 Ok((status, body)) => (
                     *status,
-                    Some(body["type"].as_str().map_or_else(|| format!("http-{status}"), |t| t.rsplit('/').next().unwrap_or(t).to_owned())),
+                    Some(body["type"].as_str().map_or_else(
+                        || format!("http-{status}"),
+                        |t| t.rsplit('/').next().unwrap_or(t).to_owned(),
+                    )),
                     None,
                     None,
                 ),

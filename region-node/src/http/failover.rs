@@ -8,8 +8,8 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ledger_wire::failover::{
-    AcknowledgeRequest, AuditSnapshot, Digest, DrainReport, DrainRequest, LateEvent,
-    NodeStatus, ReleaseReport, ReleaseRequest, Scope,
+    AcknowledgeRequest, AuditSnapshot, Digest, DrainReport, DrainRequest, LateEvent, NodeStatus,
+    ReleaseReport, ReleaseRequest, Scope,
 };
 use ledger_wire::ProblemType;
 use serde::Deserialize;
@@ -56,7 +56,10 @@ async fn drain(
     if state.ownership.is_dynamic()
         && !state
             .ownership
-            .await_recorded(request.map_version, until.saturating_duration_since(Instant::now()))
+            .await_recorded(
+                request.map_version,
+                until.saturating_duration_since(Instant::now()),
+            )
             .await
     {
         return Err(timed_out("recording the lease without the drained scope"));
@@ -153,8 +156,7 @@ async fn late(
     QueryParams(params): QueryParams<LateParams>,
 ) -> Result<Json<Vec<LateEvent>>, ApiError> {
     let limit = params.limit.unwrap_or(100).clamp(1, 10_000);
-    let events =
-        failover::late_events(state.store.pool(), params.status.as_deref(), limit).await?;
+    let events = failover::late_events(state.store.pool(), params.status.as_deref(), limit).await?;
     Ok(Json(events))
 }
 

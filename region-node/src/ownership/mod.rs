@@ -245,11 +245,10 @@ impl Ownership {
 
     /// Called after a renewal's grant at `map_version` was recorded in the database.
     pub(crate) fn note_recorded(&self, map_version: u64) {
-        self.recorded
-            .send_modify(|(version, count)| {
-                *version = (*version).max(map_version);
-                *count += 1;
-            });
+        self.recorded.send_modify(|(version, count)| {
+            *version = (*version).max(map_version);
+            *count += 1;
+        });
     }
 
     /// Waits until a renewal granted at map version `min_version` or later is recorded
@@ -273,7 +272,9 @@ impl Ownership {
         let Ok(lease) = self.lease.read() else {
             return false;
         };
-        slots.iter().all(|&(slot, epoch)| lease.slot_usable(slot, epoch))
+        slots
+            .iter()
+            .all(|&(slot, epoch)| lease.slot_usable(slot, epoch))
             && accounts
                 .iter()
                 .all(|&(account, epoch)| lease.may_write(account, epoch, self.write_margin).is_ok())
