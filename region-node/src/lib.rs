@@ -122,17 +122,21 @@ pub async fn run(
             shutdown.clone(),
         ),
     );
-    supervisor.spawn(
-        "reconciler",
-        failover::reconciler(
-            pool.clone(),
-            config.region.clone(),
-            Duration::from_millis(config.reconcile_poll_ms),
-            outbox_written.clone(),
-            metrics,
-            shutdown.clone(),
-        ),
-    );
+    // Only with an ownership service does one region own an account; in static mode
+    // every node believes it owns every slot, so none may reconcile.
+    if ownership.is_dynamic() {
+        supervisor.spawn(
+            "reconciler",
+            failover::reconciler(
+                pool.clone(),
+                config.region.clone(),
+                Duration::from_millis(config.reconcile_poll_ms),
+                outbox_written.clone(),
+                metrics,
+                shutdown.clone(),
+            ),
+        );
+    }
     supervisor.spawn(
         "outbox-notify",
         outbox_notify::run(
