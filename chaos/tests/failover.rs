@@ -32,8 +32,20 @@ async fn start_load(
     per_region: usize,
     replicated: bool,
 ) -> anyhow::Result<Workload> {
-    let accounts =
-        workload::open_accounts(&reqwest::Client::new(), &nodes(regions), per_region).await?;
+    start_load_homed(regions, per_region, replicated, &[]).await
+}
+
+/// As [`start_load`], opening accounts only in regions not in `skip` (a deposed region
+/// owns no slot to open accounts in).
+async fn start_load_homed(
+    regions: &Regions,
+    per_region: usize,
+    replicated: bool,
+    skip: &[String],
+) -> anyhow::Result<Workload> {
+    let mut homes = nodes(regions);
+    homes.retain(|name, _| !skip.contains(name));
+    let accounts = workload::open_accounts(&reqwest::Client::new(), &homes, per_region).await?;
     let options = WorkloadOptions {
         rate_per_sec: 80,
         accounts_per_region: per_region,
@@ -383,7 +395,7 @@ async fn kill_promote_return(label: &str, replicated: bool) -> anyhow::Result<()
         println!("reconciliation replays: {replays}");
 
         // Failback with RPO 0 under writes.
-        let load = start_load(&regions, 2, false).await?;
+        let load = start_load_homed(&regions, 2, false, std::slice::from_ref(&victim)).await?;
         await_acks(&load, 20, |_| true).await?;
         let moves = eventually("failback once reconciled", WAIT, || async {
             failover::switchover::failback(&cluster, &victim, SwitchoverOptions::default())
