@@ -63,10 +63,24 @@ async fn await_acks(
 ) -> anyhow::Result<()> {
     let count = |attempts: Vec<Attempt>| attempts.iter().filter(|a| a.ok() && filter(a)).count();
     let target = count(load.attempts()) + more;
-    eventually("acknowledged writes", WAIT, || async {
+    let waited = eventually("acknowledged writes", WAIT, || async {
         (count(load.attempts()) >= target).then_some(())
     })
-    .await
+    .await;
+    if waited.is_err() {
+        let mut kinds: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let recent = load.elapsed_ms().saturating_sub(10_000);
+        for a in load
+            .attempts()
+            .iter()
+            .filter(|a| filter(a) && a.start_ms > recent)
+        {
+            let outcome = a.error.clone().unwrap_or_else(|| "ok".into());
+            *kinds.entry((a.via.clone(), outcome)).or_default() += 1;
+        }
+        println!("attempts of the last 10 s by (via, outcome): {kinds:?}");
+    }
+    waited
 }
 
 /// Waits until every region converged with nothing pending, then checks the invariants.
@@ -275,6 +289,20 @@ async fn kill_promote_return(label: &str, replicated: bool) -> anyhow::Result<()
         .map(|a| a.id.clone())
         .collect();
     await_acks(&load, 40, |_| true).await?;
+    // The accounts themselves reached every region (their opening is not the tail
+    // this test is about).
+    eventually("workload accounts replicated everywhere", WAIT, || async {
+        let snapshots = audit::snapshots(&cluster).await.ok()?;
+        snapshots
+            .iter()
+            .all(|s| {
+                homed
+                    .iter()
+                    .all(|id| s.accounts.iter().any(|a| &a.id == id))
+            })
+            .then_some(())
+    })
+    .await?;
     if !replicated {
         // Hold the victim's relay so that writes it acknowledges stay unpublished: the
         // kill then certainly loses a tail that must be reconciled.
@@ -433,13 +461,11 @@ fn load_elapsed_since(since_ms: u64, attempts: &[Attempt]) -> u64 {
 }
 
 #[tokio::test]
-#[ignore = "issue 6 in progress: after promote, writes to the dead region's accounts sometimes never succeed (under investigation)"]
 async fn kill_with_ack_local_then_promote_return_reconcile_and_failback() -> anyhow::Result<()> {
     kill_promote_return("kill-local", false).await
 }
 
 #[tokio::test]
-#[ignore = "issue 6 in progress: shares the kill path of the ack=local test"]
 async fn kill_with_ack_replicated_loses_no_acknowledged_write() -> anyhow::Result<()> {
     kill_promote_return("kill-replicated", true).await
 }
