@@ -244,15 +244,23 @@ async fn switchover_under_writes_loses_nothing_and_rehome_moves_one_account() ->
     );
     let client = regions.client(0);
     for (account, home) in [(mover, to.clone()), (neighbour, regions.name(2))] {
-        let (sample, body) = client
-            .post(
-                "deposit",
-                &format!("/v1/accounts/{account}/deposits"),
-                &serde_json::json!({"amount": "1.00"}),
-                None,
-                None,
-            )
-            .await?;
+        // A client retries a 503 (a region whose map has not caught up yet refuses a
+        // second forwarding hop) with the same key.
+        let key = uuid::Uuid::new_v4().to_string();
+        let (sample, body) = eventually("deposit answered 201", WAIT, || async {
+            let answer = client
+                .post(
+                    "deposit",
+                    &format!("/v1/accounts/{account}/deposits"),
+                    &serde_json::json!({"amount": "1.00"}),
+                    Some(&key),
+                    None,
+                )
+                .await
+                .ok()?;
+            (answer.0.status == 201).then_some(answer)
+        })
+        .await?;
         assert_eq!(sample.status, 201, "{body}");
         assert_eq!(
             sample.home.as_deref(),
