@@ -12,6 +12,10 @@ echo "[test] cargo fmt --check"
 cargo fmt --all -- --check
 echo "[test] cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# Real-process tests start every service binary (the failover tool included), not only
+# those of their own package.
+echo "[test] cargo build --bins"
+cargo build --locked --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
   echo "[test] cargo nextest"
   cargo nextest run --locked --workspace --profile ci

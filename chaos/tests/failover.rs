@@ -177,7 +177,7 @@ async fn switchover_under_writes_loses_nothing_and_rehome_moves_one_account() ->
     })
     .await?;
     let attempts = load.stop().await;
-    let acked = acknowledged(&attempts);
+    let acked = acknowledged(&attempts, false);
     let report = healed_invariants(&cluster, &acked).await?;
     // RPO 0: every acknowledged write is present as itself (no reconciliation replay).
     let snapshots = audit::snapshots(&cluster).await?;
@@ -327,7 +327,7 @@ async fn kill_promote_return(label: &str, replicated: bool) -> anyhow::Result<()
     }
     let kill_ms = load.elapsed_ms();
     regions.deployment.kill_region(&victim)?;
-    let acked_before: Vec<AckedWrite> = acknowledged(&load.attempts())
+    let acked_before: Vec<AckedWrite> = acknowledged(&load.attempts(), replicated)
         .into_iter()
         .filter(|w| homed.contains(&w.account))
         .collect();
@@ -390,7 +390,7 @@ async fn kill_promote_return(label: &str, replicated: bool) -> anyhow::Result<()
     let restarted_ms = load.elapsed_ms();
     await_acks(&load, 40, |a| a.start_ms > restarted_ms).await?;
     let attempts = load.stop().await;
-    let acked = acknowledged(&attempts);
+    let acked = acknowledged(&attempts, replicated);
     let report = healed_invariants(&cluster, &acked).await?;
     println!("{report:#?}");
     // Deposed: the returned region committed nothing of its own after it came back.
@@ -453,7 +453,7 @@ async fn kill_promote_return(label: &str, replicated: bool) -> anyhow::Result<()
         );
         await_acks(&load, 20, |_| true).await?;
         let attempts = load.stop().await;
-        healed_invariants(&cluster, &acknowledged(&attempts)).await?;
+        healed_invariants(&cluster, &acknowledged(&attempts, false)).await?;
     }
     Ok(())
 }

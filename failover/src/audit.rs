@@ -346,3 +346,125 @@ pub fn txn_of_key(key: &str) -> Uuid {
     let digest: [u8; 16] = md5::Md5::digest(format!("ledger-txn:{key}").as_bytes()).into();
     Uuid::from_bytes(digest)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ledger_wire::failover::{AuditAccount, AuditTotal};
+    use ledger_wire::ownership::{ChangeKind, Move};
+
+    use super::*;
+
+    const ACCOUNT: &str = "ac_0001_000000000001";
+
+    fn snapshot(
+        region: &str,
+        origin: &str,
+        epoch: i64,
+        balance: &str,
+        external: &str,
+    ) -> AuditSnapshot {
+        let txn = Uuid::from_u128(7);
+        AuditSnapshot {
+            region: region.into(),
+            accounts: vec![AuditAccount {
+                id: ACCOUNT.into(),
+                seq: 1,
+                epoch,
+                balance: balance.into(),
+                flagged: false,
+            }],
+            entries: vec![AuditEntry {
+                account: ACCOUNT.into(),
+                seq: 1,
+                epoch,
+                origin: origin.into(),
+                event_id: Some(Uuid::from_u128(1)),
+                txn_id: txn,
+                kind: "deposit".into(),
+                reconciles: None,
+            }],
+            totals: BTreeMap::from([(
+                "EUR".to_owned(),
+                AuditTotal {
+                    balances: balance.into(),
+                    external_net: external.into(),
+                },
+            )]),
+            late_pending: 0,
+        }
+    }
+
+    fn history() -> Vec<ChangeRecord> {
+        vec![ChangeRecord {
+            version: 1,
+            epoch: 1,
+            at_ms: 0,
+            actor: "test".into(),
+            reason: String::new(),
+            kind: ChangeKind::Init {
+                slot_count: 4,
+                lease_ttl_ms: 2000,
+            },
+            moves: vec![Move {
+                target: Target::Slots { first: 0, last: 3 },
+                from: None,
+                to: "eu-west".into(),
+                epoch: 1,
+                frozen: false,
+            }],
+            regions: Vec::new(),
+        }]
+    }
+
+    #[test]
+    fn agreeing_regions_pass_every_check() {
+        let snapshots = [
+            snapshot("eu-west", "eu-west", 1, "5.00", "5.00"),
+            snapshot("us-east", "eu-west", 1, "5.00", "5.00"),
+        ];
+        let acked = [AckedWrite {
+            account: ACCOUNT.into(),
+            txn_id: Uuid::from_u128(7),
+            seq: 1,
+            replicated: true,
+        }];
+        let report = check_invariants(&snapshots, &history(), &acked);
+        assert!(report.ok(), "{report:#?}");
+    }
+
+    #[test]
+    fn each_broken_invariant_is_named() {
+        // us-east committed at an epoch it never held, with money from nowhere.
+        let snapshots = [
+            snapshot("eu-west", "eu-west", 1, "5.00", "5.00"),
+            snapshot("us-east", "us-east", 1, "6.00", "5.00"),
+        ];
+        let acked = [AckedWrite {
+            account: ACCOUNT.into(),
+            txn_id: Uuid::from_u128(8),
+            seq: 1,
+            replicated: false,
+        }];
+        let report = check_invariants(&snapshots, &history(), &acked);
+        assert_eq!(
+            report.failed(),
+            [
+                "single writer",
+                "no acknowledged write lost",
+                "money conserved",
+                "convergence"
+            ]
+        );
+    }
+
+    #[test]
+    fn txn_ids_follow_the_database_rule() {
+        // PostgreSQL: SELECT md5('ledger-txn:k1')::uuid
+        assert_eq!(
+            txn_of_key("k1").to_string(),
+            "daa5a1ce-6b18-0fee-3dad-e6e0ab323ad8"
+        );
+    }
+}

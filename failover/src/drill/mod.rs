@@ -200,7 +200,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
     }
     let snapshots = audit::snapshots(&cluster).await?;
     let history = crate::audit::history(&cluster).await?;
-    let acked = acknowledged(&attempts);
+    let acked = acknowledged(&attempts, options.workload.ack_replicated);
     let invariants = audit::check_invariants(&snapshots, &history, &acked);
     let killed = match &options.scenario {
         Scenario::KillPromoteReturn { region, .. } => Some(region.as_str()),
@@ -235,8 +235,9 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
     Ok(report)
 }
 
-/// The writes answered 201, one per Idempotency-Key.
-pub fn acknowledged(attempts: &[Attempt]) -> Vec<AckedWrite> {
+/// The writes answered 201, one per Idempotency-Key; `replicated`: sent with
+/// `ack: replicated`.
+pub fn acknowledged(attempts: &[Attempt], replicated: bool) -> Vec<AckedWrite> {
     let mut seen = HashSet::new();
     attempts
         .iter()
@@ -245,7 +246,7 @@ pub fn acknowledged(attempts: &[Attempt]) -> Vec<AckedWrite> {
             account: a.account.clone(),
             txn_id: audit::txn_of_key(&a.key),
             seq: a.seq.unwrap_or_default(),
-            replicated: false,
+            replicated,
         })
         .collect()
 }
@@ -268,7 +269,7 @@ async fn not_in_survivors(
         .filter(|a| a.end_ms <= kill_ms && homed.contains(a.account.as_str()))
         .cloned()
         .collect();
-    let acked = acknowledged(&before);
+    let acked = acknowledged(&before, false);
     let mut held: Vec<HashSet<uuid::Uuid>> = Vec::new();
     for survivor in cluster.regions().filter(|r| *r != region) {
         let snapshot: ledger_wire::failover::AuditSnapshot = cluster

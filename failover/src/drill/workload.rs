@@ -43,7 +43,6 @@ pub struct Attempt {
     /// Problem type, or "unreachable".
     pub error: Option<String>,
     pub seq: Option<i64>,
-    pub home: Option<String>,
 }
 
 impl Attempt {
@@ -281,8 +280,8 @@ impl Write {
             let base = self.nodes.get(&via).cloned().unwrap_or_default();
             let answer = post(&self.http, &base, &path, &body, &self.key, self.replicated).await;
             let end = self.clock.elapsed();
-            let (status, error, seq, home) = match &answer {
-                Ok((status, body)) if *status == 201 => (*status, None, body["seq"].as_i64(), None),
+            let (status, error, seq) = match &answer {
+                Ok((status, body)) if *status == 201 => (*status, None, body["seq"].as_i64()),
                 Ok((status, body)) => (
                     *status,
                     Some(body["type"].as_str().map_or_else(
@@ -290,9 +289,8 @@ impl Write {
                         |t| t.rsplit('/').next().unwrap_or(t).to_owned(),
                     )),
                     None,
-                    None,
                 ),
-                Err(_) => (0, Some("unreachable".to_owned()), None, None),
+                Err(_) => (0, Some("unreachable".to_owned()), None),
             };
             let attempt = Attempt {
                 start_ms: ms(start),
@@ -305,7 +303,6 @@ impl Write {
                 status,
                 error,
                 seq,
-                home,
             };
             if let Ok(mut records) = self.records.lock() {
                 records.push(attempt);
