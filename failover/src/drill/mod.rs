@@ -109,9 +109,12 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
         "opening {} accounts per region",
         options.workload.accounts_per_region
     );
+    // Accounts open where they may: regions that own slots now.
+    let counts = map.slot_counts();
+    let mut homes = targets.nodes.clone();
+    homes.retain(|region, _| counts.get(region.as_str()).copied().unwrap_or(0) > 0);
     let accounts =
-        workload::open_accounts(&http, &targets.nodes, options.workload.accounts_per_region)
-            .await?;
+        workload::open_accounts(&http, &homes, options.workload.accounts_per_region).await?;
     let load = workload::start(
         targets.nodes.clone(),
         accounts.clone(),

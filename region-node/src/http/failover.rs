@@ -25,6 +25,9 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How often a release re-checks that the lease made the gain usable.
 const RELEASE_POLL: Duration = Duration::from_millis(5);
 
+/// Request bodies here name up to every slot of the deployment.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/failover/drain", post(drain))
@@ -34,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/failover/audit", get(audit))
         .route("/v1/failover/late", get(late))
         .route("/v1/failover/late/{event_id}/ack", post(acknowledge))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
 }
 
 fn timed_out(step: &str) -> ApiError {

@@ -20,6 +20,9 @@ use super::AppState;
 use crate::peers::{Credentials, ReplicaAnswer};
 use crate::replica_reads::EventRef;
 
+/// Internal routes of the failover tool (path as seen inside the `/internal` nest).
+const FAILOVER_PREFIX: &str = "/v1/failover/";
+
 /// Longest a caller may make this region wait for an event.
 const MAX_REPLICA_WAIT: Duration = Duration::from_secs(30);
 
@@ -45,7 +48,13 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
         }
     };
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, state.settings.max_body_bytes).await else {
+    // A switchover names thousands of slots; everything else is a small ledger request.
+    let limit = if parts.uri.path().contains(FAILOVER_PREFIX) {
+        super::failover::BODY_LIMIT
+    } else {
+        state.settings.max_body_bytes
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return ApiError::new(ProblemType::PayloadTooLarge, "request body is too large")
             .into_response();
     };
