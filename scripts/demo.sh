@@ -112,4 +112,19 @@ curl -s "$API/metrics" | grep -E '^ledger_writes_total' || true
 bold "Traffic from clients near each region, then ap-south is killed"
 "$BIN/ledger-local" traffic --seconds "${DEMO_SECONDS:-10}" --rate 20
 
+FAILOVER=("$BIN/failover" --deployment "$LEDGER_LOCAL_DIR")
+bold "Failover: promote ap-south's slots to the survivors once its lease has run out"
+"${FAILOVER[@]}" promote --region ap-south --wait-s 30
+"${FAILOVER[@]}" status
+
+bold "ap-south comes back deposed: it publishes its unpublished tail, the new homes reconcile it"
+"$BIN/ledger-local" restart ap-south
+bold "Failback: a switchover back once ap-south is healthy and reconciled (RPO 0)"
+"${FAILOVER[@]}" failback --region ap-south --wait-s 60
+"${FAILOVER[@]}" reconcile
+
+bold "A drill: planned switchover of eu-west to us-east under load, with a report"
+"${FAILOVER[@]}" drill --scenario switchover --region eu-west --to us-east --rate 50 \
+  --warmup-s 2 --observe-s 2 --report-dir "$LEDGER_LOCAL_DIR/drill"
+
 bold "Done: alice holds 40.00 (100.00 - 30.25 - 19.75 - 10.00) before the traffic; stopping the deployment"

@@ -98,6 +98,9 @@ enum Command {
         /// Bound on applying what survivors can still read of the dead region's topic.
         #[arg(long, default_value_t = 3_000)]
         apply_timeout_ms: u64,
+        /// Keep retrying for this long while the region's lease is still live.
+        #[arg(long, default_value_t = 0)]
+        wait_s: u64,
     },
     /// List late events and their reconciliation; acknowledge flagged ones.
     Reconcile {
@@ -122,6 +125,9 @@ enum Command {
         region: String,
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
+        /// Keep retrying for this long while the region is not yet healthy and reconciled.
+        #[arg(long, default_value_t = 0)]
+        wait_s: u64,
     },
     /// Check the invariants on every region now.
     Audit,
@@ -215,6 +221,32 @@ fn print_moves(moves: &[MoveReport]) {
     }
 }
 
+/// Runs `operation` until it is not refused (a live lease, a region not yet
+/// reconciled), for at most `wait_s` seconds, saying what it waits for.
+async fn retry_refused<T, F, Fut>(
+    wait_s: u64,
+    mut operation: F,
+) -> Result<T, failover::FailoverError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, failover::FailoverError>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(wait_s);
+    let mut said = String::new();
+    loop {
+        match operation().await {
+            Err(failover::FailoverError::Refused(why)) if std::time::Instant::now() < deadline => {
+                if why != said {
+                    eprintln!("waiting: {why}");
+                    said = why;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn local_hook(cli: &Cli, verb: &str) -> Option<String> {
     let dir = cli.deployment.as_ref()?;
     let exe = std::env::current_exe().ok()?;
@@ -280,6 +312,7 @@ async fn main() -> anyhow::Result<()> {
             auto,
             detect_after_ms,
             apply_timeout_ms,
+            wait_s,
         } => {
             let apply_timeout = Duration::from_millis(*apply_timeout_ms);
             if *auto {
@@ -298,14 +331,13 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             } else {
                 let region = region.as_deref().context("--region")?;
-                let report = failover::promote::promote(
-                    &cluster,
-                    region,
-                    PromoteOptions {
-                        force: *force,
-                        apply_timeout,
-                    },
-                )
+                let options = PromoteOptions {
+                    force: *force,
+                    apply_timeout,
+                };
+                let report = retry_refused(*wait_s, || {
+                    failover::promote::promote(&cluster, region, options)
+                })
                 .await?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
@@ -381,11 +413,19 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Failback { region, timeout_ms } => {
+        Command::Failback {
+            region,
+            timeout_ms,
+            wait_s,
+        } => {
             let options = SwitchoverOptions {
                 timeout: Duration::from_millis(*timeout_ms),
             };
-            print_moves(&failover::switchover::failback(&cluster, region, options).await?);
+            let moves = retry_refused(*wait_s, || {
+                failover::switchover::failback(&cluster, region, options)
+            })
+            .await?;
+            print_moves(&moves);
         }
         Command::Audit => {
             let snapshots = audit::snapshots(&cluster).await?;
