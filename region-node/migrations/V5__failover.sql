@@ -95,18 +95,34 @@ BEGIN
     RETURN result;
 END $$;
 
--- A late event already reconciled by some region is recorded as such on arrival.
+-- The owners' decisions on late events, as announced (LateEventSettled): a decision can
+-- reach a region before the late event itself does (they travel on different topics).
+CREATE TABLE ledger.settled_late (
+    event_id       uuid PRIMARY KEY,
+    status         text NOT NULL,
+    detail         text,
+    resolved_by    text NOT NULL,
+    reconciled_seq bigint,
+    settled_at     timestamptz NOT NULL
+);
+
+-- A late event some region already settled is recorded as such on arrival.
 CREATE OR REPLACE FUNCTION ledger.store_late(ev jsonb, p_reason text) RETURNS void
 LANGUAGE sql AS $$
     INSERT INTO ledger.late_events (event_id, account_id, seq, epoch, origin_region,
                                     event_type, reason, event, received_at, status,
-                                    resolved_at)
+                                    detail, resolved_at, resolved_by, reconciled_seq)
     SELECT (ev->>'id')::uuid, (ev->>'account')::bigint, (ev->>'seq')::bigint,
            (ev->>'epoch')::bigint, ev->>'origin', ev->>'type', p_reason, ev->'event',
-           clock_timestamp(), CASE WHEN done THEN 'replayed_elsewhere' ELSE 'pending' END,
-           CASE WHEN done THEN clock_timestamp() END
+           clock_timestamp(),
+           CASE WHEN s.status = 'duplicate' THEN 'duplicate'
+                WHEN s.status IS NOT NULL OR replayed THEN 'replayed_elsewhere'
+                ELSE 'pending' END,
+           s.detail, CASE WHEN s.status IS NOT NULL OR replayed THEN clock_timestamp() END,
+           s.resolved_by, s.reconciled_seq
     FROM (SELECT EXISTS (SELECT 1 FROM ledger.entries
-                         WHERE reconciles = (ev->>'id')::uuid) AS done) d
+                         WHERE reconciles = (ev->>'id')::uuid) AS replayed) r
+    LEFT JOIN ledger.settled_late s ON s.event_id = (ev->>'id')::uuid
     ON CONFLICT (event_id) DO NOTHING
 $$;
 
@@ -122,6 +138,12 @@ BEGIN
         PERFORM pg_notify('ledger_saga', '');
         outcome := 'applied';
     ELSIF ev->>'type' = 'LateEventSettled' THEN
+        INSERT INTO ledger.settled_late (event_id, status, detail, resolved_by,
+                                         reconciled_seq, settled_at)
+        VALUES ((ev->'data'->>'late_event')::uuid, ev->'data'->>'status',
+                ev->'data'->>'detail', ev->>'origin',
+                (ev->'data'->>'reconciled_seq')::bigint, clock_timestamp())
+        ON CONFLICT (event_id) DO NOTHING;
         UPDATE ledger.late_events
         SET status = CASE ev->'data'->>'status' WHEN 'duplicate' THEN 'duplicate'
                                                 ELSE 'replayed_elsewhere' END,

@@ -137,6 +137,13 @@ pub struct Entry {
     pub origin_region: String,
     #[serde(with = "crate::timestamp")]
     pub created_at: DateTime<Utc>,
+    /// Reconciliation entries only: the late event (an acknowledged write of a deposed
+    /// home) this entry replays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciles: Option<Uuid>,
+    /// Reconciliation entries only: replayed into an overdraft, flagged for review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
