@@ -15,6 +15,7 @@ use failover::drill::workload::{self, Attempt, Workload, WorkloadOptions};
 use failover::promote::PromoteOptions;
 use failover::switchover::SwitchoverOptions;
 use failover::{Cluster, FailoverError, Targets};
+use ledger_wire::ownership::RegionStatus;
 use ledger_wire::AccountId;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -367,8 +368,35 @@ async fn kill_promote_return(label: &str, replicated: bool) -> anyhow::Result<()
         );
     }
 
-    let promoted = promote_after_lease(&cluster, &victim).await?;
-    println!("promote: {promoted:?}");
+    if replicated {
+        // The automatic mode: it promotes once the lease has been expired for 500 ms.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let auto = failover::promote::auto(
+            &cluster,
+            Duration::from_millis(500),
+            Duration::from_secs(3),
+            stop.clone(),
+        );
+        let watch = async {
+            let seen = eventually("automatic promote", WAIT, || async {
+                let map = cluster.map().await.ok()?;
+                map.regions
+                    .iter()
+                    .any(|r| r.name == victim && r.status == RegionStatus::Down)
+                    .then_some(())
+            })
+            .await;
+            stop.cancel();
+            seen
+        };
+        let (automatic, seen) = tokio::join!(auto, watch);
+        automatic?;
+        seen?;
+        println!("promoted automatically");
+    } else {
+        let promoted = promote_after_lease(&cluster, &victim).await?;
+        println!("promote: {promoted:?}");
+    }
     await_acks(&load, 20, |a| {
         homed.contains(&a.account) && a.start_ms > kill_ms
     })
