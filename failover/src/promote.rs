@@ -34,6 +34,9 @@ pub struct PromoteReport {
     /// topic before the move, and the events it still lagged by.
     pub applied_before_move: BTreeMap<String, (bool, Option<i64>)>,
     pub apply_wait_ms: u64,
+    /// Per survivor: what it took from the other survivors' copies of the dead
+    /// region's recent events (outcome -> count).
+    pub exchanged: BTreeMap<String, BTreeMap<String, i64>>,
     pub epoch: u64,
     /// Slots each survivor received.
     pub slots_to: BTreeMap<String, usize>,
@@ -77,6 +80,7 @@ pub async fn promote(
     let apply_started = Instant::now();
     let applied_before_move =
         await_applied(cluster, region, &survivors, options.apply_timeout).await;
+    let exchanged = exchange(cluster, region, &survivors).await?;
     let apply_wait_ms = u64::try_from(apply_started.elapsed().as_millis()).unwrap_or(u64::MAX);
 
     let reason = format!(
@@ -112,11 +116,65 @@ pub async fn promote(
         forced: options.force,
         applied_before_move,
         apply_wait_ms,
+        exchanged,
         epoch,
         slots_to,
         accounts_moved,
         fence_ms,
     })
+}
+
+/// How far back survivors exchange the dead region's events: anything older reached
+/// every survivor long ago, unless one lagged by more than this.
+const EXCHANGE_WINDOW_S: u64 = 300;
+
+/// Gives every survivor what the others hold of `dead`'s recent events: an
+/// `ack: replicated` write needs a copy in only one other region, and the new owner of
+/// its account may be another one, while `dead`'s own topic is gone with it.
+async fn exchange(
+    cluster: &Cluster,
+    dead: &str,
+    survivors: &[String],
+) -> Result<BTreeMap<String, BTreeMap<String, i64>>, FailoverError> {
+    let request = serde_json::json!({"origin": dead, "since_s": EXCHANGE_WINDOW_S});
+    let mut exported = Vec::new();
+    for survivor in survivors {
+        let events: serde_json::Value = cluster
+            .post(
+                survivor,
+                "/v1/failover/export",
+                &request,
+                Duration::from_secs(30),
+            )
+            .await?;
+        exported.push((survivor.clone(), events));
+    }
+    let mut outcomes = BTreeMap::new();
+    for importer in survivors {
+        let mut total: BTreeMap<String, i64> = BTreeMap::new();
+        for (exporter, events) in &exported {
+            if exporter == importer || events.as_array().is_none_or(Vec::is_empty) {
+                continue;
+            }
+            let counts: BTreeMap<String, i64> = cluster
+                .post(
+                    importer,
+                    "/v1/failover/import",
+                    events,
+                    Duration::from_secs(60),
+                )
+                .await?;
+            for (outcome, count) in counts {
+                *total.entry(outcome).or_default() += count;
+            }
+        }
+        outcomes.insert(importer.clone(), total);
+    }
+    tracing::info!(
+        ?outcomes,
+        "survivors exchanged the dead region's recent events"
+    );
+    Ok(outcomes)
 }
 
 /// Waits (bounded) until every survivor reports no lag on `dead`'s topic.

@@ -341,6 +341,42 @@ pub async fn audit(pool: &Pool, region: &str) -> Result<AuditSnapshot, StoreErro
     })
 }
 
+/// What this region holds of `origin`'s events applied in the last `since` (or
+/// waiting for a gap), as a JSON array in the appliers' form.
+pub async fn export_events(
+    pool: &Pool,
+    origin: &str,
+    since: Duration,
+) -> Result<serde_json::Value, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT ledger.export_events($1, make_interval(secs => $2))",
+            &[&origin, &since.as_secs_f64()],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// Applies events another region exported, by the usual rules (duplicates skip, gaps
+/// wait, late events are kept); returns the count per outcome.
+pub async fn import_events(
+    pool: &Pool,
+    events: &serde_json::Value,
+) -> Result<BTreeMap<String, i64>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT outcome, count(*) FROM ledger.apply_events($1) GROUP BY outcome",
+            &[events],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()?)
+}
+
 /// Replays late events of accounts this region owns now, every `poll`.
 pub async fn reconciler(
     pool: Pool,

@@ -25,8 +25,9 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How often a release re-checks that the lease made the gain usable.
 const RELEASE_POLL: Duration = Duration::from_millis(5);
 
-/// Request bodies here name up to every slot of the deployment.
-pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Request bodies here name up to every slot of the deployment, or carry the events
+/// survivors exchange before a promote.
+pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -34,6 +35,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/failover/digest", post(digest))
         .route("/v1/failover/release", post(release))
         .route("/v1/failover/status", get(status))
+        .route("/v1/failover/export", post(export))
+        .route("/v1/failover/import", post(import))
         .route("/v1/failover/audit", get(audit))
         .route("/v1/failover/late", get(late))
         .route("/v1/failover/late/{event_id}/ack", post(acknowledge))
@@ -128,6 +131,30 @@ async fn release(
         usable,
         took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }))
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportRequest {
+    origin: String,
+    since_s: u64,
+}
+
+async fn export(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<ExportRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let since = Duration::from_secs(request.since_s);
+    let events = failover::export_events(state.store.pool(), &request.origin, since).await?;
+    Ok(Json(events))
+}
+
+async fn import(
+    State(state): State<AppState>,
+    JsonBody(events): JsonBody<serde_json::Value>,
+) -> Result<Json<std::collections::BTreeMap<String, i64>>, ApiError> {
+    let outcomes = failover::import_events(state.store.pool(), &events).await?;
+    tracing::info!(?outcomes, "imported events another survivor held");
+    Ok(Json(outcomes))
 }
 
 async fn status(State(state): State<AppState>) -> Result<Json<NodeStatus>, ApiError> {
