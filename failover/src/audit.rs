@@ -256,7 +256,7 @@ fn money_conserved(snapshots: &[AuditSnapshot]) -> Check {
 
 /// 4. Every region holds the same accounts at the same seq, epoch and balance, and no
 ///    late event still awaits reconciliation.
-fn converged(snapshots: &[AuditSnapshot]) -> Check {
+pub fn converged(snapshots: &[AuditSnapshot]) -> Check {
     let mut problems = Vec::new();
     let Some(first) = snapshots.first() else {
         return check(

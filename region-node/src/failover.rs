@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
+use crate::passes::Passes;
 use crate::store::StoreError;
 use crate::NodeError;
 
@@ -386,22 +387,16 @@ pub async fn reconciler(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
-    while !shutdown.is_cancelled() {
-        match reconcile_pass(&pool, &region, &metrics).await {
-            Ok(done) if done > 0 => {
-                outbox_written.notify_one();
-                if done >= RECONCILE_LIMIT as usize {
-                    continue;
-                }
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "reconciliation pass failed; retrying"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(poll) => {}
-        }
-    }
+    let passes = Passes {
+        what: "reconciliation",
+        limit: RECONCILE_LIMIT as usize,
+        poll,
+        woken: std::sync::Arc::new(tokio::sync::Notify::new()),
+        outbox_written,
+    };
+    passes
+        .run(&shutdown, || reconcile_pass(&pool, &region, &metrics))
+        .await;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbox_notify;
 pub mod ownership;
+pub mod passes;
 pub mod peers;
 pub mod replica_reads;
 pub mod saga;

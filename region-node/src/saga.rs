@@ -15,6 +15,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::passes::Passes;
 use crate::NodeError;
 
 /// Transfers looked at per pass; a full pass runs again at once.
@@ -31,23 +32,16 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let woken = Arc::new(Notify::new());
     let listener = tokio::spawn(listen(database_url, woken.clone(), shutdown.clone()));
-    while !shutdown.is_cancelled() {
-        match pass(&pool, &region, &metrics).await {
-            Ok(steps) if steps > 0 => {
-                outbox_written.notify_one();
-                if steps >= PASS_LIMIT as usize {
-                    continue;
-                }
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "transfer saga pass failed; retrying"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = woken.notified() => {}
-            () = tokio::time::sleep(poll) => {}
-        }
-    }
+    let passes = Passes {
+        what: "transfer saga",
+        limit: PASS_LIMIT as usize,
+        poll,
+        woken,
+        outbox_written,
+    };
+    passes
+        .run(&shutdown, || pass(&pool, &region, &metrics))
+        .await;
     listener.abort();
     Ok(())
 }

@@ -8,7 +8,7 @@ pub mod figures;
 pub mod report;
 pub mod workload;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -192,7 +192,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
         attempts.len()
     ));
 
-    let healed = wait_healed(&cluster, options.heal_timeout, None).await;
+    let healed = wait_healed(&cluster, options.heal_timeout).await;
     timeline.mark(if healed {
         "all regions converged"
     } else {
@@ -324,37 +324,15 @@ async fn wait_answers(cluster: &Cluster, region: &str, timeout: Duration) -> any
     }
 }
 
-/// Waits until every answering region holds the same accounts and no late event is
-/// pending; `false` when `timeout` passed first.
-async fn wait_healed(cluster: &Cluster, timeout: Duration, skip: Option<&str>) -> bool {
+/// Waits until every region answers, holds the same accounts, and no late event is
+/// pending (the convergence invariant); `false` when `timeout` passed first.
+async fn wait_healed(cluster: &Cluster, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        let mut states = Vec::new();
-        for region in cluster.regions().filter(|r| Some(*r) != skip) {
-            match cluster
-                .get::<ledger_wire::failover::AuditSnapshot>(
-                    region,
-                    "/v1/failover/audit",
-                    Duration::from_secs(30),
-                )
-                .await
-            {
-                Ok(s) => states.push(s),
-                Err(_) => break,
+        if let Ok(snapshots) = audit::snapshots(cluster).await {
+            if audit::converged(&snapshots).ok {
+                return true;
             }
-        }
-        let converged = states.windows(2).all(|w| {
-            let key = |s: &ledger_wire::failover::AuditSnapshot| {
-                s.accounts
-                    .iter()
-                    .map(|a| (a.id.clone(), (a.seq, a.balance.clone())))
-                    .collect::<BTreeMap<_, _>>()
-            };
-            key(&w[0]) == key(&w[1])
-        }) && states.iter().all(|s| s.late_pending == 0)
-            && states.len() == cluster.regions().filter(|r| Some(*r) != skip).count();
-        if converged {
-            return true;
         }
         if Instant::now() > deadline {
             return false;
