@@ -52,6 +52,7 @@ async fn start_load_homed(
         accounts_per_region: per_region,
         ack_replicated: replicated,
         concurrency: 32,
+        transfers: false,
     };
     Ok(workload::start(nodes(regions), accounts, options))
 }
@@ -96,7 +97,7 @@ async fn healed_invariants(
         Duration::from_secs(120),
         || async {
             let snapshots = audit::snapshots(cluster).await.ok()?;
-            let report = audit::check_invariants(&snapshots, &history, acked);
+            let report = audit::check_invariants(&snapshots, &history, acked, &Default::default());
             if report.ok() {
                 return Some(report);
             }

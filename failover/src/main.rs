@@ -102,7 +102,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         wait_s: u64,
     },
-    /// List late events and their reconciliation; acknowledge flagged ones.
+    /// List late events and their reconciliation; acknowledge flagged ones; push
+    /// pending ones to their account's owner.
     Reconcile {
         /// Only this status (pending, replayed, flagged, duplicate, acknowledged, replayed_elsewhere).
         #[arg(long)]
@@ -118,6 +119,11 @@ enum Command {
         note: String,
         #[arg(long)]
         json: bool,
+        /// First make every region (or --region) hand its pending late events of
+        /// accounts it does not own to their owner now (the nodes also do this on their
+        /// own after a few seconds).
+        #[arg(long)]
+        push: bool,
     },
     /// Switch back to a region what its last promote moved away, once it is healthy and reconciled.
     Failback {
@@ -140,15 +146,30 @@ enum ScenarioName {
     Switchover,
     KillPromoteReturn,
     Rehome,
+    /// Kill, promote, restart and failback, `--cycles` times, regions in turn.
+    KillCycles,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum WorkloadName {
+    /// Deposits and withdrawals.
+    Deposits,
+    /// Only transfers between random pairs of accounts (the bank workload).
+    Transfers,
 }
 
 #[derive(Debug, clap::Args)]
 struct DrillArgs {
     #[arg(long, value_enum)]
     scenario: ScenarioName,
-    /// The region the scenario acts on.
+    /// The region the scenario acts on (kill-cycles: a comma-separated list, taken in turn).
     #[arg(long)]
     region: String,
+    /// How many kill cycles (kill-cycles).
+    #[arg(long, default_value_t = 2)]
+    cycles: u32,
+    #[arg(long, value_enum, default_value = "deposits")]
+    workload: WorkloadName,
     /// Where switchover and rehome move to.
     #[arg(long)]
     to: Option<String>,
@@ -349,6 +370,7 @@ async fn main() -> anyhow::Result<()> {
             by,
             note,
             json,
+            push,
         } => {
             if let (Some(event), Some(region), Some(by)) = (ack, region, by) {
                 let request = AcknowledgeRequest {
@@ -374,6 +396,28 @@ async fn main() -> anyhow::Result<()> {
                 Some(r) => vec![r.clone()],
                 None => cluster.regions().map(str::to_owned).collect(),
             };
+            if *push {
+                for r in &regions {
+                    let pushed: ledger_wire::failover::LatePush = cluster
+                        .post(
+                            r,
+                            "/v1/failover/late/push",
+                            &serde_json::json!({}),
+                            Duration::from_secs(30),
+                        )
+                        .await?;
+                    println!(
+                        "{r}: handed to owners {:?}, {} already decided there{}",
+                        pushed.handed_off,
+                        pushed.already_decided,
+                        if pushed.failed.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; FAILED: {}", pushed.failed.join("; "))
+                        }
+                    );
+                }
+            }
             for r in regions {
                 let events: Vec<LateEvent> = cluster
                     .get(
@@ -430,7 +474,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Audit => {
             let snapshots = audit::snapshots(&cluster).await?;
             let history = audit::history(&cluster).await?;
-            let report = audit::check_invariants(&snapshots, &history, &[]);
+            let report = audit::check_invariants(&snapshots, &history, &[], &Default::default());
             for check in &report.checks {
                 println!(
                     "[{}] {}: {}",
@@ -461,6 +505,11 @@ async fn main() -> anyhow::Result<()> {
                     region: args.region.clone(),
                     down_for_ms: args.down_for_s * 1000,
                 },
+                ScenarioName::KillCycles => Scenario::KillCycles {
+                    regions: args.region.split(',').map(str::to_owned).collect(),
+                    cycles: args.cycles,
+                    down_for_ms: args.down_for_s * 1000,
+                },
             };
             let options = DrillOptions {
                 scenario,
@@ -469,6 +518,7 @@ async fn main() -> anyhow::Result<()> {
                     accounts_per_region: args.accounts_per_region,
                     ack_replicated: args.ack_replicated,
                     concurrency: 64,
+                    transfers: matches!(args.workload, WorkloadName::Transfers),
                 },
                 warmup: Duration::from_secs(args.warmup_s),
                 observe: Duration::from_secs(args.observe_s),

@@ -215,6 +215,23 @@ pub fn render(report: &StatusReport) -> String {
         "\nlate events awaiting reconciliation: {}",
         report.late_pending
     );
+    let _ = writeln!(
+        out,
+        "money in flight (debited, not yet credited or refunded):"
+    );
+    for r in &report.regions {
+        let Some(node) = &r.node else { continue };
+        if node.money_in_flight.is_empty() {
+            let _ = writeln!(out, "  {:<10} none", r.name);
+        }
+        for f in &node.money_in_flight {
+            let _ = writeln!(
+                out,
+                "  {:<10} {} {} in {} transfers, oldest {:.1} s",
+                r.name, f.amount, f.currency, f.transfers, f.oldest_seconds
+            );
+        }
+    }
     out
 }
 

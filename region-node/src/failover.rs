@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use ledger_wire::failover::{
-    AuditAccount, AuditEntry, AuditSnapshot, AuditTotal, Digest, LateEvent, NodeStatus,
-    ReplicationLag, Scope,
+    AuditAccount, AuditEntry, AuditSnapshot, AuditTotal, AuditTransfer, Digest, LateEvent,
+    MoneyInFlight, NodeStatus, ReplicationLag, Scope,
 };
 use ledger_wire::AccountId;
 use rust_decimal::Decimal;
@@ -173,6 +173,7 @@ pub async fn status(
         .iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect::<Result<BTreeMap<String, i64>, tokio_postgres::Error>>()?;
+    let money_in_flight = money_in_flight(&client).await?;
     Ok(NodeStatus {
         region: region.to_owned(),
         map_version,
@@ -182,7 +183,32 @@ pub async fn status(
         oldest_unpublished_ms: outbox.try_get(1)?,
         replication,
         late_events,
+        money_in_flight,
     })
+}
+
+/// Transfers debited in this region's ledger and not yet credited or refunded.
+pub async fn money_in_flight(
+    client: &deadpool_postgres::Client,
+) -> Result<Vec<MoneyInFlight>, StoreError> {
+    client
+        .query(
+            "SELECT currency, transfers, amount::text, oldest_seconds
+             FROM ledger.money_in_flight() ORDER BY currency",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(MoneyInFlight {
+                currency: row.try_get(0)?,
+                transfers: row.try_get(1)?,
+                amount: row.try_get(2)?,
+                oldest_seconds: row.try_get(3)?,
+            })
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+        .map_err(StoreError::from)
 }
 
 const LATE_COLUMNS: &str = "event_id, ledger.account_id_text(account_id), seq, epoch, \
@@ -279,7 +305,7 @@ pub async fn audit(pool: &Pool, region: &str) -> Result<AuditSnapshot, StoreErro
     let entries = client
         .query(
             "SELECT ledger.account_id_text(account_id), seq, epoch, origin_region, event_id,
-                    txn_id, kind, reconciles
+                    txn_id, kind, reconciles, transfer_id
              FROM ledger.entries ORDER BY account_id, seq",
             &[],
         )
@@ -295,10 +321,22 @@ pub async fn audit(pool: &Pool, region: &str) -> Result<AuditSnapshot, StoreErro
                 txn_id: row.try_get(5)?,
                 kind: row.try_get(6)?,
                 reconciles: row.try_get(7)?,
+                transfer_id: row.try_get(8)?,
             })
         })
         .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-    let mut totals: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
+    let transfers = client
+        .query("SELECT id, state FROM ledger.transfers ORDER BY id", &[])
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(AuditTransfer {
+                id: row.try_get(0)?,
+                state: row.try_get(1)?,
+            })
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    let mut totals: BTreeMap<String, (Decimal, Decimal, Decimal)> = BTreeMap::new();
     for row in client
         .query(
             "SELECT currency, sum(balance) FROM ledger.accounts GROUP BY currency",
@@ -317,6 +355,12 @@ pub async fn audit(pool: &Pool, region: &str) -> Result<AuditSnapshot, StoreErro
     {
         totals.entry(row.try_get(0)?).or_default().1 = row.try_get(1)?;
     }
+    for row in client
+        .query("SELECT currency, amount FROM ledger.money_in_flight()", &[])
+        .await?
+    {
+        totals.entry(row.try_get(0)?).or_default().2 = row.try_get(1)?;
+    }
     let late_pending: i64 = client
         .query_one(
             "SELECT count(*) FROM ledger.late_events WHERE status = 'pending'",
@@ -330,15 +374,17 @@ pub async fn audit(pool: &Pool, region: &str) -> Result<AuditSnapshot, StoreErro
         entries,
         totals: totals
             .into_iter()
-            .map(|(currency, (balances, external))| {
+            .map(|(currency, (balances, external, in_flight))| {
                 let total = AuditTotal {
                     balances: balances.normalize().to_string(),
                     external_net: external.normalize().to_string(),
+                    in_flight: in_flight.normalize().to_string(),
                 };
                 (currency, total)
             })
             .collect(),
         late_pending,
+        transfers,
     })
 }
 

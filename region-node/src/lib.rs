@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod failover;
 pub mod http;
+pub mod late_handoff;
 pub mod metrics;
 pub mod outbox_notify;
 pub mod ownership;
@@ -91,7 +92,7 @@ pub async fn run(
     let app = http::router(
         LedgerStore::new(pool.clone(), outbox_written.clone()),
         ownership.clone(),
-        peers,
+        peers.clone(),
         metrics.clone(),
         shutdown.clone(),
         settings,
@@ -133,10 +134,18 @@ pub async fn run(
                 config.region.clone(),
                 Duration::from_millis(config.reconcile_poll_ms),
                 outbox_written.clone(),
-                metrics,
+                metrics.clone(),
                 shutdown.clone(),
             ),
         );
+        let handoff = late_handoff::Handoff {
+            pool: pool.clone(),
+            ownership: ownership.clone(),
+            peers: peers.clone(),
+            metrics,
+            poll: Duration::from_millis(config.reconcile_poll_ms.max(1_000)),
+        };
+        supervisor.spawn("late-handoff", handoff.run(shutdown.clone()));
     }
     supervisor.spawn(
         "outbox-notify",

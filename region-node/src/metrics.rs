@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 #[derive(Debug, Clone)]
@@ -23,6 +24,10 @@ pub struct Metrics {
     replicated_wait: HistogramVec,
     saga_steps: IntCounterVec,
     reconciled: IntCounterVec,
+    late_handed_off: IntCounterVec,
+    in_flight_transfers: IntGaugeVec,
+    in_flight_amount: GaugeVec,
+    in_flight_oldest: GaugeVec,
 }
 
 impl Metrics {
@@ -104,8 +109,41 @@ impl Metrics {
             &["outcome"],
         )
         .expect("static metric definition");
+        let late_handed_off = IntCounterVec::new(
+            Opts::new(
+                "late_handed_off_total",
+                "Late events of accounts owned elsewhere handed to their owner, by result",
+            ),
+            &["to", "result"],
+        )
+        .expect("static metric definition");
+        let in_flight_transfers = IntGaugeVec::new(
+            Opts::new(
+                "money_in_flight_transfers",
+                "Transfers debited in this region's ledger, not yet credited or refunded",
+            ),
+            &["currency"],
+        )
+        .expect("static metric definition");
+        let in_flight_amount = GaugeVec::new(
+            Opts::new("money_in_flight_amount", "Sum of those transfers"),
+            &["currency"],
+        )
+        .expect("static metric definition");
+        let in_flight_oldest = GaugeVec::new(
+            Opts::new(
+                "money_in_flight_oldest_seconds",
+                "Age of the oldest of those transfers' debits",
+            ),
+            &["currency"],
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(late_handed_off.clone()),
+            Box::new(in_flight_transfers.clone()),
+            Box::new(in_flight_amount.clone()),
+            Box::new(in_flight_oldest.clone()),
             Box::new(reconciled.clone()),
             Box::new(http_duration.clone()),
             Box::new(writes.clone()),
@@ -135,6 +173,35 @@ impl Metrics {
             replicated_wait,
             saga_steps,
             reconciled,
+            late_handed_off,
+            in_flight_transfers,
+            in_flight_amount,
+            in_flight_oldest,
+        }
+    }
+
+    pub fn late_handed_off(&self, to: &str, result: &str, count: usize) {
+        self.late_handed_off
+            .with_label_values(&[to, result])
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+
+    /// Replaces the money-in-flight gauges (a currency with nothing in flight drops out).
+    pub fn set_money_in_flight(&self, figures: &[ledger_wire::failover::MoneyInFlight]) {
+        self.in_flight_transfers.reset();
+        self.in_flight_amount.reset();
+        self.in_flight_oldest.reset();
+        for f in figures {
+            let labels = [f.currency.as_str()];
+            self.in_flight_transfers
+                .with_label_values(&labels)
+                .set(f.transfers);
+            self.in_flight_amount
+                .with_label_values(&labels)
+                .set(f.amount.parse().unwrap_or(f64::NAN));
+            self.in_flight_oldest
+                .with_label_values(&labels)
+                .set(f.oldest_seconds);
         }
     }
 

@@ -23,7 +23,13 @@ pub struct Regions {
 
 impl Drop for Regions {
     fn drop(&mut self) {
-        self.deployment.stop();
+        // A region restarted by another process (`ledger-local restart`, the failover
+        // tool's drill hooks) recorded its new pids in the state file.
+        // Every restart saves the state, so the saved one is the most recent.
+        match Deployment::load(&self.deployment.data_dir) {
+            Ok(Some(saved)) => saved.stop(),
+            _ => self.deployment.stop(),
+        }
     }
 }
 

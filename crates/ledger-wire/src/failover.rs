@@ -92,6 +92,48 @@ pub struct NodeStatus {
     pub replication: Vec<ReplicationLag>,
     /// Late events by status (pending, replayed, flagged, duplicate, ...).
     pub late_events: BTreeMap<String, i64>,
+    /// Per currency: transfers debited here and not yet credited or refunded.
+    #[serde(default)]
+    pub money_in_flight: Vec<MoneyInFlight>,
+}
+
+/// Money that left an account and has not yet arrived or come back (one currency, as
+/// one region's ledger holds it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoneyInFlight {
+    pub currency: String,
+    pub transfers: i64,
+    pub amount: String,
+    pub oldest_seconds: f64,
+}
+
+/// A region hands late events of accounts it does not own to their current owner
+/// (`POST /internal/v1/failover/late/handoff`); each event in the form
+/// `ledger.late_to_hand_off` renders it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LateHandoff {
+    pub events: Vec<serde_json::Value>,
+}
+
+/// What one handoff pass sent (`POST /internal/v1/failover/late/push`, `failover
+/// reconcile --push`): events per owner, how many the owners had already decided, and
+/// the owners that could not be reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatePush {
+    pub handed_off: BTreeMap<String, usize>,
+    pub already_decided: usize,
+    pub failed: Vec<String>,
+}
+
+/// What the receiving region had already decided about handed-off events (the others
+/// it keeps pending and decides when it owns their account).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateDecision {
+    pub event_id: Uuid,
+    pub status: String,
+    pub detail: Option<String>,
+    pub resolved_by: Option<String>,
+    pub reconciled_seq: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +182,15 @@ pub struct AuditSnapshot {
     /// Per currency: sum of balances and sum of money that entered minus left.
     pub totals: BTreeMap<String, AuditTotal>,
     pub late_pending: i64,
+    /// Every transfer this region knows, with its saga state.
+    #[serde(default)]
+    pub transfers: Vec<AuditTransfer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditTransfer {
+    pub id: Uuid,
+    pub state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,10 +214,16 @@ pub struct AuditEntry {
     pub kind: String,
     /// The late event this entry replays, for reconciliation entries.
     pub reconciles: Option<Uuid>,
+    /// The transfer a saga entry (debit, credit, refund) belongs to.
+    #[serde(default)]
+    pub transfer_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditTotal {
     pub balances: String,
     pub external_net: String,
+    /// Debited and not yet credited or refunded, as this region's ledger shows it.
+    #[serde(default)]
+    pub in_flight: String,
 }

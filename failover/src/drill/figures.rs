@@ -130,13 +130,19 @@ pub fn compute(
     for write in unreplicated {
         let fates: Vec<String> = snapshots
             .iter()
-            .map(
-                |s| match s.entries.iter().find(|e| e.txn_id == write.txn_id) {
+            .map(|s| {
+                match s.entries.iter().find(|e| {
+                    if write.transfer {
+                        e.kind == "transfer_debit" && e.transfer_id == Some(write.txn_id)
+                    } else {
+                        e.txn_id == write.txn_id
+                    }
+                }) {
                     None => "LOST".to_owned(),
                     Some(e) if e.reconciles.is_some() => format!("reconciled as seq {}", e.seq),
                     Some(e) => format!("replicated late as seq {}", e.seq),
-                },
-            )
+                }
+            })
             .collect();
         let fate = if fates.iter().all(|f| f == &fates[0]) {
             fates.first().cloned().unwrap_or_else(|| "unknown".into())

@@ -5,10 +5,11 @@
 //! a timeline, and the invariants checked on every region.
 
 pub mod figures;
+pub mod kill;
 pub mod report;
 pub mod workload;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -16,9 +17,10 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::audit::{self, AckedWrite, InvariantReport};
-use crate::promote::{PromoteOptions, PromoteReport};
+use crate::promote::PromoteReport;
 use crate::switchover::{MoveReport, SwitchoverOptions};
-use crate::{Cluster, FailoverError, Targets};
+use crate::{Cluster, Targets};
+use kill::CycleReport;
 use workload::{Attempt, WorkloadOptions};
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +33,13 @@ pub enum Scenario {
     KillPromoteReturn { region: String, down_for_ms: u64 },
     /// Rehome one account of `region` to `to`.
     Rehome { region: String, to: String },
+    /// `cycles` times: SIGKILL of the next region of `regions` (in turn), promote,
+    /// restart after `down_for_ms`, wait for the sagas caught in it, failback.
+    KillCycles {
+        regions: Vec<String>,
+        cycles: u32,
+        down_for_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -65,8 +74,20 @@ pub struct DrillReport {
     pub markers: Vec<Marker>,
     pub moves: Vec<MoveReport>,
     pub promote: Option<PromoteReport>,
+    pub cycles: Vec<CycleReport>,
     pub figures: figures::Figures,
+    pub transfers: TransferFigures,
     pub invariants: InvariantReport,
+}
+
+/// Money movement at the end of a drill, per region: late events by outcome and
+/// money still in flight (both must be settled after healing).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TransferFigures {
+    pub acknowledged: usize,
+    pub insufficient_funds: usize,
+    pub late_events: BTreeMap<String, BTreeMap<String, i64>>,
+    pub in_flight_at_end: BTreeMap<String, String>,
 }
 
 impl DrillReport {
@@ -75,13 +96,13 @@ impl DrillReport {
     }
 }
 
-struct Timeline {
+pub struct Timeline {
     clock: Instant,
     markers: Vec<Marker>,
 }
 
 impl Timeline {
-    fn mark(&mut self, label: impl Into<String>) -> u64 {
+    pub fn mark(&mut self, label: impl Into<String>) -> u64 {
         let at_ms = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
         let label = label.into();
         eprintln!("[{:>7.2}s] {label}", at_ms as f64 / 1000.0);
@@ -135,6 +156,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
     let mut window = (0, 0);
     let mut kill_at = None;
     let mut unreplicated: Vec<AckedWrite> = Vec::new();
+    let mut cycles = Vec::new();
     let switch = SwitchoverOptions::default();
     match &options.scenario {
         Scenario::Switchover { region, to } => {
@@ -158,31 +180,30 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
             region,
             down_for_ms,
         } => {
-            let kill_cmd = options
-                .kill_cmd
-                .as_deref()
-                .context("this scenario needs --kill-cmd")?;
-            let restart_cmd = options
-                .restart_cmd
-                .as_deref()
-                .context("this scenario needs --restart-cmd")?;
-            let at = timeline.mark(format!("SIGKILL {region}"));
-            run_hook(kill_cmd, region)?;
-            kill_at = Some(at);
-            unreplicated =
-                not_in_survivors(&cluster, &load.attempts(), &accounts, region, at).await?;
-            timeline.mark(format!(
-                "{} acknowledged writes to {region} are in no survivor",
-                unreplicated.len()
-            ));
-            let report = promote_when_expired(&cluster, region).await?;
-            timeline.mark(format!("promoted {region} at epoch {}", report.epoch));
-            promote_report = Some(report);
+            let (kill_cmd, restart_cmd) = hooks(&options)?;
+            let killed =
+                kill::kill_and_promote(&cluster, kill_cmd, &load, region, &mut timeline).await?;
+            kill_at = Some(killed.at_ms);
+            unreplicated = killed.unreplicated;
+            promote_report = Some(killed.promote);
             tokio::time::sleep(Duration::from_millis(*down_for_ms)).await;
-            timeline.mark(format!("restarting {region}"));
-            run_hook(restart_cmd, region)?;
-            wait_answers(&cluster, region, Duration::from_secs(60)).await?;
-            timeline.mark(format!("{region} is back (deposed; reconciling)"));
+            kill::restart(&cluster, restart_cmd, region, &mut timeline).await?;
+        }
+        Scenario::KillCycles {
+            regions,
+            cycles: count,
+            down_for_ms,
+        } => {
+            anyhow::ensure!(!regions.is_empty(), "kill cycles need at least one region");
+            let hooks = hooks(&options)?;
+            for i in 0..*count as usize {
+                let region = &regions[i % regions.len()];
+                let down_for = Duration::from_millis(*down_for_ms);
+                let cycle =
+                    kill::cycle(&cluster, hooks, &load, region, down_for, &mut timeline).await?;
+                cycles.push(cycle);
+                tokio::time::sleep(options.warmup).await;
+            }
         }
     }
     tokio::time::sleep(options.observe).await;
@@ -204,7 +225,9 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
     let snapshots = audit::snapshots(&cluster).await?;
     let history = crate::audit::history(&cluster).await?;
     let acked = acknowledged(&attempts, options.workload.ack_replicated);
-    let invariants = audit::check_invariants(&snapshots, &history, &acked);
+    let invariants =
+        audit::check_invariants(&snapshots, &history, &acked, &sent_transfers(&attempts));
+    let transfers = transfer_figures(&cluster, &attempts, &snapshots).await;
     let killed = match &options.scenario {
         Scenario::KillPromoteReturn { region, .. } => Some(region.as_str()),
         _ => None,
@@ -231,7 +254,9 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
         markers: timeline.markers,
         moves,
         promote: promote_report,
+        cycles,
         figures,
+        transfers,
         invariants,
     };
     report::write(&report, &attempts, &options.report_dir)?;
@@ -239,98 +264,98 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
 }
 
 /// The writes answered 201, one per Idempotency-Key; `replicated`: sent with
-/// `ack: replicated`.
+/// `ack: replicated`. A transfer is known by the id its key names.
 pub fn acknowledged(attempts: &[Attempt], replicated: bool) -> Vec<AckedWrite> {
     let mut seen = HashSet::new();
     attempts
         .iter()
         .filter(|a| a.ok() && seen.insert(a.key.clone()))
-        .map(|a| AckedWrite {
-            account: a.account.clone(),
-            txn_id: audit::txn_of_key(&a.key),
-            seq: a.seq.unwrap_or_default(),
-            replicated,
+        .map(|a| {
+            let transfer = a.kind == "transfer";
+            AckedWrite {
+                account: a.account.clone(),
+                txn_id: if transfer {
+                    audit::transfer_of_key(&a.key)
+                } else {
+                    audit::txn_of_key(&a.key)
+                },
+                seq: a.seq.unwrap_or_default(),
+                replicated,
+                transfer,
+            }
         })
         .collect()
 }
 
-/// Acknowledged writes to `region`'s accounts (before `kill_ms`) that no survivor holds.
-async fn not_in_survivors(
+/// The ids of every transfer a client asked for, answered or not.
+pub fn sent_transfers(attempts: &[Attempt]) -> HashSet<uuid::Uuid> {
+    attempts
+        .iter()
+        .filter(|a| a.kind == "transfer")
+        .map(|a| audit::transfer_of_key(&a.key))
+        .collect()
+}
+
+fn hooks(options: &DrillOptions) -> anyhow::Result<(&str, &str)> {
+    Ok((
+        options
+            .kill_cmd
+            .as_deref()
+            .context("this scenario needs --kill-cmd")?,
+        options
+            .restart_cmd
+            .as_deref()
+            .context("this scenario needs --restart-cmd")?,
+    ))
+}
+
+async fn transfer_figures(
     cluster: &Cluster,
     attempts: &[Attempt],
-    accounts: &[workload::Account],
-    region: &str,
-    kill_ms: u64,
-) -> anyhow::Result<Vec<AckedWrite>> {
-    let homed: HashSet<&str> = accounts
-        .iter()
-        .filter(|a| a.home == region)
-        .map(|a| a.id.as_str())
-        .collect();
-    let before: Vec<Attempt> = attempts
-        .iter()
-        .filter(|a| a.end_ms <= kill_ms && homed.contains(a.account.as_str()))
-        .cloned()
-        .collect();
-    let acked = acknowledged(&before, false);
-    let mut held: Vec<HashSet<uuid::Uuid>> = Vec::new();
-    for survivor in cluster.regions().filter(|r| *r != region) {
-        let snapshot: ledger_wire::failover::AuditSnapshot = cluster
-            .get(survivor, "/v1/failover/audit", Duration::from_secs(30))
-            .await?;
-        held.push(snapshot.entries.iter().map(|e| e.txn_id).collect());
-    }
-    Ok(acked
+    snapshots: &[ledger_wire::failover::AuditSnapshot],
+) -> TransferFigures {
+    let transfers: Vec<&Attempt> = attempts.iter().filter(|a| a.kind == "transfer").collect();
+    let mut keys = HashSet::new();
+    let late_events = crate::status::node_statuses(cluster)
+        .await
         .into_iter()
-        .filter(|w| !held.iter().any(|h| h.contains(&w.txn_id)))
-        .collect())
-}
-
-async fn promote_when_expired(cluster: &Cluster, region: &str) -> anyhow::Result<PromoteReport> {
-    let options = PromoteOptions {
-        force: false,
-        apply_timeout: Duration::from_secs(3),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match crate::promote::promote(cluster, region, options).await {
-            Ok(report) => return Ok(report),
-            Err(FailoverError::Refused(why)) if Instant::now() < deadline => {
-                tracing::debug!(%why, "waiting for the lease to run out");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => return Err(error).context("promote"),
-        }
+        .filter_map(|(region, status)| status.ok().map(|s| (region, s.late_events)))
+        .collect();
+    TransferFigures {
+        acknowledged: transfers
+            .iter()
+            .filter(|a| a.ok() && keys.insert(a.key.clone()))
+            .count(),
+        insufficient_funds: transfers
+            .iter()
+            .filter(|a| a.error.as_deref() == Some("insufficient-funds"))
+            .count(),
+        late_events,
+        in_flight_at_end: snapshots
+            .iter()
+            .map(|s| {
+                let total: Vec<String> = s
+                    .totals
+                    .iter()
+                    .map(|(currency, t)| format!("{} {currency}", t.in_flight))
+                    .collect();
+                (s.region.clone(), total.join(", "))
+            })
+            .collect(),
     }
 }
 
-async fn wait_answers(cluster: &Cluster, region: &str, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let answer = cluster
-            .get::<ledger_wire::failover::NodeStatus>(
-                region,
-                "/v1/failover/status",
-                Duration::from_secs(2),
-            )
-            .await;
-        match answer {
-            Ok(_) => return Ok(()),
-            Err(error) if Instant::now() > deadline => {
-                return Err(error).context("region did not come back")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
-/// Waits until every region answers, holds the same accounts, and no late event is
-/// pending (the convergence invariant); `false` when `timeout` passed first.
+/// Waits until every region answers, holds the same accounts, no late event is
+/// pending (the convergence invariant), and every transfer has ended in the same state
+/// everywhere; `false` when `timeout` passed first.
 async fn wait_healed(cluster: &Cluster, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(snapshots) = audit::snapshots(cluster).await {
-            if audit::converged(&snapshots).ok {
+            if audit::converged(&snapshots).ok
+                && audit::transfers_settled(&snapshots).ok
+                && audit::saga_converged(&snapshots).ok
+            {
                 return true;
             }
         }

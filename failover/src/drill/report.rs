@@ -75,6 +75,30 @@ pub fn summary(report: &DrillReport) -> String {
             f.rpo_unreplicated, f.rpo_outcomes
         );
     }
+    for c in &report.cycles {
+        let _ = writeln!(
+            out,
+            "cycle {}: killed at {} ms, promoted at {} ms (epoch {}), {} acknowledged writes in no survivor, \
+             back at {} ms, sagas settled {} after the return, failback {} ({} refusals)",
+            c.region, c.killed_at_ms, c.promoted_at_ms, c.promote_epoch, c.unreplicated,
+            c.back_at_ms, fmt_ms(c.sagas_settled_after_return_ms),
+            c.failback_ms.map_or("FAILED".into(), |ms| format!("took {ms} ms")),
+            c.failback_refusals
+        );
+    }
+    let t = &report.transfers;
+    if t.acknowledged > 0 {
+        let _ = writeln!(
+            out,
+            "transfers acknowledged {} ({} refused for insufficient funds); money in flight at the end {:?}",
+            t.acknowledged, t.insufficient_funds, t.in_flight_at_end
+        );
+    }
+    let _ = writeln!(
+        out,
+        "late events by region and outcome: {:?}",
+        t.late_events
+    );
     let _ = writeln!(out, "client-visible errors: {:?}", f.errors_by_kind);
     for check in &report.invariants.checks {
         let _ = writeln!(

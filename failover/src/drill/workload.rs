@@ -1,7 +1,10 @@
-//! The drill's built-in workload: accounts opened in every region, then deposits and
-//! withdrawals at a steady rate from clients "near" random regions. A client whose
+//! The drill's built-in workloads: accounts opened in every region, then, at a steady
+//! rate from clients "near" random regions, either deposits and withdrawals, or only
+//! transfers between random pairs of accounts (the bank workload: same-region and
+//! cross-region transfers, money only moves, so the total is fixed). A client whose
 //! region does not answer goes to another one; a refused write (503) is retried with
-//! the same Idempotency-Key after a short pause. Every attempt is recorded.
+//! the same Idempotency-Key after a short pause (a transfer at another region, as a
+//! client of a global bank would). Every attempt is recorded.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +28,9 @@ pub struct WorkloadOptions {
     pub accounts_per_region: usize,
     pub ack_replicated: bool,
     pub concurrency: usize,
+    /// Only transfers between workload accounts (the bank workload), instead of
+    /// deposits and withdrawals.
+    pub transfers: bool,
 }
 
 /// One HTTP attempt of one write.
@@ -43,6 +49,12 @@ pub struct Attempt {
     /// Problem type, or "unreachable".
     pub error: Option<String>,
     pub seq: Option<i64>,
+    /// A transfer's destination account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The transfer id a 201 named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_id: Option<String>,
 }
 
 impl Attempt {
@@ -213,25 +225,60 @@ async fn run(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
-        let (account, via, withdraw, cents) = {
+        let (account, to, via, withdraw, cents) = {
             let mut rng = rand::rng();
-            let Some(account) = accounts
-                .get(rng.random_range(0..accounts.len().max(1)))
-                .cloned()
-            else {
+            let pick = |rng: &mut rand::rngs::ThreadRng| {
+                accounts
+                    .get(rng.random_range(0..accounts.len().max(1)))
+                    .cloned()
+            };
+            let Some(account) = pick(&mut rng) else {
                 break;
             };
+            let mut to = None;
+            while options.transfers && accounts.len() > 1 {
+                let other = pick(&mut rng);
+                if other.as_ref().is_some_and(|o| o.id != account.id) {
+                    to = other;
+                    break;
+                }
+            }
             let via = regions[rng.random_range(0..regions.len())].clone();
-            (account, via, rng.random_bool(0.3), rng.random_range(1..500))
+            let cents = if options.transfers {
+                rng.random_range(100..=3000)
+            } else {
+                rng.random_range(1..500)
+            };
+            (account, to, via, rng.random_bool(0.3), cents)
+        };
+        let amount = format!("{}.{:02}", cents / 100, cents % 100);
+        let (kind, path, body) = match &to {
+            Some(to) => (
+                "transfer",
+                "/v1/transfers".to_owned(),
+                json!({"from": account.id, "to": to.id, "amount": amount}),
+            ),
+            None if withdraw => (
+                "withdrawal",
+                format!("/v1/accounts/{}/withdrawals", account.id),
+                json!({ "amount": amount }),
+            ),
+            None => (
+                "deposit",
+                format!("/v1/accounts/{}/deposits", account.id),
+                json!({ "amount": amount }),
+            ),
         };
         let write = Write {
             http: http.clone(),
             nodes: nodes.clone(),
             regions: regions.clone(),
             account,
+            to: to.map(|t| t.id),
             via,
-            kind: if withdraw { "withdrawal" } else { "deposit" },
-            amount: format!("{}.{:02}", cents / 100, cents % 100),
+            kind,
+            path,
+            body,
             key: uuid::Uuid::new_v4().to_string(),
             replicated: options.ack_replicated,
             clock,
@@ -251,9 +298,11 @@ struct Write {
     nodes: Arc<BTreeMap<String, String>>,
     regions: Vec<String>,
     account: Account,
+    to: Option<String>,
     via: String,
     kind: &'static str,
-    amount: String,
+    path: String,
+    body: Value,
     key: String,
     replicated: bool,
     clock: Instant,
@@ -265,23 +314,26 @@ impl Write {
     async fn run(self) {
         let first = Instant::now();
         let mut via = self.via.clone();
-        let path = format!(
-            "/v1/accounts/{}/{}",
-            self.account.id,
-            if self.kind == "deposit" {
-                "deposits"
-            } else {
-                "withdrawals"
-            }
-        );
-        let body = json!({"amount": self.amount});
         loop {
             let start = self.clock.elapsed();
             let base = self.nodes.get(&via).cloned().unwrap_or_default();
-            let answer = post(&self.http, &base, &path, &body, &self.key, self.replicated).await;
+            let answer = post(
+                &self.http,
+                &base,
+                &self.path,
+                &self.body,
+                &self.key,
+                self.replicated,
+            )
+            .await;
             let end = self.clock.elapsed();
-            let (status, error, seq) = match &answer {
-                Ok((status, body)) if *status == 201 => (*status, None, body["seq"].as_i64()),
+            let (status, error, seq, transfer_id) = match &answer {
+                Ok((status, body)) if *status == 201 => (
+                    *status,
+                    None,
+                    body["seq"].as_i64(),
+                    body["id"].as_str().map(str::to_owned),
+                ),
                 Ok((status, body)) => (
                     *status,
                     Some(body["type"].as_str().map_or_else(
@@ -289,8 +341,9 @@ impl Write {
                         |t| t.rsplit('/').next().unwrap_or(t).to_owned(),
                     )),
                     None,
+                    None,
                 ),
-                Err(_) => (0, Some("unreachable".to_owned()), None),
+                Err(_) => (0, Some("unreachable".to_owned()), None, None),
             };
             let attempt = Attempt {
                 start_ms: ms(start),
@@ -303,6 +356,8 @@ impl Write {
                 status,
                 error,
                 seq,
+                to: self.to.clone(),
+                transfer_id,
             };
             if let Ok(mut records) = self.records.lock() {
                 records.push(attempt);
@@ -311,8 +366,9 @@ impl Write {
             if !retry || first.elapsed() > WRITE_DEADLINE {
                 return;
             }
-            if status == 0 {
-                // A client whose nearest region is gone is routed to another one.
+            if status == 0 || (self.to.is_some() && (status == 503 || status == 504)) {
+                // A client whose nearest region is gone (or, for a transfer, refused or
+                // timed out) is routed to another one, with the same key.
                 let others: Vec<&String> = self.regions.iter().filter(|r| **r != via).collect();
                 if let Some(next) = others.get(rand::rng().random_range(0..others.len().max(1))) {
                     via = (*next).clone();

@@ -1,6 +1,7 @@
 //! `/internal/v1/failover/*`: what the failover tool asks of a region (signed like any
 //! internal call): drain a scope for a switchover, compare digests, take a planned
-//! release, report status and an audit snapshot, list and acknowledge late events.
+//! release, report status and an audit snapshot, list and acknowledge late events, and
+//! take late events another region hands over (their account is ours).
 
 use std::time::{Duration, Instant};
 
@@ -8,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ledger_wire::failover::{
-    AcknowledgeRequest, AuditSnapshot, Digest, DrainReport, DrainRequest, LateEvent, NodeStatus,
-    ReleaseReport, ReleaseRequest, Scope,
+    AcknowledgeRequest, AuditSnapshot, Digest, DrainReport, DrainRequest, LateDecision, LateEvent,
+    LateHandoff, LatePush, NodeStatus, ReleaseReport, ReleaseRequest, Scope,
 };
 use ledger_wire::ProblemType;
 use serde::Deserialize;
@@ -40,6 +41,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/failover/audit", get(audit))
         .route("/v1/failover/late", get(late))
         .route("/v1/failover/late/{event_id}/ack", post(acknowledge))
+        .route(crate::late_handoff::HANDOFF_PATH, post(handoff))
+        .route("/v1/failover/late/push", post(push))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
 }
 
@@ -205,4 +208,31 @@ async fn acknowledge(
                 format!("no flagged late event {event_id} in this region"),
             )
         })
+}
+
+/// Late events of accounts this region owns, handed over by a region that holds them.
+async fn handoff(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<LateHandoff>,
+) -> Result<Json<Vec<LateDecision>>, ApiError> {
+    let decided = crate::late_handoff::receive(state.store.pool(), &request).await?;
+    tracing::info!(
+        events = request.events.len(),
+        already_decided = decided.len(),
+        "received late events from another region"
+    );
+    Ok(Json(decided))
+}
+
+/// An SRE's push: hand every pending late event of an account owned elsewhere to its
+/// owner now, without waiting for the background task's schedule.
+async fn push(State(state): State<AppState>) -> Result<Json<LatePush>, ApiError> {
+    let handoff = crate::late_handoff::Handoff {
+        pool: state.store.pool().clone(),
+        ownership: state.ownership.clone(),
+        peers: state.peers.clone(),
+        metrics: state.metrics.clone(),
+        poll: Duration::ZERO,
+    };
+    Ok(Json(handoff.pass(Duration::ZERO, Duration::ZERO).await?))
 }

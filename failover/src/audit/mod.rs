@@ -14,6 +14,9 @@ use uuid::Uuid;
 
 use crate::{Cluster, FailoverError};
 
+mod transfers;
+pub use transfers::{saga_converged, transfer_of_key, transfers_settled};
+
 /// How many examples of a violation a check keeps.
 const EXAMPLES: usize = 5;
 
@@ -21,9 +24,13 @@ const EXAMPLES: usize = 5;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AckedWrite {
     pub account: String,
+    /// The deposit's or withdrawal's txn id; for a transfer, the transfer's id.
     pub txn_id: Uuid,
     pub seq: i64,
     pub replicated: bool,
+    /// A transfer (its source is `account`) rather than a deposit or withdrawal.
+    #[serde(default)]
+    pub transfer: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,12 +97,14 @@ pub async fn history(cluster: &Cluster) -> Result<Vec<ChangeRecord>, FailoverErr
     }
 }
 
-/// Checks the invariants over `snapshots`, given the ownership history and the
-/// acknowledged writes (empty outside drills).
+/// Checks the invariants over `snapshots`, given the ownership history, the
+/// acknowledged writes and the ids of every transfer a client asked for (both empty
+/// outside drills; an empty `sent_transfers` skips that part of the check).
 pub fn check_invariants(
     snapshots: &[AuditSnapshot],
     history: &[ChangeRecord],
     acked: &[AckedWrite],
+    sent_transfers: &HashSet<Uuid>,
 ) -> InvariantReport {
     let checks = vec![
         single_writer(snapshots, history),
@@ -103,6 +112,9 @@ pub fn check_invariants(
         money_conserved(snapshots),
         converged(snapshots),
         idempotent(snapshots),
+        transfers_settled(snapshots),
+        saga_converged(snapshots),
+        transfers::booked_once(snapshots, acked, sent_transfers),
     ];
     InvariantReport {
         regions: snapshots.iter().map(|s| s.region.clone()).collect(),
@@ -181,7 +193,7 @@ fn acknowledged_kept(snapshots: &[AuditSnapshot], acked: &[AckedWrite]) -> Check
             .filter(|e| e.kind == "deposit" || e.kind == "withdrawal")
             .map(|e| (e.txn_id, e))
             .collect();
-        for write in acked {
+        for write in acked.iter().filter(|w| !w.transfer) {
             match by_txn.get(&write.txn_id) {
                 None => problems.push(format!(
                     "acknowledged {} write to {} (seq {}, txn {}) is missing in {}",
@@ -220,17 +232,23 @@ fn acknowledged_kept(snapshots: &[AuditSnapshot], acked: &[AckedWrite]) -> Check
     )
 }
 
-/// 3. Per region and currency, balances sum to the money that came in minus what left;
-///    no balance is negative unless the account holds a flagged reconciliation entry.
+/// 3. Per region and currency, balances plus money in flight (debited, not yet
+///    credited or refunded) sum to the money that came in minus what left, to the
+///    cent; no balance is negative unless the account holds a flagged reconciliation.
 fn money_conserved(snapshots: &[AuditSnapshot]) -> Check {
     let mut problems = Vec::new();
     for snapshot in snapshots {
         for (currency, total) in &snapshot.totals {
-            if total.balances.parse::<Decimal>().ok() != total.external_net.parse::<Decimal>().ok()
-            {
+            let in_flight = total.in_flight.parse::<Decimal>().unwrap_or_default();
+            let held = total
+                .balances
+                .parse::<Decimal>()
+                .ok()
+                .map(|b| b + in_flight);
+            if held != total.external_net.parse::<Decimal>().ok() {
                 problems.push(format!(
-                    "{}: {currency} balances sum to {} but deposits minus withdrawals are {}",
-                    snapshot.region, total.balances, total.external_net
+                    "{}: {currency} balances sum to {} with {} in flight, but deposits minus withdrawals are {}",
+                    snapshot.region, total.balances, in_flight, total.external_net
                 ));
             }
         }
@@ -250,7 +268,7 @@ fn money_conserved(snapshots: &[AuditSnapshot]) -> Check {
     check(
         "money conserved",
         problems,
-        "balances equal deposits minus withdrawals in every region".into(),
+        "balances plus money in flight equal deposits minus withdrawals in every region".into(),
     )
 }
 
@@ -384,15 +402,18 @@ mod tests {
                 txn_id: txn,
                 kind: "deposit".into(),
                 reconciles: None,
+                transfer_id: None,
             }],
             totals: BTreeMap::from([(
                 "EUR".to_owned(),
                 AuditTotal {
                     balances: balance.into(),
                     external_net: external.into(),
+                    in_flight: "0".into(),
                 },
             )]),
             late_pending: 0,
+            transfers: Vec::new(),
         }
     }
 
@@ -429,8 +450,9 @@ mod tests {
             txn_id: Uuid::from_u128(7),
             seq: 1,
             replicated: true,
+            transfer: false,
         }];
-        let report = check_invariants(&snapshots, &history(), &acked);
+        let report = check_invariants(&snapshots, &history(), &acked, &HashSet::new());
         assert!(report.ok(), "{report:#?}");
     }
 
@@ -446,8 +468,9 @@ mod tests {
             txn_id: Uuid::from_u128(8),
             seq: 1,
             replicated: false,
+            transfer: false,
         }];
-        let report = check_invariants(&snapshots, &history(), &acked);
+        let report = check_invariants(&snapshots, &history(), &acked, &HashSet::new());
         assert_eq!(
             report.failed(),
             [
