@@ -171,6 +171,16 @@ impl Deployment {
             .with_context(|| format!("no region {name:?} in this deployment"))
     }
 
+    /// Stops (SIGSTOP) a region's replicator, so its relay publishes nothing more.
+    pub fn hold_replicator(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self
+            .region(name)?
+            .pid("replicator")
+            .with_context(|| format!("{name} has no replicator"))?;
+        nix::sys::signal::kill(raw_pid(pid), Signal::SIGSTOP)
+            .with_context(|| format!("stop the replicator of {name} (pid {pid})"))
+    }
+
     /// SIGKILLs every process of a region at once (its process group).
     pub fn kill_region(&self, name: &str) -> anyhow::Result<()> {
         let region = self.region(name)?;
@@ -201,6 +211,7 @@ impl Deployment {
             !self.regions[i].alive(),
             "{name} is still running; kill it first"
         );
+        remove_stale_lock(&self.regions[i].dir.join("pgdata"))?;
         let topology = self.topology();
         let (_, pid, _) = start_postgres(self.regions[i].dir.clone(), topology.pg(i))
             .await
@@ -305,6 +316,25 @@ async fn start_all(
     }
     for region in &deployment.regions {
         wait_services(region, true).await?;
+    }
+    Ok(())
+}
+
+/// A postmaster SIGKILLed by a process other than its parent (`ledger-local kill`, the
+/// failover tool's drill hooks) stays a zombie until its parent reaps it, and
+/// PostgreSQL refuses to start while the pid in its lock file answers kill(0). A lock
+/// whose pid is dead or a zombie is stale: remove it.
+fn remove_stale_lock(pgdata: &Path) -> anyhow::Result<()> {
+    let lock = pgdata.join("postmaster.pid");
+    let Ok(text) = std::fs::read_to_string(&lock) else {
+        return Ok(());
+    };
+    let pid = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<u32>().ok());
+    if pid.is_some_and(|pid| !pid_alive(pid)) {
+        std::fs::remove_file(&lock).with_context(|| format!("remove {}", lock.display()))?;
     }
     Ok(())
 }

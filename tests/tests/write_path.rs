@@ -192,15 +192,17 @@ async fn every_write_is_balanced_and_has_its_event() -> anyhow::Result<()> {
     let db = region.db().await?;
     assert_eq!(bookkeeping_violations(&db).await?, Vec::<String>::new());
 
-    // One event per entry plus one per opened account, each carrying the entry's answer.
+    // One event per entry plus one per opened account, each carrying the entry's answer
+    // (and a transfer's entries the transfer, so that every region records it).
     let state = snapshot(&db).await?;
     assert_eq!(state.outbox, state.entries + state.accounts);
     let mismatched: i64 = db
         .query_one(
             "SELECT count(*) FROM ledger.outbox o JOIN ledger.entries e
                ON e.account_id = o.account_id AND e.seq = o.seq
-             WHERE o.payload <> ledger.entry_json(e) OR o.epoch <> e.epoch
-                OR o.origin_region <> e.origin_region OR o.traceparent IS NULL",
+             WHERE o.payload - 'transfer' <> ledger.entry_json(e) OR o.epoch <> e.epoch
+                OR o.origin_region <> e.origin_region OR o.traceparent IS NULL
+                OR (o.payload->'transfer'->>'id')::uuid IS DISTINCT FROM e.transfer_id",
             &[],
         )
         .await?

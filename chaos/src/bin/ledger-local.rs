@@ -42,7 +42,14 @@ enum Action {
     /// Show the regions, their processes and endpoints.
     Status,
     /// SIGKILL every process of one region (its process group).
-    Kill { region: String },
+    Kill {
+        region: String,
+        /// First hold the region's replicator (SIGSTOP) for this long, so that the
+        /// writes it acknowledges meanwhile die unpublished: the kill then certainly
+        /// leaves a tail for reconciliation.
+        #[arg(long, default_value_t = 0)]
+        unpublished_tail_ms: u64,
+    },
     /// Start a killed region again on its data; it comes back deposed if promoted.
     Restart { region: String },
     /// Against the running deployment: traffic from clients near each region, where
@@ -103,8 +110,17 @@ async fn main() -> anyhow::Result<()> {
             Some(deployment) => print_status(&deployment),
             None => println!("nothing running in {}", cli.data_dir.display()),
         },
-        Action::Kill { region } => {
+        Action::Kill {
+            region,
+            unpublished_tail_ms,
+        } => {
             let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            if unpublished_tail_ms > 0 {
+                deployment.hold_replicator(&region)?;
+                // Fault timing, not synchronisation: the tail is whatever the clients
+                // write in this window.
+                tokio::time::sleep(Duration::from_millis(unpublished_tail_ms)).await;
+            }
             deployment.kill_region(&region)?;
             println!("killed every process of {region}");
         }

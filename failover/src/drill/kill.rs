@@ -58,8 +58,11 @@ pub async fn kill_and_promote(
     region: &str,
     timeline: &mut Timeline,
 ) -> anyhow::Result<Killed> {
-    let at_ms = timeline.mark(format!("SIGKILL {region}"));
+    timeline.mark(format!("killing {region}"));
     run_hook(kill_cmd, region)?;
+    // After the hook: it may hold the region's relay for a while before the SIGKILL,
+    // and what was acknowledged meanwhile counts as acknowledged before the kill.
+    let at_ms = timeline.mark(format!("{region} killed"));
     let unreplicated =
         not_in_survivors(cluster, &load.attempts(), &load.accounts, region, at_ms).await?;
     timeline.mark(format!(
