@@ -552,7 +552,7 @@ async fn drill_reports_and_fails_when_an_invariant_breaks() -> anyhow::Result<()
         serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json"))?)?;
     assert_eq!(
         report["invariants"]["checks"].as_array().map(Vec::len),
-        Some(5)
+        Some(8)
     );
     assert!(std::fs::read_to_string(report_dir.join("report.html"))?.contains("<svg"));
 
