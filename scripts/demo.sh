@@ -127,4 +127,10 @@ bold "A drill: planned switchover of eu-west to us-east under load, with a repor
 "${FAILOVER[@]}" drill --scenario switchover --region eu-west --to us-east --rate 50 \
   --warmup-s 2 --observe-s 2 --report-dir "$LEDGER_LOCAL_DIR/drill"
 
+bold "The bank drill: transfers only, two kill/promote/restart/failback cycles, checked to the cent"
+"${FAILOVER[@]}" drill --scenario kill-cycles --region ap-south,eu-west --cycles 2 \
+  --workload transfers --rate 40 --warmup-s 2 --observe-s 2 --down-for-s 1 \
+  --kill-cmd "$BIN/ledger-local --data-dir $LEDGER_LOCAL_DIR kill {region} --unpublished-tail-ms 1000" \
+  --report-dir "$LEDGER_LOCAL_DIR/bank-drill"
+
 bold "Done: alice holds 40.00 (100.00 - 30.25 - 19.75 - 10.00) before the traffic; stopping the deployment"

@@ -5,6 +5,7 @@
 //! a timeline, and the invariants checked on every region.
 
 pub mod figures;
+pub mod in_flight;
 pub mod kill;
 pub mod report;
 pub mod workload;
@@ -77,6 +78,7 @@ pub struct DrillReport {
     pub cycles: Vec<CycleReport>,
     pub figures: figures::Figures,
     pub transfers: TransferFigures,
+    pub in_flight: in_flight::InFlight,
     pub invariants: InvariantReport,
 }
 
@@ -145,6 +147,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
         clock: load.clock,
         markers: Vec::new(),
     };
+    let sampler = in_flight::Sampler::start(Cluster::new(targets, "failover-drill")?, load.clock);
     timeline.mark(format!(
         "workload started: {} writes/s",
         options.workload.rate_per_sec
@@ -214,6 +217,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
     ));
 
     let healed = wait_healed(&cluster, options.heal_timeout).await;
+    let in_flight = sampler.finish().await;
     timeline.mark(if healed {
         "all regions converged"
     } else {
@@ -257,6 +261,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
         cycles,
         figures,
         transfers,
+        in_flight,
         invariants,
     };
     report::write(&report, &attempts, &options.report_dir)?;
