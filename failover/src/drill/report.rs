@@ -99,6 +99,13 @@ pub fn summary(report: &DrillReport) -> String {
         "late events by region and outcome: {:?}",
         t.late_events
     );
+    let _ = writeln!(
+        out,
+        "money in flight: at most {} (at {} ms), {} samples",
+        report.in_flight.max_amount,
+        report.in_flight.max_at_ms,
+        report.in_flight.samples.len()
+    );
     let _ = writeln!(out, "client-visible errors: {:?}", f.errors_by_kind);
     for check in &report.invariants.checks {
         let _ = writeln!(
