@@ -171,6 +171,20 @@ impl Deployment {
             .with_context(|| format!("no region {name:?} in this deployment"))
     }
 
+    /// Pauses a region's node (SIGSTOP) for `pause`, then lets it go on (SIGCONT).
+    pub fn pause_node(&self, name: &str, pause: Duration) -> anyhow::Result<()> {
+        let pid = self
+            .region(name)?
+            .pid("node")
+            .with_context(|| format!("{name} has no node"))?;
+        nix::sys::signal::kill(raw_pid(pid), Signal::SIGSTOP)
+            .with_context(|| format!("stop the node of {name} (pid {pid})"))?;
+        // Fault timing, not synchronisation: the node is frozen for exactly this long.
+        std::thread::sleep(pause);
+        nix::sys::signal::kill(raw_pid(pid), Signal::SIGCONT)
+            .with_context(|| format!("continue the node of {name} (pid {pid})"))
+    }
+
     /// Stops (SIGSTOP) a region's replicator, so its relay publishes nothing more.
     pub fn hold_replicator(&self, name: &str) -> anyhow::Result<()> {
         let pid = self

@@ -46,7 +46,13 @@ async fn start_load_homed(
 ) -> anyhow::Result<Workload> {
     let mut homes = nodes(regions);
     homes.retain(|name, _| !skip.contains(name));
-    let accounts = workload::open_accounts(&reqwest::Client::new(), &homes, per_region).await?;
+    let accounts = workload::open_accounts(
+        &reqwest::Client::new(),
+        &homes,
+        per_region,
+        workload::DEFAULT_FUNDING,
+    )
+    .await?;
     let options = WorkloadOptions {
         rate_per_sec: 80,
         accounts_per_region: per_region,

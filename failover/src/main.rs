@@ -197,6 +197,13 @@ struct DrillArgs {
     /// Shell command run just before the final audit (fault injection for tests).
     #[arg(long)]
     before_audit_cmd: Option<String>,
+    /// Kill cycles: shell command run on the region just failed back ({region}), e.g.
+    /// `ledger-local pause {region} --ms 3000` (its node paused past its lease).
+    #[arg(long)]
+    pause_cmd: Option<String>,
+    /// What each workload account is opened with.
+    #[arg(long, default_value = failover::drill::workload::DEFAULT_FUNDING)]
+    funding: String,
     #[arg(long, default_value = "drill-report")]
     report_dir: PathBuf,
 }
@@ -529,6 +536,8 @@ async fn main() -> anyhow::Result<()> {
                     .clone()
                     .or_else(|| local_hook(&cli, "restart")),
                 before_audit_cmd: args.before_audit_cmd.clone(),
+                pause_cmd: args.pause_cmd.clone(),
+                funding: args.funding.clone(),
                 report_dir: args.report_dir.clone(),
             };
             let report = drill::run(&targets, options).await?;

@@ -163,7 +163,8 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- One pass of the saga worker, as in V4, looking only at transfers whose debit this
--- region holds (others cannot take their step here yet and must not use up the pass).
+-- region holds (others cannot take their step here yet and must not use up the pass),
+-- and reporting a step that fails (`failed: <error>`) instead of failing the pass.
 CREATE OR REPLACE FUNCTION ledger.run_saga(p_region text, p_limit integer)
 RETURNS TABLE (transfer_id uuid, step text) LANGUAGE plpgsql AS $$
 DECLARE
@@ -183,12 +184,16 @@ BEGIN
             END IF;
         EXCEPTION WHEN SQLSTATE 'LD503' THEN
             step := 'not_ours';
+        WHEN OTHERS THEN
+            -- One step that fails (a constraint, a bug) must not stop every other
+            -- transfer's saga: it is reported, rotated and tried again next pass.
+            step := 'failed: ' || SQLERRM;
         END;
-        IF step = 'not_ours' THEN
+        IF step = 'not_ours' OR step LIKE 'failed: %' THEN
             -- Rotate it to the back, so it cannot hold back the transfers behind it.
             UPDATE ledger.transfers SET updated_at = clock_timestamp() WHERE id = t.id;
-            CONTINUE;
         END IF;
+        CONTINUE WHEN step = 'not_ours';
         transfer_id := t.id;
         RETURN NEXT;
     END LOOP;
@@ -427,3 +432,28 @@ LANGUAGE sql AS $$
         reconciled_seq = coalesce(p_seq, reconciled_seq)
     WHERE event_id = p_event AND status = 'pending'
 $$;
+
+-- One pass of the reconciler, as in V5, except that a late event whose decision fails
+-- (a constraint, a bug) is reported (`failed: <error>`) and left pending, instead of
+-- failing the pass and so holding back every other late event for ever.
+CREATE OR REPLACE FUNCTION ledger.reconcile_late(p_region text, p_limit integer)
+RETURNS TABLE (event_id uuid, outcome text) LANGUAGE plpgsql AS $$
+DECLARE
+    l ledger.late_events;
+BEGIN
+    FOR l IN SELECT * FROM ledger.late_events le
+             WHERE le.status = 'pending' AND ledger.lease_epoch(le.account_id) IS NOT NULL
+             ORDER BY le.account_id, le.seq, le.received_at
+             LIMIT p_limit FOR UPDATE SKIP LOCKED LOOP
+        BEGIN
+            outcome := ledger.reconcile_one(l, p_region);
+        EXCEPTION WHEN SQLSTATE 'LD503' THEN
+            outcome := 'not_ours';
+        WHEN OTHERS THEN
+            outcome := 'failed: ' || SQLERRM;
+        END;
+        CONTINUE WHEN outcome = 'not_ours';
+        event_id := l.event_id;
+        RETURN NEXT;
+    END LOOP;
+END $$;

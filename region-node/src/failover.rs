@@ -458,11 +458,18 @@ async fn reconcile_pass(pool: &Pool, region: &str, metrics: &Metrics) -> Result<
         )
         .await
         .map_err(NodeError::Database)?;
+    let mut decided = 0;
     for row in &rows {
         let event: Uuid = row.get(0);
         let outcome: String = row.get(1);
-        tracing::info!(%event, %outcome, "late event reconciled");
-        metrics.reconciled(&outcome);
+        if let Some(error) = outcome.strip_prefix("failed: ") {
+            tracing::warn!(%event, %error, "late event could not be decided; retrying next pass");
+            metrics.reconciled("failed");
+        } else {
+            tracing::info!(%event, %outcome, "late event reconciled");
+            metrics.reconciled(&outcome);
+            decided += 1;
+        }
     }
-    Ok(rows.len())
+    Ok(decided)
 }

@@ -58,13 +58,20 @@ async fn pass(pool: &Pool, region: &str, metrics: &Metrics) -> Result<usize, Nod
         )
         .await
         .map_err(NodeError::Database)?;
+    let mut taken = 0;
     for row in &rows {
         let step: String = row.get(1);
         let transfer: uuid::Uuid = row.get(0);
-        tracing::info!(%transfer, %step, "transfer saga step");
-        metrics.saga_step(&step);
+        if let Some(error) = step.strip_prefix("failed: ") {
+            tracing::warn!(%transfer, %error, "transfer saga step failed; retrying next pass");
+            metrics.saga_step("failed");
+        } else {
+            tracing::info!(%transfer, %step, "transfer saga step");
+            metrics.saga_step(&step);
+            taken += 1;
+        }
     }
-    Ok(rows.len())
+    Ok(taken)
 }
 
 /// Keeps a LISTEN session open, reconnecting after failures, and wakes the worker on

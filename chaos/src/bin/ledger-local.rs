@@ -50,6 +50,12 @@ enum Action {
         #[arg(long, default_value_t = 0)]
         unpublished_tail_ms: u64,
     },
+    /// SIGSTOP a region's node for `--ms`, then SIGCONT it (a pause past its lease).
+    Pause {
+        region: String,
+        #[arg(long, default_value_t = 3_000)]
+        ms: u64,
+    },
     /// Start a killed region again on its data; it comes back deposed if promoted.
     Restart { region: String },
     /// Against the running deployment: traffic from clients near each region, where
@@ -123,6 +129,11 @@ async fn main() -> anyhow::Result<()> {
             }
             deployment.kill_region(&region)?;
             println!("killed every process of {region}");
+        }
+        Action::Pause { region, ms } => {
+            let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            deployment.pause_node(&region, Duration::from_millis(ms))?;
+            println!("{region}'s node was paused for {ms} ms");
         }
         Action::Restart { region } => {
             let mut deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;

@@ -55,6 +55,12 @@ pub struct DrillOptions {
     pub kill_cmd: Option<String>,
     pub restart_cmd: Option<String>,
     pub before_audit_cmd: Option<String>,
+    /// Kill cycles: run after each failback on the region just failed back (a node
+    /// paused past its lease, say: `ledger-local pause {region} --ms 3000`).
+    pub pause_cmd: Option<String>,
+    /// What each workload account is funded with (the bank workload: 100.00, so that
+    /// refusals and overdraft replays happen).
+    pub funding: String,
     pub report_dir: PathBuf,
 }
 
@@ -136,8 +142,13 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
     let counts = map.slot_counts();
     let mut homes = targets.nodes.clone();
     homes.retain(|region, _| counts.get(region.as_str()).copied().unwrap_or(0) > 0);
-    let accounts =
-        workload::open_accounts(&http, &homes, options.workload.accounts_per_region).await?;
+    let accounts = workload::open_accounts(
+        &http,
+        &homes,
+        options.workload.accounts_per_region,
+        &options.funding,
+    )
+    .await?;
     let load = workload::start(
         targets.nodes.clone(),
         accounts.clone(),
@@ -205,6 +216,11 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
                 let cycle =
                     kill::cycle(&cluster, hooks, &load, region, down_for, &mut timeline).await?;
                 cycles.push(cycle);
+                if let Some(pause) = &options.pause_cmd {
+                    timeline.mark(format!("pausing {region}"));
+                    run_hook(pause, region)?;
+                    timeline.mark(format!("{region} resumed"));
+                }
                 tokio::time::sleep(options.warmup).await;
             }
         }

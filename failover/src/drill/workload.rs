@@ -99,11 +99,15 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Opens `per_region` EUR accounts homed in each region (funded with 1000.00).
+/// The funding of every workload account, unless a drill says otherwise.
+pub const DEFAULT_FUNDING: &str = "1000.00";
+
+/// Opens `per_region` EUR accounts homed in each region, each funded with `funding`.
 pub async fn open_accounts(
     http: &reqwest::Client,
     nodes: &BTreeMap<String, String>,
     per_region: usize,
+    funding: &str,
 ) -> anyhow::Result<Vec<Account>> {
     let mut accounts = Vec::new();
     for (region, url) in nodes {
@@ -132,7 +136,7 @@ pub async fn open_accounts(
                 http,
                 url,
                 &format!("/v1/accounts/{id}/deposits"),
-                &json!({"amount": "1000.00"}),
+                &json!({ "amount": funding }),
                 &uuid::Uuid::new_v4().to_string(),
                 false,
             )
