@@ -60,9 +60,11 @@ impl Metrics {
             IntGauge::new("db_pool_connections", "Open database connections").expect("static");
         let pool_idle =
             IntGauge::new("db_pool_idle_connections", "Idle database connections").expect("static");
-        let lease_slots =
-            IntGauge::new("lease_slots", "Slots this region's last lease grant lists")
-                .expect("static");
+        let lease_slots = IntGauge::new(
+            "lease_slots",
+            "Slots of this region's last lease grant, once recorded in its database",
+        )
+        .expect("static");
         let lease_renewals = IntCounterVec::new(
             Opts::new("lease_renewals_total", "Lease renewals by result"),
             &["result"],

@@ -76,7 +76,7 @@ pub async fn renew_loop(
         match renewal {
             Ok(Ok(grant)) => {
                 let fence = timing.fence_delay(Duration::from_millis(grant.ttl_ms));
-                let snapshot = {
+                let (snapshot, held) = {
                     let released = ownership
                         .released()
                         .lock()
@@ -87,12 +87,17 @@ pub async fn renew_loop(
                         .write()
                         .map_err(|_| NodeError::Ownership("lease lock poisoned".into()))?;
                     lease.apply_grant(&grant, sent_at, fence, &released);
-                    metrics.set_lease(lease.held_slot_count());
-                    lease.snapshot()
+                    (lease.snapshot(), lease.held_slot_count())
                 };
                 metrics.lease_renewed(true);
                 match record(&pool, &snapshot, timing.commit_margin).await {
-                    Ok(()) => ownership.note_recorded(grant.map_version),
+                    Ok(()) => {
+                        // Only now may writes commit (the database checks the recorded
+                        // lease), so readiness checks that wait on this gauge see a
+                        // region that can write, not one that merely was granted.
+                        metrics.set_lease(held);
+                        ownership.note_recorded(grant.map_version);
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not record the lease in the database");
                     }
