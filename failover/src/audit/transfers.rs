@@ -120,19 +120,33 @@ pub fn saga_converged(snapshots: &[AuditSnapshot]) -> Check {
     )
 }
 
-/// 8. No request booked more than one transfer: every booked transfer's id is one a
-///    client's Idempotency-Key names (when the caller knows the keys sent), and every
-///    acknowledged transfer is booked (debited) in every region.
+/// 8. No request booked more than one transfer: every transfer booked from the
+///    accounts the caller's clients sent transfers from has an id one of their
+///    Idempotency-Keys names (when the caller knows the keys sent; other accounts'
+///    transfers, from before a drill, are not its business), and every acknowledged
+///    transfer is booked (debited) in every region.
 pub fn booked_once(
     snapshots: &[AuditSnapshot],
     acked: &[AckedWrite],
     sent: &HashSet<Uuid>,
 ) -> Check {
     let mut problems = Vec::new();
+    let sources: HashSet<&str> = acked
+        .iter()
+        .filter(|w| w.transfer)
+        .map(|w| w.account.as_str())
+        .collect();
     for snapshot in snapshots {
         let steps = steps(snapshot);
         if !sent.is_empty() {
-            for id in steps.keys().filter(|id| !sent.contains(*id)) {
+            let ours = snapshot
+                .entries
+                .iter()
+                .filter(|e| e.kind == "transfer_debit" && sources.contains(e.account.as_str()));
+            for id in ours
+                .filter_map(|e| e.transfer_id)
+                .filter(|id| !sent.contains(id))
+            {
                 problems.push(format!(
                     "{}: transfer {id} was booked under an id no request's key names",
                     snapshot.region
@@ -277,6 +291,17 @@ mod tests {
         // An acknowledged transfer that no ledger holds.
         let lost = transfer_of_key("k2");
         assert!(!booked_once(&snapshots[..], &[acked(lost)], &HashSet::new()).ok);
+    }
+
+    #[test]
+    fn transfers_of_accounts_the_drill_did_not_use_are_not_its_business() {
+        let t = transfer_of_key("k1");
+        let before = Uuid::new_v4();
+        let mut entries = settled(t);
+        entries.push(entry("older", 1, "transfer_debit", before));
+        entries.push(entry("b", 2, "transfer_credit", before));
+        let snapshots = [region("eu-west", entries, &[])];
+        assert!(booked_once(&snapshots, &[acked(t)], &HashSet::from([t])).ok);
     }
 
     #[test]
