@@ -242,10 +242,34 @@ async fn voter_cut_off_from_the_majority_cannot_commit() -> TestResult {
     cluster
         .wait_leader(&[0, 1, 2], Duration::from_secs(20))
         .await?;
-    let healed = all
-        .rehome_account(account(3), "ap-south", None, "after heal")
-        .await?;
-    assert!(matches!(healed, Outcome::Applied { .. }));
+    // The first commit after the heal can outlast this cluster's 1 s commit timeout on
+    // a loaded machine (a new leader commits its own entry first): an unknown outcome
+    // is read back, as the error says to, and the command is sent again only if it
+    // did not apply. (CI once failed here with "not committed within 1000 ms".)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match all
+            .rehome_account(account(3), "ap-south", None, "after heal")
+            .await
+        {
+            Ok(outcome) => {
+                assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+                break;
+            }
+            Err(ClientError::OutcomeUnknown(why)) if Instant::now() < deadline => {
+                let applied = all
+                    .map()
+                    .await
+                    .is_ok_and(|map| map.overrides.contains_key(&account(3)));
+                if applied {
+                    break;
+                }
+                eprintln!("after heal, not committed yet ({why}); retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
     let after = all.map().await?;
     assert!(after.version > before.version);
     let history = all.history(0, 10_000).await?;
