@@ -516,12 +516,7 @@ async fn kill_with_ack_replicated_loses_no_acknowledged_write() -> anyhow::Resul
 #[tokio::test]
 async fn drill_reports_and_fails_when_an_invariant_breaks() -> anyhow::Result<()> {
     let regions = Regions::start("drill", &[]).await?;
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("failover");
+    let bin = common::bin_dir().join("failover");
     let report_dir = regions.deployment.data_dir.join("report");
     let run = |extra: Vec<String>| {
         let mut command = std::process::Command::new(&bin);

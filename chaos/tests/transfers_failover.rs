@@ -26,15 +26,6 @@ fn cluster(regions: &Regions) -> anyhow::Result<Cluster> {
     Ok(Cluster::new(&targets, "test")?)
 }
 
-fn failover_bin() -> std::path::PathBuf {
-    std::env::current_exe()
-        .expect("test binary path")
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("failover")
-}
-
 #[tokio::test]
 async fn bank_workload_survives_repeated_kill_promote_and_failback() -> anyhow::Result<()> {
     let regions = Regions::start("bank", &[]).await?;
@@ -44,7 +35,7 @@ async fn bank_workload_survives_repeated_kill_promote_and_failback() -> anyhow::
     // Each kill first holds the victim's relay for a second: the transfers it
     // acknowledges meanwhile die unpublished, so every cycle leaves late debits and
     // credits (and retries of requests whose answer was lost) for reconciliation.
-    let ledger_local = failover_bin().with_file_name("ledger-local");
+    let ledger_local = common::bin_dir().join("ledger-local");
     let kill_cmd = format!(
         "{} --data-dir {data_dir} kill {{region}} --unpublished-tail-ms 1000",
         ledger_local.display()
@@ -55,7 +46,7 @@ async fn bank_workload_survives_repeated_kill_promote_and_failback() -> anyhow::
         "{} --data-dir {data_dir} pause {{region}} --ms 3000",
         ledger_local.display()
     );
-    let output = std::process::Command::new(failover_bin())
+    let output = std::process::Command::new(common::bin_dir().join("failover"))
         .args([
             "--deployment",
             &regions.deployment.data_dir.display().to_string(),

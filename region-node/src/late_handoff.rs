@@ -163,9 +163,9 @@ impl Handoff {
 
 /// The receiving side: stores the events (each stays pending until this region, as
 /// owner, decides it) and answers the decisions already made here.
-pub async fn receive(pool: &Pool, handoff: &LateHandoff) -> Result<Vec<LateDecision>, StoreError> {
+pub async fn receive(pool: &Pool, handoff: LateHandoff) -> Result<Vec<LateDecision>, StoreError> {
     let client = pool.get().await?;
-    let events = serde_json::Value::Array(handoff.events.clone());
+    let events = serde_json::Value::Array(handoff.events);
     let rows = client
         .query(
             "SELECT event_id, status, detail, resolved_by, reconciled_seq

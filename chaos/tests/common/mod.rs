@@ -33,7 +33,8 @@ impl Drop for Regions {
     }
 }
 
-fn bin_dir() -> PathBuf {
+/// Where the workspace's binaries are (`ledger-local`, `failover`, the services).
+pub fn bin_dir() -> PathBuf {
     // target/<profile>/deps/<test> -> target/<profile>
     let exe = std::env::current_exe().expect("test binary path");
     exe.parent()

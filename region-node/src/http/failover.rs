@@ -215,9 +215,10 @@ async fn handoff(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<LateHandoff>,
 ) -> Result<Json<Vec<LateDecision>>, ApiError> {
-    let decided = crate::late_handoff::receive(state.store.pool(), &request).await?;
+    let events = request.events.len();
+    let decided = crate::late_handoff::receive(state.store.pool(), request).await?;
     tracing::info!(
-        events = request.events.len(),
+        events,
         already_decided = decided.len(),
         "received late events from another region"
     );
