@@ -7,6 +7,8 @@ mod common;
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use common::{amount, eventually, Regions};
 use ledger_wire::ownership::Outcome;
 use nix::sys::signal::{kill, Signal};
@@ -258,6 +260,12 @@ async fn a_paused_home_commits_nothing_after_its_slots_moved() -> anyhow::Result
     let regions = Regions::start("fencing", &[]).await?;
     let ids: Vec<String> =
         futures::future::try_join_all((0..4).map(|_| regions.open(0, 0, "10.00"))).await?;
+    // The new homes must hold the accounts to serve them: wait for replication first,
+    // so what is measured after the wake is routing and fencing, not Kafka lag (on a
+    // loaded 2-core CI machine that lag alone once outlasted the 15 s bound below).
+    regions
+        .wait_converged(&[0, 1, 2], Duration::from_secs(30))
+        .await?;
     let node = regions.deployment.regions[0].pid("node").expect("node pid");
     // A request in flight when the node stops.
     let in_flight = {
@@ -298,18 +306,38 @@ async fn a_paused_home_commits_nothing_after_its_slots_moved() -> anyhow::Result
             )
             .await;
     }
-    // Until the woken node has caught up: it forwards its former accounts' writes to
-    // their new homes (which serve once their fencing delay is over).
+    // The woken node routes by the new map at once (the watch reply written during the
+    // pause is read on wake; the next renewal's grant names a newer map version too):
+    // it forwards its former accounts' writes, whatever the new home answers.
     let path = format!("/v1/accounts/{}/deposits", ids[2]);
+    let last_answer = std::sync::Mutex::new(String::from("none"));
+    eventually(
+        "woken node routes to the new home",
+        Duration::from_secs(10),
+        || async {
+            let (s, _) = regions
+                .client(0)
+                .post("deposit", &path, &json!({"amount": "1.00"}), None, None)
+                .await
+                .ok()?;
+            s.forwarded.then_some(())
+        },
+    )
+    .await?;
+    // The new home serves once its fencing delay (ttl * (1 + drift) + margin) is over.
     eventually("woken node forwards", Duration::from_secs(15), || async {
-        let (s, _) = regions
+        let (s, body) = regions
             .client(0)
             .post("deposit", &path, &json!({"amount": "1.00"}), None, None)
             .await
             .ok()?;
+        if let Ok(mut last) = last_answer.lock() {
+            *last = format!("{} forwarded={} {}", s.status, s.forwarded, body["type"]);
+        }
         (s.status == 201 && s.forwarded).then_some(())
     })
-    .await?;
+    .await
+    .with_context(|| format!("last answer: {:?}", last_answer.lock().map(|l| l.clone())))?;
     let after: i64 = db.query_one(count, &[]).await?.get(0);
     assert_eq!(
         before, after,

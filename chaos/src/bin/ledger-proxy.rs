@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(about = "Per-pair TCP proxies with cut and latency toxics")]
 struct Cli {
-    /// `name=listen->target`, repeated.
-    #[arg(long = "link", required = true)]
+    /// `name=listen->target`, repeated (none in a one-region deployment: the proxy
+    /// then only answers its admin API, which lists no links).
+    #[arg(long = "link")]
     links: Vec<LinkSpec>,
     /// Admin API address (`GET /links`, `POST /links/{name}`).
     #[arg(long, default_value = "127.0.0.1:7099")]

@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 
 use crate::{io_context, HarnessError};
 
@@ -13,10 +14,15 @@ static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
 /// path printed, so a failed test's logs can be read) or `LEDGER_KEEP_DIRS` is set.
 /// Before it is removed, its `*.log` files are copied to `target/test-logs/<name>/`:
 /// a test that fails by returning an error (no panic) keeps its process logs too.
+///
+/// In a test binary, dropping it also scans those logs ([`crate::log_scan`]): an ERROR
+/// or panic line that neither the global allow-list nor [`WorkDir::allow_log_errors`]
+/// names fails the test (the directory is then kept).
 #[derive(Debug)]
 pub struct WorkDir {
     path: PathBuf,
     remove: bool,
+    allowed_errors: Mutex<Vec<String>>,
 }
 
 /// `target/test-logs` of the running test binary (`target/<profile>/deps/<test>`), or
@@ -62,7 +68,26 @@ impl WorkDir {
         Ok(WorkDir {
             path,
             remove: std::env::var_os("LEDGER_KEEP_DIRS").is_none(),
+            allowed_errors: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Lines containing `fragment` are expected errors of this test (a fault it
+    /// injects on purpose makes a process log them).
+    pub fn allow_log_errors(&self, fragment: impl Into<String>) {
+        if let Ok(mut allowed) = self.allowed_errors.lock() {
+            allowed.push(fragment.into());
+        }
+    }
+
+    /// The unexpected error lines in this directory's logs so far.
+    pub fn unexpected_log_errors(&self) -> Vec<crate::log_scan::Finding> {
+        let allowed = self
+            .allowed_errors
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        crate::log_scan::unexpected_errors(&self.path, &allowed)
     }
 
     pub fn path(&self) -> &Path {
@@ -78,7 +103,26 @@ impl Drop for WorkDir {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("kept {} for inspection", self.path.display());
-        } else if self.remove {
+            return;
+        }
+        // Only tests are held to their logs (benchmarks and the local deployment use
+        // work dirs too, outside any cargo `deps` dir).
+        let findings = if test_logs_root().is_some() {
+            self.unexpected_log_errors()
+        } else {
+            Vec::new()
+        };
+        if !findings.is_empty() {
+            eprintln!("kept {} for inspection", self.path.display());
+            let shown: Vec<String> = findings.iter().take(20).map(|f| f.to_string()).collect();
+            panic!(
+                "{} unexpected error lines in process logs (allow them with \
+                 WorkDir::allow_log_errors if the test causes them):\n{}",
+                findings.len(),
+                shown.join("\n")
+            );
+        }
+        if self.remove {
             if let (Some(root), Some(name)) = (test_logs_root(), self.path.file_name()) {
                 let to = root.join(name);
                 let _ = std::fs::remove_dir_all(&to);
@@ -111,4 +155,38 @@ pub fn traversable_by_others(path: &Path) -> bool {
             .map(|m| m.permissions().mode() & 0o001 != 0)
             .unwrap_or(false)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLANTED: &str =
+        r#"{"level":"ERROR","target":"region_node::saga","fields":{"message":"planted"}}"#;
+
+    #[test]
+    fn a_planted_error_log_fails_the_drop_and_keeps_the_directory() {
+        let dir = WorkDir::temp("planted-error").expect("make dir");
+        let path = dir.path().to_owned();
+        std::fs::write(dir.join("node.log"), format!("{PLANTED}\n")).expect("write log");
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(dir)));
+        let message = dropped.expect_err("the drop must fail the test");
+        let text = message
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(text.contains("1 unexpected error lines"), "{text}");
+        assert!(path.join("node.log").exists(), "the directory is kept");
+        let _ = std::fs::remove_dir_all(&path);
+    }
+
+    #[test]
+    fn an_allowed_error_log_passes_and_the_directory_goes() {
+        let dir = WorkDir::temp("allowed-error").expect("make dir");
+        let path = dir.path().to_owned();
+        std::fs::write(dir.join("node.log"), format!("{PLANTED}\n")).expect("write log");
+        dir.allow_log_errors("planted");
+        drop(dir);
+        assert!(!path.exists());
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod dirs;
+pub mod log_scan;
 pub mod node;
 pub mod pg;
 pub mod process;
