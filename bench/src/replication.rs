@@ -117,10 +117,10 @@ async fn run(args: &Args, setup: &Setup) -> anyhow::Result<()> {
         Duration::from_secs(30),
     )
     .await?;
-    region_node::db::migrate(&region_node::NodeConfig::new("b", setup.url_b.clone()))
+    let (db_a, mut db_b) = (connect(&setup.url_a).await?, connect(&setup.url_b).await?);
+    ledger_schema::migrate(&mut db_b)
         .await
         .context("migrate b")?;
-    let (db_a, db_b) = (connect(&setup.url_a).await?, connect(&setup.url_b).await?);
     for db in [&db_a, &db_b] {
         seed(db, args.accounts).await?;
     }

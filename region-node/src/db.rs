@@ -1,5 +1,5 @@
 //! The region's PostgreSQL: connection pool with the node's session settings, and the
-//! versioned schema migrations (refinery, embedded from `migrations/`).
+//! schema migration (the `ledger-schema` crate).
 
 use std::time::Duration;
 
@@ -7,13 +7,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use crate::{NodeConfig, NodeError};
-
-mod embedded {
-    refinery::embed_migrations!("migrations");
-}
-
-/// Advisory lock key under which one node at a time migrates a database.
-const MIGRATION_LOCK_KEY: i64 = 0x6c65_6467_6572_0001;
 
 fn pg_config(config: &NodeConfig) -> Result<tokio_postgres::Config, NodeError> {
     let mut pg: tokio_postgres::Config = config
@@ -52,37 +45,22 @@ pub fn pool(config: &NodeConfig) -> Result<Pool, NodeError> {
         .map_err(|e| NodeError::Config(format!("database pool: {e}")))
 }
 
-/// Brings the schema to the newest version, holding an advisory lock so that nodes
-/// starting together against one database do not race.
+/// Brings the schema to this build (`ledger_schema::migrate`: versioned DDL, then the
+/// current text of every function, under an advisory lock so that nodes starting
+/// together against one database do not race).
 pub async fn migrate(config: &NodeConfig) -> Result<(), NodeError> {
     let (mut client, connection) = pg_config(config)?
         .connect(NoTls)
         .await
         .map_err(NodeError::Database)?;
     let driver = tokio::spawn(connection);
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+    let migrated = ledger_schema::migrate(&mut client)
         .await
-        .map_err(NodeError::Database)?;
-    let report = embedded::migrations::runner()
-        .run_async(&mut client)
-        .await
-        .map_err(|e| NodeError::Migration(e.to_string()))?;
-    for migration in report.applied_migrations() {
-        tracing::info!(
-            version = migration.version(),
-            name = migration.name(),
-            "applied migration"
-        );
-    }
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
-        .await
-        .map_err(NodeError::Database)?;
+        .map_err(|e| NodeError::Migration(e.to_string()));
     drop(client);
     // The connection task ends once the client is gone; its result carries nothing new.
     let _ = driver.await;
-    Ok(())
+    migrated.map(|_| ())
 }
 
 /// Records, in the database, that this region holds `slots` at `epoch` until

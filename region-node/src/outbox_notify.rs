@@ -9,7 +9,7 @@
 //!
 //! Why not a trigger in the write transaction: a notifying transaction takes a
 //! database-wide lock before commit and keeps it through its WAL flush, so all writes
-//! would commit one at a time (see migrations/V2__replication.sql). The relay also polls,
+//! would commit one at a time (see crates/ledger-schema/migrations/V2__replication.sql). The relay also polls,
 //! so a notification lost here (database briefly unreachable) only delays it.
 
 use std::sync::Arc;

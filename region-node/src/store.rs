@@ -1,6 +1,6 @@
 //! Typed access to the ledger functions and tables of the region's database.
 //!
-//! Every write is one call of a `ledger.*` function (see migrations/V1__ledger.sql):
+//! Every write is one call of a `ledger.*` function (crates/ledger-schema/sql/30_write_path.sql):
 //! one round trip, one transaction, the lease check last before COMMIT on the
 //! database's clock. Errors the functions raise for the API come back as
 //! [`StoreError::Rejected`] with the problem type they name.

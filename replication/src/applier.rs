@@ -2,7 +2,7 @@
 //! its events to this region's replica rows.
 //!
 //! One database transaction per batch: `ledger.apply_events` applies the batch by the
-//! rules of DESIGN.md (see the V3 migration) and the same transaction stores the next
+//! rules of ARCHITECTURE.md (`ledger.apply_events`, crates/ledger-schema/sql/40_apply.sql) and the same transaction stores the next
 //! offset of each partition. The consumer is assigned its partitions at those stored
 //! offsets, so the database, not the broker, says where to resume: a crash after the
 //! commit replays nothing, a crash before it replays the whole batch. With

@@ -89,7 +89,7 @@ pub fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     }
 }
 
-/// The flattened event `ledger.apply_events` reads (see the V3 migration).
+/// The flattened event `ledger.apply_events` reads (crates/ledger-schema/sql/40_apply.sql).
 pub fn apply_input(
     envelope: &EventEnvelope,
     account: AccountId,

@@ -8,6 +8,8 @@ pub enum ReplicationError {
     Config(String),
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
+    #[error("region database: {0}")]
+    Schema(#[from] ledger_schema::SchemaError),
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
     #[error("the relay's database session ended, so it no longer holds the relay lock")]

@@ -1,4 +1,4 @@
-//! The apply rules (`ledger.apply_events`, DESIGN.md "Replication") on a real
+//! The apply rules (`ledger.apply_events`, ARCHITECTURE.md "Replication") on a real
 //! PostgreSQL, one case per rule: next seq applies, duplicates are skipped, gaps wait and
 //! are released, seqs taken by a higher epoch and stale epochs are late, a higher epoch
 //! supersedes a deposed owner's tail, poison is reported alone.
@@ -21,8 +21,8 @@ async fn replica(label: &str) -> anyhow::Result<Replica> {
     let dir = WorkDir::temp(label)?;
     let (pg, url) =
         PgCluster::start_with_database(dir.path(), &PgOptions::default(), "ledger").await?;
-    region_node::db::migrate(&region_node::NodeConfig::new("b", url.clone())).await?;
-    let db = ledger_tests::db::connect(&url).await?;
+    let mut db = ledger_tests::db::connect(&url).await?;
+    ledger_schema::migrate(&mut db).await?;
     Ok(Replica {
         db,
         _pg: pg,

@@ -1,43 +1,12 @@
--- Applying other regions' events to this region's replica rows (DESIGN.md,
--- "Replication", the apply rules). The applier calls ledger.apply_events ONCE per batch,
--- inside the transaction that also moves its position, so a batch is applied whole or
--- not at all and a redelivered batch changes nothing.
+-- Applying other regions' events to replica rows (the apply rules of ARCHITECTURE.md,
+-- "Replication"): in order, duplicates skipped, gaps parked, events of a deposed owner
+-- kept as late events.
 --
--- An event arrives as the applier's flattened form of the envelope:
---   {"id", "type", "account" (bigint), "seq", "epoch", "origin", "time", "data", "event"}
--- where "data" is the home's entry (or, for AccountOpened, account) JSON and "event" the
--- whole envelope as received, kept verbatim for late and pending events.
---
--- Rules, per account:
---   seq = replica.seq + 1, epoch >= replica.epoch    apply (then drain waiting events)
---   same (account, seq) with the same event id        duplicate, skipped
---   seq taken by an equal or higher epoch             late (seq_taken), kept for reconciliation
---   seq next but epoch below the row's last writer    late (stale_epoch)
---   seq taken by a LOWER epoch                        the stored tail from that seq came
---                                                     from a deposed owner: it moves to
---                                                     late (superseded), the event applies
---   seq beyond replica.seq + 1, or no row yet         waits in pending_events (a gap)
+-- The current text of each function: applied with CREATE OR REPLACE after the versioned
+-- migrations (which hold only DDL), so the rule that runs is the one written here.
+-- Change a function here, never in a migration.
 
-CREATE TYPE ledger.apply_outcome AS (
-    event_id   uuid,
-    origin     text,
-    outcome    text,     -- applied | duplicate | late | pending | superseded | poison
-    detail     text,
-    event_time timestamptz,
-    released   jsonb     -- the stored envelope, for an event released from waiting
-);
-
-CREATE FUNCTION ledger.store_late(ev jsonb, p_reason text) RETURNS void
-LANGUAGE sql AS $$
-    INSERT INTO ledger.late_events (event_id, account_id, seq, epoch, origin_region,
-                                    event_type, reason, event, received_at)
-    VALUES ((ev->>'id')::uuid, (ev->>'account')::bigint, (ev->>'seq')::bigint,
-            (ev->>'epoch')::bigint, ev->>'origin', ev->>'type', p_reason, ev->'event',
-            clock_timestamp())
-    ON CONFLICT (event_id) DO NOTHING
-$$;
-
-CREATE FUNCTION ledger.park_event(ev jsonb) RETURNS void
+CREATE OR REPLACE FUNCTION ledger.park_event(ev jsonb) RETURNS void
 LANGUAGE sql AS $$
     INSERT INTO ledger.pending_events (account_id, seq, event_id, epoch, origin_region,
                                        event, received_at)
@@ -46,40 +15,7 @@ LANGUAGE sql AS $$
     ON CONFLICT DO NOTHING
 $$;
 
-CREATE FUNCTION ledger.event_type_of(p_kind text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE p_kind WHEN 'deposit' THEN 'Deposited' WHEN 'withdrawal' THEN 'Withdrawn'
-                       WHEN 'transfer_debit' THEN 'TransferDebited'
-                       WHEN 'transfer_credit' THEN 'TransferCredited' END
-$$;
-
--- Moves the account's entries from p_seq on (written by a deposed owner) to late_events
--- and rewinds the row to seq p_seq - 1, so the higher epoch's history can apply.
-CREATE FUNCTION ledger.supersede_from(acct ledger.accounts, p_seq bigint, p_by uuid)
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    gone ledger.entries;
-    before ledger.entries;
-BEGIN
-    FOR gone IN DELETE FROM ledger.entries WHERE account_id = acct.id AND seq >= p_seq
-                RETURNING * LOOP
-        PERFORM ledger.store_late(jsonb_build_object(
-            'id', coalesce(gone.event_id, gen_random_uuid()),
-            'type', ledger.event_type_of(gone.kind), 'account', gone.account_id,
-            'seq', gone.seq, 'epoch', gone.epoch, 'origin', gone.origin_region,
-            'event', jsonb_build_object('data', ledger.entry_json(gone),
-                                        'superseded_by', p_by)), 'superseded');
-        DELETE FROM ledger.external_postings WHERE txn_id = gone.txn_id
-            AND gone.kind IN ('deposit', 'withdrawal');
-    END LOOP;
-    SELECT * INTO before FROM ledger.entries WHERE account_id = acct.id AND seq = p_seq - 1;
-    UPDATE ledger.accounts
-    SET seq = p_seq - 1,
-        balance = CASE WHEN FOUND THEN before.balance ELSE round(0::numeric, acct.scale) END
-    WHERE id = acct.id;
-END $$;
-
-CREATE FUNCTION ledger.apply_opened(ev jsonb) RETURNS text
+CREATE OR REPLACE FUNCTION ledger.apply_opened(ev jsonb) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     acct ledger.accounts;
@@ -103,7 +39,7 @@ BEGIN
 END $$;
 
 -- Applies one change event (seq > 0) by the rules above. Returns the outcome.
-CREATE FUNCTION ledger.apply_change(ev jsonb) RETURNS text
+CREATE OR REPLACE FUNCTION ledger.apply_change(ev jsonb) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     acct ledger.accounts;
@@ -164,14 +100,52 @@ END $$;
 -- One event, rolled back alone when the rules cannot read its data (a data error, a
 -- constraint violation, a raised exception): that is a poison event for the dead-letter
 -- topic. Any other error (deadlock, serialization, connection) propagates and fails the
--- batch, so that the applier retries it whole.
-CREATE FUNCTION ledger.try_apply(ev jsonb, OUT outcome text, OUT detail text)
+-- batch, so that the applier retries it whole. Saga events also move the transfer they
+-- carry; TransferRejected belongs to no account's sequence; the saga worker is woken on
+-- channel ledger_saga. A replayed entry keeps its link to the late event it replays
+-- (which, if this region holds it too, is then settled here as well).
+CREATE OR REPLACE FUNCTION ledger.try_apply(ev jsonb, OUT outcome text, OUT detail text)
 LANGUAGE plpgsql AS $$
 BEGIN
     IF ev->>'type' = 'AccountOpened' THEN
         outcome := ledger.apply_opened(ev);
+    ELSIF ev->>'type' = 'TransferRejected' THEN
+        PERFORM ledger.note_transfer(ev->'data'->'transfer');
+        PERFORM pg_notify('ledger_saga', '');
+        outcome := 'applied';
+    ELSIF ev->>'type' = 'LateEventSettled' THEN
+        INSERT INTO ledger.settled_late (event_id, status, detail, resolved_by,
+                                         reconciled_seq, settled_at)
+        VALUES ((ev->'data'->>'late_event')::uuid, ev->'data'->>'status',
+                ev->'data'->>'detail', ev->>'origin',
+                (ev->'data'->>'reconciled_seq')::bigint, clock_timestamp())
+        ON CONFLICT (event_id) DO NOTHING;
+        UPDATE ledger.late_events
+        SET status = CASE ev->'data'->>'status' WHEN 'duplicate' THEN 'duplicate'
+                                                ELSE 'replayed_elsewhere' END,
+            detail = ev->'data'->>'detail', resolved_at = clock_timestamp(),
+            resolved_by = ev->>'origin',
+            reconciled_seq = (ev->'data'->>'reconciled_seq')::bigint
+        WHERE event_id = (ev->'data'->>'late_event')::uuid AND status = 'pending';
+        outcome := 'applied';
     ELSE
         outcome := ledger.apply_change(ev);
+        IF outcome IN ('applied', 'superseded') AND ev->'data' ? 'transfer' THEN
+            PERFORM ledger.note_transfer(ev->'data'->'transfer');
+            IF ev->>'type' = 'TransferDebited' THEN
+                PERFORM pg_notify('ledger_saga', '');
+            END IF;
+        END IF;
+        IF outcome IN ('applied', 'superseded') AND ev->'data' ? 'reconciles' THEN
+            UPDATE ledger.entries
+            SET reconciles = (ev->'data'->>'reconciles')::uuid,
+                review = coalesce((ev->'data'->>'review')::boolean, false)
+            WHERE account_id = (ev->>'account')::bigint AND seq = (ev->>'seq')::bigint;
+            UPDATE ledger.late_events
+            SET status = 'replayed_elsewhere', resolved_at = clock_timestamp(),
+                resolved_by = ev->>'origin', reconciled_seq = (ev->>'seq')::bigint
+            WHERE event_id = (ev->'data'->>'reconciles')::uuid AND status = 'pending';
+        END IF;
     END IF;
 EXCEPTION WHEN data_exception OR integrity_constraint_violation OR raise_exception THEN
     outcome := 'poison';
@@ -180,7 +154,7 @@ END $$;
 
 -- Applies a batch (a JSON array of events, in the order read) and reports one outcome per
 -- event, plus one per waiting event it released.
-CREATE FUNCTION ledger.apply_events(p_events jsonb) RETURNS SETOF ledger.apply_outcome
+CREATE OR REPLACE FUNCTION ledger.apply_events(p_events jsonb) RETURNS SETOF ledger.apply_outcome
 LANGUAGE plpgsql AS $$
 DECLARE
     ev jsonb;
@@ -209,4 +183,51 @@ BEGIN
                          (waiting.event->>'time')::timestamptz, waiting.event->'event');
         END LOOP;
     END LOOP;
+END $$;
+
+-- A late event some region already settled is recorded as such on arrival.
+CREATE OR REPLACE FUNCTION ledger.store_late(ev jsonb, p_reason text) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO ledger.late_events (event_id, account_id, seq, epoch, origin_region,
+                                    event_type, reason, event, received_at, status,
+                                    detail, resolved_at, resolved_by, reconciled_seq)
+    SELECT (ev->>'id')::uuid, (ev->>'account')::bigint, (ev->>'seq')::bigint,
+           (ev->>'epoch')::bigint, ev->>'origin', ev->>'type', p_reason, ev->'event',
+           clock_timestamp(),
+           CASE WHEN s.status = 'duplicate' THEN 'duplicate'
+                WHEN s.status IS NOT NULL OR replayed THEN 'replayed_elsewhere'
+                ELSE 'pending' END,
+           s.detail, CASE WHEN s.status IS NOT NULL OR replayed THEN clock_timestamp() END,
+           s.resolved_by, s.reconciled_seq
+    FROM (SELECT EXISTS (SELECT 1 FROM ledger.entries
+                         WHERE reconciles = (ev->>'id')::uuid) AS replayed) r
+    LEFT JOIN ledger.settled_late s ON s.event_id = (ev->>'id')::uuid
+    ON CONFLICT (event_id) DO NOTHING
+$$;
+
+-- A superseded entry keeps the transfer it belongs to (the original event carried it;
+-- the entry row alone does not), so its replay can drive the saga in every region.
+CREATE OR REPLACE FUNCTION ledger.supersede_from(acct ledger.accounts, p_seq bigint, p_by uuid)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    gone ledger.entries;
+    before ledger.entries;
+BEGIN
+    FOR gone IN DELETE FROM ledger.entries WHERE account_id = acct.id AND seq >= p_seq
+                RETURNING * LOOP
+        PERFORM ledger.store_late(jsonb_build_object(
+            'id', coalesce(gone.event_id, gen_random_uuid()),
+            'type', ledger.event_type_of(gone.kind), 'account', gone.account_id,
+            'seq', gone.seq, 'epoch', gone.epoch, 'origin', gone.origin_region,
+            'event', jsonb_build_object('data', ledger.entry_json(gone)
+                                                || ledger.carried_transfer(gone.transfer_id),
+                                        'superseded_by', p_by)), 'superseded');
+        DELETE FROM ledger.external_postings WHERE txn_id = gone.txn_id
+            AND gone.kind IN ('deposit', 'withdrawal');
+    END LOOP;
+    SELECT * INTO before FROM ledger.entries WHERE account_id = acct.id AND seq = p_seq - 1;
+    UPDATE ledger.accounts
+    SET seq = p_seq - 1,
+        balance = CASE WHEN FOUND THEN before.balance ELSE round(0::numeric, acct.scale) END
+    WHERE id = acct.id;
 END $$;

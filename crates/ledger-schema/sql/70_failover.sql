@@ -1,0 +1,56 @@
+-- What the failover tool compares and moves: the ownership digest of a scope, and the
+-- export of a dead region's recent events for the promote exchange.
+--
+-- The current text of each function: applied with CREATE OR REPLACE after the versioned
+-- migrations (which hold only DDL), so the rule that runs is the one written here.
+-- Change a function here, never in a migration.
+
+-- What a switchover compares between the old owner and the new one: the number of
+-- accounts in the moving slots (and single accounts) and the sum of their seqs. A
+-- replica never runs ahead of the home, so equal digests mean every account is equal.
+CREATE OR REPLACE FUNCTION ledger.ownership_digest(p_slots integer[], p_accounts bigint[],
+                                        p_exclude bigint[])
+RETURNS TABLE (accounts bigint, seq_sum numeric) LANGUAGE sql STABLE AS $$
+    SELECT count(*), coalesce(sum(seq), 0)::numeric FROM ledger.accounts
+    WHERE (slot = ANY(p_slots) AND NOT (id = ANY(p_exclude))) OR id = ANY(p_accounts)
+$$;
+
+-- What this region holds of `p_origin`'s recent events (applied in the last `p_since`,
+-- or still waiting for a gap), in the appliers' flattened form. Before a promote the
+-- survivors exchange these, so that an event one survivor holds (an ack=replicated
+-- write needs only one) reaches the new owner although the dead region's topic is gone.
+-- Each saga entry's transfer is attached (as the original event carried it).
+CREATE OR REPLACE FUNCTION ledger.export_events(p_origin text, p_since interval) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(ev ORDER BY ord, account, seq), '[]'::jsonb) FROM (
+        SELECT 0 AS ord, a.id AS account, 0::bigint AS seq, jsonb_build_object(
+                   'id', a.opened_event_id, 'type', 'AccountOpened', 'account', a.id,
+                   'seq', 0, 'origin', p_origin,
+                   'epoch', coalesce((SELECT e.epoch FROM ledger.entries e
+                                      WHERE e.account_id = a.id AND e.seq = 1), a.epoch),
+                   'time', ledger.ts_text(a.created_at),
+                   'data', ledger.account_json(a)
+                           || jsonb_build_object('balance', round(0::numeric, a.scale)::text),
+                   'event', jsonb_build_object('exported', true)) AS ev
+        FROM ledger.accounts a
+        WHERE a.opened_event_id IS NOT NULL AND a.created_at > clock_timestamp() - p_since
+          AND (a.home_region = p_origin
+               OR EXISTS (SELECT 1 FROM ledger.entries e WHERE e.account_id = a.id
+                            AND e.seq = 1 AND e.origin_region = p_origin))
+        UNION ALL
+        SELECT 1, e.account_id, e.seq, jsonb_build_object(
+                   'id', e.event_id, 'type', ledger.event_type_of(e.kind),
+                   'account', e.account_id, 'seq', e.seq, 'epoch', e.epoch,
+                   'origin', e.origin_region, 'time', ledger.ts_text(e.created_at),
+                   'data', ledger.entry_json(e) || ledger.carried_transfer(e.transfer_id),
+                   'event', jsonb_build_object('data', ledger.entry_json(e)
+                                                       || ledger.carried_transfer(e.transfer_id),
+                                               'exported', true))
+        FROM ledger.entries e
+        WHERE e.origin_region = p_origin AND e.event_id IS NOT NULL
+          AND e.applied_at > clock_timestamp() - p_since
+        UNION ALL
+        SELECT 2, p.account_id, p.seq, p.event FROM ledger.pending_events p
+        WHERE p.origin_region = p_origin
+    ) exported
+$$;
