@@ -15,8 +15,8 @@ use ledger_bench::percentile_ms;
 use ledger_wire::ownership::{Command, RegionSpec};
 use ledger_wire::AccountId;
 use nix::sys::signal::Signal;
-use ownership::client::OwnershipClient;
 use ownership::state::{OwnershipState, Proposal};
+use ownership_client::OwnershipClient;
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 

@@ -514,7 +514,7 @@ async fn wait_services(region: &RegionState, holds_lease: bool) -> anyhow::Resul
 /// Creates the ownership cluster once (a deployment started again keeps its map).
 async fn init_ownership(deployment: &Deployment, options: &UpOptions) -> anyhow::Result<()> {
     let voters = deployment.regions.iter().map(|r| r.voter.clone()).collect();
-    let client = ownership::client::OwnershipClient::new(voters, "ledger-local")
+    let client = ownership_client::OwnershipClient::new(voters, "ledger-local")
         .context("ownership client")?
         .with_retry_for(Duration::from_secs(30));
     let regions = deployment
@@ -530,7 +530,7 @@ async fn init_ownership(deployment: &Deployment, options: &UpOptions) -> anyhow:
         .await
     {
         Ok(_) => Ok(()),
-        Err(ownership::client::ClientError::Rejected {
+        Err(ownership_client::ClientError::Rejected {
             code: ledger_wire::ownership::RejectCode::AlreadyInitialized,
             ..
         }) => Ok(()),

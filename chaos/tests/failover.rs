@@ -344,7 +344,11 @@ async fn kill_promote_return(label: &str, replicated: bool) -> anyhow::Result<()
         for r in [regions.name(0), regions.name(1)] {
             s.push(
                 cluster
-                    .get::<ledger_wire::failover::AuditSnapshot>(&r, "/v1/failover/audit", WAIT)
+                    .get::<ledger_wire::failover::AuditSnapshot>(
+                        &r,
+                        ledger_wire::internal::failover::AUDIT,
+                        WAIT,
+                    )
                     .await?,
             );
         }

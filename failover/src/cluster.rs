@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use bytes::Bytes;
+use internal_api::SignedCaller;
 use ledger_wire::ownership::OwnershipMap;
-use ledger_wire::{HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};
-use ownership::client::OwnershipClient;
-use region_node::peers::Signer;
+use ownership_client::OwnershipClient;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -68,9 +68,7 @@ impl Targets {
 #[derive(Debug)]
 pub struct Cluster {
     pub ownership: OwnershipClient,
-    nodes: BTreeMap<String, String>,
-    signer: Signer,
-    http: reqwest::Client,
+    nodes: SignedCaller,
 }
 
 impl Cluster {
@@ -82,27 +80,23 @@ impl Cluster {
             ));
         }
         let ownership = OwnershipClient::new(targets.voters.clone(), actor)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| FailoverError::Invalid(format!("HTTP client: {e}")))?;
-        Ok(Cluster {
-            ownership,
-            nodes: targets.nodes.clone(),
-            signer: Signer::new(&targets.secret),
-            http,
-        })
+        let nodes = SignedCaller::new(
+            CALLER,
+            &targets.secret,
+            targets.nodes.clone(),
+            Duration::from_millis(500),
+        )
+        .map_err(|e| FailoverError::Invalid(format!("HTTP client: {e}")))?;
+        Ok(Cluster { ownership, nodes })
     }
 
     pub fn regions(&self) -> impl Iterator<Item = &str> {
-        self.nodes.keys().map(String::as_str)
+        self.nodes.regions()
     }
 
     pub fn node_url(&self, region: &str) -> Result<&str, FailoverError> {
         self.nodes
-            .get(region)
-            .map(String::as_str)
+            .node_url(region)
             .ok_or_else(|| FailoverError::UnknownRegion(region.to_owned()))
     }
 
@@ -143,39 +137,28 @@ impl Cluster {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<T, FailoverError> {
-        let base = self.node_url(region)?;
-        let internal_path = format!("/internal{path}");
-        let credentials = self
-            .signer
-            .sign(CALLER, method.as_str(), &internal_path, &body);
+        self.node_url(region)?;
         let node_error = |detail: String| FailoverError::Node {
             region: region.to_owned(),
             detail,
         };
-        let response = self
-            .http
-            .request(method, format!("{base}{internal_path}"))
-            .timeout(timeout)
-            .header(HEADER_CALLER_REGION, &credentials.caller)
-            .header(HEADER_SIGNED_AT, credentials.signed_at_ms.to_string())
-            .header(HEADER_SIGNATURE, &credentials.signature)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        let json = (
+            reqwest::header::CONTENT_TYPE,
+            reqwest::header::HeaderValue::from_static("application/json"),
+        );
+        let answer = self
+            .nodes
+            .call(region, method, path, vec![json], Bytes::from(body), timeout)
             .await
-            .map_err(|e| node_error(format!("unreachable: {e}")))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| node_error(format!("reading the answer: {e}")))?;
-        if !status.is_success() {
-            let detail = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
-                .unwrap_or(text);
-            return Err(node_error(format!("{status}: {detail}")));
+            .map_err(|e| node_error(e.to_string()))?;
+        if !answer.is_success() {
+            return Err(node_error(format!(
+                "{}: {}",
+                answer.status,
+                answer.detail()
+            )));
         }
-        serde_json::from_str(&text).map_err(|e| node_error(format!("unreadable answer: {e}")))
+        serde_json::from_slice(&answer.body)
+            .map_err(|e| node_error(format!("unreadable answer: {e}")))
     }
 }

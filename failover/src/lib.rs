@@ -17,7 +17,7 @@ pub use cluster::{Cluster, Targets};
 #[derive(Debug, thiserror::Error)]
 pub enum FailoverError {
     #[error("ownership service: {0}")]
-    Ownership(#[from] ownership::client::ClientError),
+    Ownership(#[from] ownership_client::ClientError),
     #[error("region {region}: {detail}")]
     Node { region: String, detail: String },
     #[error("no node address for region {0}; pass --node {0}=http://host:port")]

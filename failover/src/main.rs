@@ -12,6 +12,7 @@ use failover::promote::PromoteOptions;
 use failover::switchover::{MoveReport, SwitchoverOptions};
 use failover::{audit, status, Cluster, Targets};
 use ledger_wire::failover::{AcknowledgeRequest, LateEvent};
+use ledger_wire::internal::failover as paths;
 use ledger_wire::AccountId;
 use service_kit::telemetry::{self, LogFormat};
 
@@ -387,7 +388,7 @@ async fn main() -> anyhow::Result<()> {
                 let event: LateEvent = cluster
                     .post(
                         region,
-                        &format!("/v1/failover/late/{event}/ack"),
+                        &paths::late_ack(*event),
                         &request,
                         Duration::from_secs(5),
                     )
@@ -408,7 +409,7 @@ async fn main() -> anyhow::Result<()> {
                     let pushed: ledger_wire::failover::LatePush = cluster
                         .post(
                             r,
-                            "/v1/failover/late/push",
+                            paths::LATE_PUSH,
                             &serde_json::json!({}),
                             Duration::from_secs(30),
                         )
@@ -429,7 +430,7 @@ async fn main() -> anyhow::Result<()> {
                 let events: Vec<LateEvent> = cluster
                     .get(
                         &r,
-                        &format!("/v1/failover/late{query}"),
+                        &format!("{}{query}", paths::LATE),
                         Duration::from_secs(5),
                     )
                     .await?;

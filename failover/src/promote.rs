@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use ledger_wire::internal::failover as paths;
 use ledger_wire::ownership::{Outcome, RegionStatus, Target};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -140,12 +141,7 @@ async fn exchange(
     let mut exported = Vec::new();
     for survivor in survivors {
         let events: serde_json::Value = cluster
-            .post(
-                survivor,
-                "/v1/failover/export",
-                &request,
-                Duration::from_secs(30),
-            )
+            .post(survivor, paths::EXPORT, &request, Duration::from_secs(30))
             .await?;
         exported.push((survivor.clone(), events));
     }
@@ -157,12 +153,7 @@ async fn exchange(
                 continue;
             }
             let counts: BTreeMap<String, i64> = cluster
-                .post(
-                    importer,
-                    "/v1/failover/import",
-                    events,
-                    Duration::from_secs(60),
-                )
+                .post(importer, paths::IMPORT, events, Duration::from_secs(60))
                 .await?;
             for (outcome, count) in counts {
                 *total.entry(outcome).or_default() += count;

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use ledger_wire::failover::NodeStatus;
+use ledger_wire::internal::failover as paths;
 use ledger_wire::ownership::RegionStatus;
 use serde::Serialize;
 
@@ -50,7 +51,7 @@ pub fn now_ms() -> i64 {
 pub async fn node_statuses(cluster: &Cluster) -> BTreeMap<String, Result<NodeStatus, String>> {
     let asks = cluster.regions().map(|region| async move {
         let answer = cluster
-            .get::<NodeStatus>(region, "/v1/failover/status", NODE_TIMEOUT)
+            .get::<NodeStatus>(region, paths::STATUS, NODE_TIMEOUT)
             .await
             .map_err(|e| e.to_string());
         (region.to_owned(), answer)

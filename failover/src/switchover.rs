@@ -19,6 +19,7 @@ use ledger_wire::failover::{
     AccountEpoch, Digest, DrainReport, DrainRequest, ReleaseReport, ReleaseRequest, Scope,
     SlotEpoch,
 };
+use ledger_wire::internal::failover as paths;
 use ledger_wire::ownership::{
     ChangeKind, Outcome, OwnershipMap, RegionStatus, SlotAtEpoch, Target,
 };
@@ -215,7 +216,7 @@ async fn drain_and_catch_up(
     let drain: DrainReport = cluster
         .post(
             from,
-            "/v1/failover/drain",
+            paths::DRAIN,
             &request,
             options.timeout + Duration::from_secs(2),
         )
@@ -225,7 +226,7 @@ async fn drain_and_catch_up(
     let deadline = started + options.timeout;
     loop {
         let digest: Digest = cluster
-            .post(to, "/v1/failover/digest", scope, Duration::from_secs(5))
+            .post(to, paths::DIGEST, scope, Duration::from_secs(5))
             .await?;
         if digest == drain.high_water {
             break;
@@ -271,7 +272,7 @@ async fn release_at(
     let report: ReleaseReport = cluster
         .post(
             to,
-            "/v1/failover/release",
+            paths::RELEASE,
             request,
             options.timeout + Duration::from_secs(2),
         )

@@ -4,11 +4,10 @@
 //!
 //! [`run`] is a whole voter (storage, Raft, HTTP API) on a listener until the
 //! shutdown token is cancelled; the `ownership-server` binary wraps it with flags,
-//! logging and signals. [`client::OwnershipClient`] is the library regions and tools
-//! use to talk to the cluster.
+//! logging and signals. Regions and tools talk to the cluster through the
+//! `ownership-client` crate, which links neither openraft nor redb.
 
 pub mod api;
-pub mod client;
 pub mod config;
 pub mod error;
 pub mod log_store;

@@ -10,7 +10,7 @@ use harness::{wait_until, VoterCluster, VoterTiming, WorkDir};
 use ledger_wire::ownership::{ChangeRecord, Outcome, OwnershipMap, RegionSpec, RejectCode, Target};
 use ledger_wire::AccountId;
 use nix::sys::signal::Signal;
-use ownership::client::{ClientError, OwnershipClient};
+use ownership_client::{ClientError, OwnershipClient};
 use tokio::sync::Mutex;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

@@ -32,8 +32,6 @@ const HANDOFF_AFTER: Duration = Duration::from_secs(3);
 const HANDOFF_RETRY: Duration = Duration::from_secs(10);
 const HANDOFF_LIMIT: i32 = 500;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Route of the receiving side (under `/internal`).
-pub const HANDOFF_PATH: &str = "/v1/failover/late/handoff";
 
 pub struct Handoff {
     pub pool: Pool,
@@ -143,7 +141,7 @@ impl Handoff {
             .call(
                 owner,
                 Method::POST,
-                HANDOFF_PATH,
+                ledger_wire::internal::failover::LATE_HANDOFF,
                 vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
                 Bytes::from(body),
                 CALL_TIMEOUT,

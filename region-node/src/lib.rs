@@ -171,7 +171,7 @@ async fn join_ownership(
     shutdown: &CancellationToken,
 ) -> Result<Arc<Ownership>, NodeError> {
     use ownership::sync;
-    let client = ::ownership::client::OwnershipClient::new(
+    let client = ::ownership_client::OwnershipClient::new(
         config.ownership_voters.clone(),
         format!("region-node/{}", config.region),
     )

@@ -12,7 +12,7 @@ use anyhow::Context;
 use chaos::demo::Client;
 use chaos::{Deployment, UpOptions};
 use harness::dirs::WorkDir;
-use ownership::client::OwnershipClient;
+use ownership_client::OwnershipClient;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use ledger_wire::failover::{AuditEntry, AuditSnapshot};
+use ledger_wire::internal::failover as paths;
 use ledger_wire::ownership::{ChangeRecord, Target};
 use ledger_wire::AccountId;
 use rust_decimal::Decimal;
@@ -76,9 +77,9 @@ fn check(name: &str, problems: Vec<String>, fine: String) -> Check {
 
 /// Every region's audit snapshot (all must answer).
 pub async fn snapshots(cluster: &Cluster) -> Result<Vec<AuditSnapshot>, FailoverError> {
-    let asks = cluster.regions().map(|region| {
-        cluster.get::<AuditSnapshot>(region, "/v1/failover/audit", Duration::from_secs(30))
-    });
+    let asks = cluster
+        .regions()
+        .map(|region| cluster.get::<AuditSnapshot>(region, paths::AUDIT, Duration::from_secs(30)));
     futures::future::join_all(asks).await.into_iter().collect()
 }
 

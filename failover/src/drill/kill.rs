@@ -4,6 +4,7 @@
 //! acknowledged at the kill that no survivor held (the RPO), and how long the sagas
 //! caught in the kill took to settle after the region returned.
 
+use ledger_wire::internal::failover as paths;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -208,7 +209,7 @@ async fn not_in_survivors(
     let mut held: Vec<HashSet<uuid::Uuid>> = Vec::new();
     for survivor in cluster.regions().filter(|r| *r != region) {
         let snapshot: ledger_wire::failover::AuditSnapshot = cluster
-            .get(survivor, "/v1/failover/audit", Duration::from_secs(30))
+            .get(survivor, paths::AUDIT, Duration::from_secs(30))
             .await?;
         held.push(
             snapshot
@@ -250,11 +251,7 @@ async fn wait_answers(cluster: &Cluster, region: &str, timeout: Duration) -> any
     let deadline = Instant::now() + timeout;
     loop {
         let answer = cluster
-            .get::<ledger_wire::failover::NodeStatus>(
-                region,
-                "/v1/failover/status",
-                Duration::from_secs(2),
-            )
+            .get::<ledger_wire::failover::NodeStatus>(region, paths::STATUS, Duration::from_secs(2))
             .await;
         match answer {
             Ok(_) => return Ok(()),

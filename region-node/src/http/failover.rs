@@ -12,6 +12,7 @@ use ledger_wire::failover::{
     AcknowledgeRequest, AuditSnapshot, Digest, DrainReport, DrainRequest, LateDecision, LateEvent,
     LateHandoff, LatePush, NodeStatus, ReleaseReport, ReleaseRequest, Scope,
 };
+use ledger_wire::internal::failover as paths;
 use ledger_wire::ProblemType;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -32,17 +33,17 @@ pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/failover/drain", post(drain))
-        .route("/v1/failover/digest", post(digest))
-        .route("/v1/failover/release", post(release))
-        .route("/v1/failover/status", get(status))
-        .route("/v1/failover/export", post(export))
-        .route("/v1/failover/import", post(import))
-        .route("/v1/failover/audit", get(audit))
-        .route("/v1/failover/late", get(late))
-        .route("/v1/failover/late/{event_id}/ack", post(acknowledge))
-        .route(crate::late_handoff::HANDOFF_PATH, post(handoff))
-        .route("/v1/failover/late/push", post(push))
+        .route(paths::DRAIN, post(drain))
+        .route(paths::DIGEST, post(digest))
+        .route(paths::RELEASE, post(release))
+        .route(paths::STATUS, get(status))
+        .route(paths::EXPORT, post(export))
+        .route(paths::IMPORT, post(import))
+        .route(paths::AUDIT, get(audit))
+        .route(paths::LATE, get(late))
+        .route(paths::LATE_ACK_ROUTE, post(acknowledge))
+        .route(paths::LATE_HANDOFF, post(handoff))
+        .route(paths::LATE_PUSH, post(push))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
 }
 

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
+use internal_api::CallError;
 use ledger_wire::{
     ProblemType, HEADER_ACK, HEADER_FORWARDED_TO, HEADER_HOME_REGION, HEADER_IDEMPOTENCY_KEY,
     HEADER_IDEMPOTENT_REPLAYED, HEADER_REQUEST_ID, HEADER_TRACEPARENT,
@@ -140,7 +141,7 @@ pub async fn forward(
                 .metrics
                 .observe_forward(region, kind, 503, started.elapsed());
             let detail = match error {
-                PeerError::Unreachable { .. } if kind == "write" => format!(
+                PeerError::Call(CallError::Unreachable { .. }) if kind == "write" => format!(
                     "{error}; nothing was written in this region. The home may or may not have \
                      committed: retry with the same Idempotency-Key"
                 ),

@@ -20,9 +20,6 @@ use super::AppState;
 use crate::peers::{Credentials, ReplicaAnswer};
 use crate::replica_reads::EventRef;
 
-/// Internal routes of the failover tool (path as seen inside the `/internal` nest).
-const FAILOVER_PREFIX: &str = "/v1/failover/";
-
 /// Longest a caller may make this region wait for an event.
 const MAX_REPLICA_WAIT: Duration = Duration::from_secs(30);
 
@@ -49,7 +46,11 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
     };
     let (parts, body) = request.into_parts();
     // A switchover names thousands of slots; everything else is a small ledger request.
-    let limit = if parts.uri.path().contains(FAILOVER_PREFIX) {
+    let limit = if parts
+        .uri
+        .path()
+        .contains(ledger_wire::internal::failover::PREFIX)
+    {
         super::failover::BODY_LIMIT
     } else {
         state.settings.max_body_bytes
@@ -87,7 +88,7 @@ fn credentials(request: &Request) -> Result<Credentials, String> {
         header(HEADER_SIGNED_AT),
         header(HEADER_SIGNATURE),
     ) else {
-        return Err(crate::peers::AuthError::Missing.to_string());
+        return Err(internal_api::AuthError::Missing.to_string());
     };
     let signed_at_ms = signed_at
         .parse()

@@ -143,7 +143,10 @@ pub fn router(
     };
     let internal = routes
         .clone()
-        .route("/v1/replicas/{id}", axum::routing::get(internal::replica))
+        .route(
+            ledger_wire::internal::REPLICA_ROUTE,
+            axum::routing::get(internal::replica),
+        )
         .merge(failover::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ledger_wire::ownership::{OwnershipMap, SlotOwner};
 use ledger_wire::AccountId;
-use ownership::client::OwnershipClient;
+use ownership_client::OwnershipClient;
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use tokio::sync::Notify;

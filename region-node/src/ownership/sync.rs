@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use ledger_wire::ownership::{ChangeKind, ChangeRecord, OwnershipMap, Target};
-use ownership::client::{ClientError, OwnershipClient};
+use ownership_client::{ClientError, OwnershipClient};
 use tokio_util::sync::CancellationToken;
 
 use super::lease::LeaseSnapshot;

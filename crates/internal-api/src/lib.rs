@@ -1,0 +1,15 @@
+//! The internal API's contract on the caller's side, shared by region nodes (forwarding,
+//! replica checks, late-event handoff) and the failover tool, so that neither links the
+//! other: [`auth`] signs and verifies requests with the deployment's secret, and
+//! [`SignedCaller`] is the one HTTP client that sends signed calls to `/internal{path}`
+//! of a region node. Route paths and bodies are in `ledger_wire::internal` and
+//! `ledger_wire::failover`.
+
+pub mod auth;
+mod caller;
+
+pub use auth::{AuthError, Credentials, Signer, MAX_SKEW};
+pub use caller::{Answer, CallError, SignedCaller};
+
+/// Prefix of every internal route.
+pub const INTERNAL_PREFIX: &str = "/internal";
