@@ -160,7 +160,8 @@ async fn switchover_under_writes_loses_nothing_and_rehome_moves_one_account() ->
         .collect();
     let moves =
         failover::switchover::switch_region(&cluster, &from, &to, SwitchoverOptions::default())
-            .await?;
+            .await
+            .map_err(|p| p.error)?;
     assert_eq!(moves.len(), 1, "one slot move (no overrides yet)");
     assert_eq!(moves[0].slots, moved_slots);
     println!(
@@ -342,15 +343,7 @@ async fn kill_promote_return(label: &str, replicated: bool) -> anyhow::Result<()
     let snapshots_after_kill: Vec<_> = {
         let mut s = Vec::new();
         for r in [regions.name(0), regions.name(1)] {
-            s.push(
-                cluster
-                    .get::<ledger_wire::failover::AuditSnapshot>(
-                        &r,
-                        ledger_wire::internal::failover::AUDIT,
-                        WAIT,
-                    )
-                    .await?,
-            );
+            s.push(failover::audit::snapshot(&cluster, &r).await?);
         }
         s
     };

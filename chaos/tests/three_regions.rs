@@ -399,7 +399,7 @@ async fn replicated_acks_survive_the_loss_of_the_whole_home_region() -> anyhow::
         force: false,
         apply_timeout: Duration::from_secs(3),
     };
-    eventually(
+    let report = eventually(
         "promote after the lease ran out",
         Duration::from_secs(15),
         || async {
@@ -409,6 +409,26 @@ async fn replicated_acks_survive_the_loss_of_the_whole_home_region() -> anyhow::
         },
     )
     .await?;
+    // The fence is the survivors' own (ttl 2 s * (1 + drift) + margin), not a default,
+    // and the exchange of the dead region's events went through whole.
+    assert!(report.fence_from_nodes, "{report:?}");
+    assert!(report.fence_ms >= 2_000, "{report:?}");
+    assert!(report.exchanged.failures.is_empty(), "{report:?}");
+    // Bounded payloads, on real processes: the exchange again in pages of 3 events (all
+    // already held: nothing new applies), and each survivor's audit in pages of 2.
+    let survivors = [regions.name(0), regions.name(1)];
+    let again = failover::promote::exchange(&cluster, &regions.name(2), &survivors, 3).await;
+    assert!(again.failures.is_empty(), "{again:?}");
+    assert!(again.pages > 1, "{again:?}");
+    for outcomes in again.imported.values() {
+        assert_eq!(outcomes.get("applied"), None, "{again:?}");
+    }
+    for survivor in &survivors {
+        let whole = failover::audit::snapshot(&cluster, survivor).await?;
+        let paged = failover::audit::snapshot_in_pages(&cluster, survivor, Some(2)).await?;
+        assert!(whole.accounts.len() > 2, "more than one page");
+        assert_eq!(paged, whole);
+    }
     for id in &ids {
         let n = acknowledged[id];
         for reader in 0..2 {

@@ -136,6 +136,14 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         wait_s: u64,
     },
+    /// Thaw frozen slots: after a switchover whose rollback could not reach the
+    /// ownership service (its error names the slots), or every frozen slot with --all.
+    Thaw {
+        #[arg(long, value_delimiter = ',', value_parser = parse_slot_range, conflicts_with = "all")]
+        slots: Vec<Vec<u32>>,
+        #[arg(long)]
+        all: bool,
+    },
     /// Check the invariants on every region now.
     Audit,
     /// Run a scenario under load and write a report.
@@ -250,6 +258,42 @@ fn print_moves(moves: &[MoveReport]) {
     }
 }
 
+/// `7` or `1-4` (as `failover thaw --slots 1-4,9` takes them).
+fn parse_slot_range(text: &str) -> Result<Vec<u32>, String> {
+    let number = |t: &str| {
+        t.trim()
+            .parse::<u32>()
+            .map_err(|e| format!("{t:?} is not a slot number: {e}"))
+    };
+    match text.split_once('-') {
+        Some((first, last)) => {
+            let (first, last) = (number(first)?, number(last)?);
+            if first > last {
+                return Err(format!("{text}: the range runs backwards"));
+            }
+            Ok((first..=last).collect())
+        }
+        None => Ok(vec![number(text)?]),
+    }
+}
+
+/// The moves of a region switchover or failback; when one move failed, the moves
+/// already done are printed before the error (they happened: the map shows them).
+fn finish_moves(
+    result: Result<Vec<MoveReport>, failover::switchover::Partial>,
+) -> anyhow::Result<Vec<MoveReport>> {
+    match result {
+        Ok(moves) => Ok(moves),
+        Err(partial) => {
+            if !partial.done.is_empty() {
+                eprintln!("done before the failure:");
+                print_moves(&partial.done);
+            }
+            Err(partial.into())
+        }
+    }
+}
+
 /// Runs `operation` until it is not refused (a live lease, a region not yet
 /// reconciled), for at most `wait_s` seconds, saying what it waits for.
 async fn retry_refused<T, F, Fut>(
@@ -313,9 +357,9 @@ async fn main() -> anyhow::Result<()> {
                 timeout: Duration::from_millis(*timeout_ms),
             };
             let moves = match (region, account) {
-                (Some(region), _) => {
-                    failover::switchover::switch_region(&cluster, region, to, options).await?
-                }
+                (Some(region), _) => finish_moves(
+                    failover::switchover::switch_region(&cluster, region, to, options).await,
+                )?,
                 (None, Some(account)) => {
                     vec![failover::switchover::rehome(&cluster, *account, to, options).await?]
                 }
@@ -324,6 +368,30 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             print_moves(&moves);
+        }
+        Command::Thaw { slots, all } => {
+            let slots: Vec<u32> = if *all {
+                let map = cluster.map().await?;
+                (0u32..)
+                    .zip(&map.slots)
+                    .filter(|(_, owner)| owner.frozen)
+                    .map(|(slot, _)| slot)
+                    .collect()
+            } else {
+                slots.iter().flatten().copied().collect()
+            };
+            if slots.is_empty() && !*all {
+                anyhow::bail!("name the slots (--slots 1-4,9) or pass --all");
+            }
+            if slots.is_empty() {
+                println!("no frozen slots to thaw");
+            } else {
+                let version = failover::switchover::thaw(&cluster, &slots).await?;
+                println!(
+                    "thawed slots {} (map version {version}): their owner serves them again",
+                    failover::switchover::slot_list(&slots)
+                );
+            }
         }
         Command::Rehome {
             account,
@@ -473,11 +541,15 @@ async fn main() -> anyhow::Result<()> {
             let options = SwitchoverOptions {
                 timeout: Duration::from_millis(*timeout_ms),
             };
-            let moves = retry_refused(*wait_s, || {
-                failover::switchover::failback(&cluster, region, options)
+            let moves = retry_refused(*wait_s, || async {
+                match failover::switchover::failback(&cluster, region, options).await {
+                    // Refused before any move: the readiness check, worth waiting for.
+                    Err(p) if p.done.is_empty() => Err(p.error),
+                    other => Ok(other),
+                }
             })
             .await?;
-            print_moves(&moves);
+            print_moves(&finish_moves(moves)?);
         }
         Command::Audit => {
             let snapshots = audit::snapshots(&cluster).await?;

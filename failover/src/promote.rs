@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use ledger_wire::failover::{ExportPage, ExportRequest, ImportReport, ImportRequest};
 use ledger_wire::internal::failover as paths;
 use ledger_wire::ownership::{Outcome, RegionStatus, Target};
 use serde::Serialize;
@@ -35,15 +36,19 @@ pub struct PromoteReport {
     /// topic before the move, and the events it still lagged by.
     pub applied_before_move: BTreeMap<String, (bool, Option<i64>)>,
     pub apply_wait_ms: u64,
-    /// Per survivor: what it took from the other survivors' copies of the dead
-    /// region's recent events (outcome -> count).
-    pub exchanged: BTreeMap<String, BTreeMap<String, i64>>,
+    /// What each survivor took from the other survivors' copies of the dead region's
+    /// recent events, and the calls that failed.
+    pub exchanged: ExchangeReport,
     pub epoch: u64,
     /// Slots each survivor received.
     pub slots_to: BTreeMap<String, usize>,
     pub accounts_moved: usize,
-    /// The fencing delay the new owners wait before serving.
+    /// The fencing delay the new owners wait before serving: the longest any survivor
+    /// reports from its own settings.
     pub fence_ms: u64,
+    /// False when no survivor reported it (older nodes): `fence_ms` is then the
+    /// default rule's (ttl * 1.01 + 500 ms), not the nodes'.
+    pub fence_from_nodes: bool,
 }
 
 /// Promotes `region`'s slots to the survivors.
@@ -81,7 +86,7 @@ pub async fn promote(
     let apply_started = Instant::now();
     let applied_before_move =
         await_applied(cluster, region, &survivors, options.apply_timeout).await;
-    let exchanged = exchange(cluster, region, &survivors).await?;
+    let exchanged = exchange(cluster, region, &survivors, EXCHANGE_PAGE).await;
     let apply_wait_ms = u64::try_from(apply_started.elapsed().as_millis()).unwrap_or(u64::MAX);
 
     let reason = format!(
@@ -110,7 +115,7 @@ pub async fn promote(
             Target::Account(_) => accounts_moved += 1,
         }
     }
-    let fence_ms = (map.lease_ttl_ms as f64 * 1.01) as u64 + 500;
+    let fence_ms = fence_of(cluster, &survivors).await;
     tracing::info!(%region, epoch, ?slots_to, "promoted");
     Ok(PromoteReport {
         region: region.to_owned(),
@@ -121,7 +126,8 @@ pub async fn promote(
         epoch,
         slots_to,
         accounts_moved,
-        fence_ms,
+        fence_ms: fence_ms.unwrap_or((map.lease_ttl_ms as f64 * 1.01) as u64 + 500),
+        fence_from_nodes: fence_ms.is_some(),
     })
 }
 
@@ -129,43 +135,103 @@ pub async fn promote(
 /// every survivor long ago, unless one lagged by more than this.
 const EXCHANGE_WINDOW_S: u64 = 300;
 
+/// The longest fencing delay the survivors report (each from its own settings).
+async fn fence_of(cluster: &Cluster, survivors: &[String]) -> Option<u64> {
+    node_statuses(cluster)
+        .await
+        .iter()
+        .filter(|(name, _)| survivors.contains(name))
+        .filter_map(|(_, status)| status.as_ref().ok().and_then(|s| s.fence_delay_ms))
+        .max()
+}
+
+/// Events per exchange page (the node caps it too).
+const EXCHANGE_PAGE: u32 = 1_000;
+const EXCHANGE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the exchange did: per importer, outcome -> count; and what failed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExchangeReport {
+    pub imported: BTreeMap<String, BTreeMap<String, i64>>,
+    pub pages: usize,
+    /// Calls that failed (the exchange goes on without them; see [`exchange`]).
+    pub failures: Vec<String>,
+}
+
 /// Gives every survivor what the others hold of `dead`'s recent events: an
 /// `ack: replicated` write needs a copy in only one other region, and the new owner of
 /// its account may be another one, while `dead`'s own topic is gone with it.
-async fn exchange(
+///
+/// A page at a time (each exporter's page goes to every other survivor before the next
+/// is read), so neither side holds more than a page. Best effort: a failed call is
+/// reported and the promote goes on. What did not arrive is not lost: the survivor
+/// holding it applies the new owner's events over it later, which turns its copy into a
+/// late event, handed to the owner and reconciled.
+pub async fn exchange(
     cluster: &Cluster,
     dead: &str,
     survivors: &[String],
-) -> Result<BTreeMap<String, BTreeMap<String, i64>>, FailoverError> {
-    let request = serde_json::json!({"origin": dead, "since_s": EXCHANGE_WINDOW_S});
-    let mut exported = Vec::new();
-    for survivor in survivors {
-        let events: serde_json::Value = cluster
-            .post(survivor, paths::EXPORT, &request, Duration::from_secs(30))
-            .await?;
-        exported.push((survivor.clone(), events));
-    }
-    let mut outcomes = BTreeMap::new();
-    for importer in survivors {
-        let mut total: BTreeMap<String, i64> = BTreeMap::new();
-        for (exporter, events) in &exported {
-            if exporter == importer || events.as_array().is_none_or(Vec::is_empty) {
-                continue;
+    page: u32,
+) -> ExchangeReport {
+    let mut report = ExchangeReport::default();
+    for exporter in survivors {
+        let mut after = None;
+        loop {
+            let request = ExportRequest {
+                origin: dead.to_owned(),
+                since_s: EXCHANGE_WINDOW_S,
+                after,
+                limit: page,
+            };
+            let page: ExportPage = match cluster
+                .post(exporter, paths::EXPORT, &request, EXCHANGE_CALL_TIMEOUT)
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    report
+                        .failures
+                        .push(format!("export from {exporter}: {error}"));
+                    break;
+                }
+            };
+            if page.events.is_empty() {
+                break;
             }
-            let counts: BTreeMap<String, i64> = cluster
-                .post(importer, paths::IMPORT, events, Duration::from_secs(60))
-                .await?;
-            for (outcome, count) in counts {
-                *total.entry(outcome).or_default() += count;
+            report.pages += 1;
+            let body = ImportRequest {
+                events: page.events,
+            };
+            for importer in survivors.iter().filter(|s| *s != exporter) {
+                let counts: Result<ImportReport, _> = cluster
+                    .post(importer, paths::IMPORT, &body, EXCHANGE_CALL_TIMEOUT)
+                    .await;
+                match counts {
+                    Ok(counts) => {
+                        let total = report.imported.entry(importer.clone()).or_default();
+                        for (outcome, count) in counts {
+                            *total.entry(outcome).or_default() += count;
+                        }
+                    }
+                    Err(error) => report
+                        .failures
+                        .push(format!("import from {exporter} into {importer}: {error}")),
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
             }
         }
-        outcomes.insert(importer.clone(), total);
     }
-    tracing::info!(
-        ?outcomes,
-        "survivors exchanged the dead region's recent events"
-    );
-    Ok(outcomes)
+    if report.failures.is_empty() {
+        tracing::info!(imported = ?report.imported, pages = report.pages,
+            "survivors exchanged the dead region's recent events");
+    } else {
+        tracing::warn!(imported = ?report.imported, failures = ?report.failures,
+            "the exchange of the dead region's recent events was partial; promoting anyway");
+    }
+    report
 }
 
 /// Waits (bounded) until every survivor reports no lag on `dead`'s topic.

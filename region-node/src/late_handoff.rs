@@ -19,8 +19,8 @@ use reqwest::Method;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::home::Ownership;
 use crate::metrics::Metrics;
-use crate::ownership::Ownership;
 use crate::peers::Peers;
 use crate::store::StoreError;
 use crate::NodeError;
@@ -61,7 +61,7 @@ impl Handoff {
         let mut pushed = LatePush::default();
         let client = self.pool.get().await?;
         self.metrics
-            .set_money_in_flight(&crate::failover::money_in_flight(&client).await?);
+            .set_money_in_flight(&crate::sre::status::money_in_flight(&client).await?);
         let rows = client
             .query(
                 "SELECT event_id, account_id, late FROM ledger.late_to_hand_off(

@@ -8,16 +8,16 @@
 
 pub mod config;
 pub mod db;
-pub mod failover;
+pub mod home;
 pub mod http;
 pub mod late_handoff;
 pub mod metrics;
 pub mod outbox_notify;
-pub mod ownership;
 pub mod passes;
 pub mod peers;
 pub mod replica_reads;
 pub mod saga;
+pub mod sre;
 pub mod store;
 
 pub use service_kit::{supervisor, telemetry};
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::NodeConfig;
 pub use store::POST_ENTRY_SQL;
 
-use crate::ownership::Ownership;
+use crate::home::Ownership;
 use crate::store::LedgerStore;
 use crate::supervisor::Supervisor;
 
@@ -129,7 +129,7 @@ pub async fn run(
     if ownership.is_dynamic() {
         supervisor.spawn(
             "reconciler",
-            failover::reconciler(
+            sre::late::reconciler(
                 pool.clone(),
                 config.region.clone(),
                 Duration::from_millis(config.reconcile_poll_ms),
@@ -170,7 +170,7 @@ async fn join_ownership(
     supervisor: &mut Supervisor,
     shutdown: &CancellationToken,
 ) -> Result<Arc<Ownership>, NodeError> {
-    use ownership::sync;
+    use home::sync;
     let client = ::ownership_client::OwnershipClient::new(
         config.ownership_voters.clone(),
         format!("region-node/{}", config.region),
@@ -202,10 +202,11 @@ async fn join_ownership(
         config.region.clone(),
         map,
         Duration::from_millis(config.lease_write_margin_ms),
+        timing,
         client.clone(),
     ));
     // Nothing is held until this run's first renewal answers.
-    let nothing = ownership::LeaseState::empty(slot_count).snapshot();
+    let nothing = home::LeaseState::empty(slot_count).snapshot();
     sync::record(pool, &nothing, timing.commit_margin).await?;
     supervisor.spawn(
         "lease-renewal",

@@ -108,7 +108,7 @@ mod tests {
             );
             checked += 1;
         }
-        assert!(checked >= 6);
+        assert!(checked >= 7);
         assert!(creates_function("create function ledger.f() returns int"));
     }
 }

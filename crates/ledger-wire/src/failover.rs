@@ -95,6 +95,10 @@ pub struct NodeStatus {
     /// Per currency: transfers debited here and not yet credited or refunded.
     #[serde(default)]
     pub money_in_flight: Vec<MoneyInFlight>,
+    /// The fencing delay this node waits after gaining slots by promote, from its own
+    /// settings (`None` without an ownership service).
+    #[serde(default)]
+    pub fence_delay_ms: Option<u64>,
 }
 
 /// Money that left an account and has not yet arrived or come back (one currency, as
@@ -185,7 +189,81 @@ pub struct AuditSnapshot {
     /// Every transfer this region knows, with its saga state.
     #[serde(default)]
     pub transfers: Vec<AuditTransfer>,
+    /// Where the next page starts (`None`: this was the last page). A page holds up to
+    /// `limit` accounts with all their entries and up to `limit` transfers; totals and
+    /// late events are on every page.
+    #[serde(default)]
+    pub next: Option<AuditCursor>,
 }
+
+/// Query of one audit page: accounts after `account`, transfers after `transfer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCursor {
+    /// Last account id of the previous page (its text form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Uuid>,
+    /// True once the accounts (or the transfers) are exhausted.
+    #[serde(default)]
+    pub accounts_done: bool,
+    #[serde(default)]
+    pub transfers_done: bool,
+}
+
+/// One page of a dead region's recent events a survivor holds, for the promote
+/// exchange (`POST /internal/v1/failover/export`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportRequest {
+    pub origin: String,
+    pub since_s: u64,
+    #[serde(default)]
+    pub after: Option<ExportCursor>,
+    pub limit: u32,
+}
+
+/// Position in an export: (part, account, seq, event id), the export's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportCursor {
+    pub part: i32,
+    pub account: i64,
+    pub seq: i64,
+    pub id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportPage {
+    pub events: Vec<ExchangedEvent>,
+    /// `None` when this page was the last.
+    pub next: Option<ExportCursor>,
+}
+
+/// One event in the form `ledger.apply_events` reads (the appliers' flattened envelope).
+/// `event` is what a late or pending copy stores; the exporter leaves `data` out of it
+/// and the importer puts it back, so an event does not travel with its data twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExchangedEvent {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub account: i64,
+    pub seq: i64,
+    pub epoch: i64,
+    pub origin: String,
+    pub time: String,
+    pub data: serde_json::Value,
+    #[serde(default)]
+    pub event: serde_json::Value,
+}
+
+/// `POST /internal/v1/failover/import`: events another survivor exported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportRequest {
+    pub events: Vec<ExchangedEvent>,
+}
+
+/// Count of imported events per apply outcome (applied, duplicate, late, pending, ...).
+pub type ImportReport = BTreeMap<String, i64>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditTransfer {

@@ -195,6 +195,7 @@ mod tests {
     fn region(name: &str, entries: Vec<AuditEntry>, states: &[(Uuid, &str)]) -> AuditSnapshot {
         AuditSnapshot {
             region: name.into(),
+            next: None,
             accounts: Vec::new(),
             entries,
             totals: BTreeMap::from([(

@@ -4,18 +4,18 @@
 //! acknowledged at the kill that no survivor held (the RPO), and how long the sagas
 //! caught in the kill took to settle after the region returned.
 
-use ledger_wire::internal::failover as paths;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ledger_wire::internal::failover as paths;
 use serde::Serialize;
 
 use super::workload::{self, Attempt, Workload};
 use super::{acknowledged, run_hook, Timeline};
 use crate::audit::AckedWrite;
 use crate::promote::{PromoteOptions, PromoteReport};
-use crate::switchover::{MoveReport, SwitchoverOptions};
+use crate::switchover::{MoveReport, Partial, SwitchoverOptions};
 use crate::{Cluster, FailoverError};
 
 /// How long a returned region may take to answer, and failback to be accepted.
@@ -155,12 +155,15 @@ async fn failback(
     loop {
         match crate::switchover::failback(cluster, region, SwitchoverOptions::default()).await {
             Ok(moves) => return (Ok((moves, start.elapsed())), refusals),
-            Err(FailoverError::Refused(why)) if start.elapsed() < FAILBACK_TIMEOUT => {
+            Err(Partial {
+                error: FailoverError::Refused(why),
+                done,
+            }) if done.is_empty() && start.elapsed() < FAILBACK_TIMEOUT => {
                 refusals += 1;
                 tracing::debug!(%why, "failback refused; waiting");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(error) => return (Err(error).context("failback"), refusals),
+            Err(partial) => return (Err(partial).context("failback"), refusals),
         }
     }
 }
@@ -208,9 +211,7 @@ async fn not_in_survivors(
     let acked = acknowledged(&before, false);
     let mut held: Vec<HashSet<uuid::Uuid>> = Vec::new();
     for survivor in cluster.regions().filter(|r| *r != region) {
-        let snapshot: ledger_wire::failover::AuditSnapshot = cluster
-            .get(survivor, paths::AUDIT, Duration::from_secs(30))
-            .await?;
+        let snapshot = crate::audit::snapshot(cluster, survivor).await?;
         held.push(
             snapshot
                 .entries

@@ -177,7 +177,14 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
             window.0 = timeline.mark(format!("switchover {region} -> {to}"));
             let result = crate::switchover::switch_region(&cluster, region, to, switch).await;
             window.1 = timeline.mark("switchover done");
-            moves = result.context("switchover")?;
+            moves = match result {
+                Ok(done) => done,
+                Err(partial) => {
+                    let done = partial.done.len();
+                    return Err(anyhow::Error::new(partial.error)
+                        .context(format!("switchover (after {done} moves were done)")));
+                }
+            };
         }
         Scenario::Rehome { region, to } => {
             let account = accounts

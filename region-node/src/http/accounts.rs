@@ -21,7 +21,7 @@ use super::extract::{self, IdempotencyKey, JsonBody, QueryParams};
 use super::forward::{self, forward, refuse_second_hop, Ack, Onward};
 use super::internal::Forwarded;
 use super::{check_reference, fingerprint, json_response, write_response, AppState};
-use crate::ownership::{Refusal, WriteRoute};
+use crate::home::{Refusal, WriteRoute};
 use crate::store::{EntryKind, StoreError};
 
 /// How often account creation draws a new random id after a collision.

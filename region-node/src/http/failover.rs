@@ -9,8 +9,9 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ledger_wire::failover::{
-    AcknowledgeRequest, AuditSnapshot, Digest, DrainReport, DrainRequest, LateDecision, LateEvent,
-    LateHandoff, LatePush, NodeStatus, ReleaseReport, ReleaseRequest, Scope,
+    AcknowledgeRequest, AuditCursor, AuditSnapshot, Digest, DrainReport, DrainRequest, ExportPage,
+    ExportRequest, ImportReport, ImportRequest, LateDecision, LateEvent, LateHandoff, LatePush,
+    NodeStatus, ReleaseReport, ReleaseRequest, Scope,
 };
 use ledger_wire::internal::failover as paths;
 use ledger_wire::ProblemType;
@@ -20,16 +21,18 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryParams};
 use super::AppState;
-use crate::failover;
+use crate::sre;
+use crate::sre::drain::DrainError;
 
 /// Longest a caller may make a drain or release wait.
 const MAX_WAIT: Duration = Duration::from_secs(60);
-/// How often a release re-checks that the lease made the gain usable.
-const RELEASE_POLL: Duration = Duration::from_millis(5);
+/// Accounts (with their entries) and transfers per audit page, by default and at most.
+const AUDIT_PAGE: i64 = 500;
+const MAX_AUDIT_PAGE: i64 = 5_000;
 
-/// Request bodies here name up to every slot of the deployment, or carry the events
-/// survivors exchange before a promote.
-pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
+/// Request bodies here name up to every slot of the deployment, or carry one page of
+/// the events survivors exchange before a promote (at most `sre::exchange::MAX_PAGE`).
+pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -47,51 +50,18 @@ pub fn routes() -> Router<AppState> {
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
 }
 
-fn timed_out(step: &str) -> ApiError {
-    ApiError::new(
-        ProblemType::Unavailable,
-        format!("timed out while {step}; nothing was changed by this call"),
-    )
-}
-
 /// Stops this region writing the scope for good and reports its high-water mark.
 async fn drain(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<DrainRequest>,
 ) -> Result<Json<DrainReport>, ApiError> {
-    let started = Instant::now();
-    let until = started + Duration::from_millis(request.timeout_ms).min(MAX_WAIT);
-    let pool = state.store.pool();
-    // 1. The database no longer lets this region write the scope: a renewal granted
-    //    at the freeze's map version (or later) is recorded without it.
-    if state.ownership.is_dynamic()
-        && !state
-            .ownership
-            .await_recorded(
-                request.map_version,
-                until.saturating_duration_since(Instant::now()),
-            )
-            .await
-    {
-        return Err(timed_out("recording the lease without the drained scope"));
-    }
-    // 2. Transactions that may have passed their lease check before that finish.
-    let running = failover::running_transactions(pool).await?;
-    if !failover::await_transactions(pool, &running, until).await? {
-        return Err(timed_out("waiting for running transactions"));
-    }
-    // 3. Everything written for the scope is on this region's topic.
-    let Some(published) = failover::await_published(pool, &request.scope, until).await? else {
-        return Err(timed_out("publishing the outbox"));
-    };
-    let high_water = failover::digest(pool, &request.scope).await?;
-    let report = DrainReport {
-        region: state.ownership.region().to_owned(),
-        waited_transactions: running.len(),
-        published_while_draining: published,
-        high_water,
-        took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    };
+    let until = Instant::now() + Duration::from_millis(request.timeout_ms).min(MAX_WAIT);
+    let report = sre::drain::drain(&state.ownership, state.store.pool(), &request, until)
+        .await
+        .map_err(|error| match error {
+            DrainError::TimedOut(_) => ApiError::new(ProblemType::Unavailable, error.to_string()),
+            DrainError::Store(store) => store.into(),
+        })?;
     tracing::info!(?report, "scope drained for a switchover");
     Ok(Json(report))
 }
@@ -100,7 +70,7 @@ async fn digest(
     State(state): State<AppState>,
     JsonBody(scope): JsonBody<Scope>,
 ) -> Result<Json<Digest>, ApiError> {
-    Ok(Json(failover::digest(state.store.pool(), &scope).await?))
+    Ok(Json(sre::drain::digest(state.store.pool(), &scope).await?))
 }
 
 /// Takes a planned release (the old owner drained), then waits until the gain is
@@ -109,61 +79,33 @@ async fn release(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<ReleaseRequest>,
 ) -> Result<Json<ReleaseReport>, ApiError> {
-    let started = Instant::now();
-    let until = started + Duration::from_millis(request.timeout_ms).min(MAX_WAIT);
-    let slots: Vec<(u32, u64)> = request.slots.iter().map(|s| (s.slot, s.epoch)).collect();
-    let accounts: Vec<_> = request
-        .accounts
-        .iter()
-        .map(|a| (a.account, a.epoch))
-        .collect();
-    state.ownership.release(&slots, &accounts);
-    let mut usable = state.ownership.usable(&slots, &accounts);
-    while !usable && Instant::now() < until {
-        tokio::time::sleep(RELEASE_POLL).await;
-        usable = state.ownership.usable(&slots, &accounts);
-    }
-    // The database must agree before writes succeed: wait for the next recorded grant.
-    if usable {
-        let version = state.ownership.map().version;
-        usable = state
-            .ownership
-            .await_recorded(version, until.saturating_duration_since(Instant::now()))
-            .await;
-    }
-    Ok(Json(ReleaseReport {
-        usable,
-        took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    }))
+    let until = Instant::now() + Duration::from_millis(request.timeout_ms).min(MAX_WAIT);
+    Ok(Json(
+        sre::drain::release(&state.ownership, &request, until).await,
+    ))
 }
 
-#[derive(Debug, Deserialize)]
-struct ExportRequest {
-    origin: String,
-    since_s: u64,
-}
-
+/// One page of what this region holds of a dead region's recent events.
 async fn export(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<ExportRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let since = Duration::from_secs(request.since_s);
-    let events = failover::export_events(state.store.pool(), &request.origin, since).await?;
-    Ok(Json(events))
+) -> Result<Json<ExportPage>, ApiError> {
+    Ok(Json(
+        sre::exchange::export_page(state.store.pool(), &request).await?,
+    ))
 }
 
 async fn import(
     State(state): State<AppState>,
-    JsonBody(events): JsonBody<serde_json::Value>,
-) -> Result<Json<std::collections::BTreeMap<String, i64>>, ApiError> {
-    let outcomes = failover::import_events(state.store.pool(), &events).await?;
+    JsonBody(request): JsonBody<ImportRequest>,
+) -> Result<Json<ImportReport>, ApiError> {
+    let outcomes = sre::exchange::import(state.store.pool(), request.events).await?;
     tracing::info!(?outcomes, "imported events another survivor held");
     Ok(Json(outcomes))
 }
-
 async fn status(State(state): State<AppState>) -> Result<Json<NodeStatus>, ApiError> {
     let ownership = &state.ownership;
-    let status = failover::status(
+    let mut status = sre::status::status(
         state.store.pool(),
         ownership.region(),
         ownership.map().version,
@@ -171,12 +113,37 @@ async fn status(State(state): State<AppState>) -> Result<Json<NodeStatus>, ApiEr
         ownership.held_slot_count(),
     )
     .await?;
+    status.fence_delay_ms = ownership
+        .fence_delay()
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     Ok(Json(status))
 }
 
-async fn audit(State(state): State<AppState>) -> Result<Json<AuditSnapshot>, ApiError> {
+#[derive(Debug, Deserialize)]
+struct AuditParams {
+    after_account: Option<String>,
+    after_transfer: Option<Uuid>,
+    #[serde(default)]
+    accounts_done: bool,
+    #[serde(default)]
+    transfers_done: bool,
+    limit: Option<i64>,
+}
+
+/// One page of the audit snapshot (the failover tool follows `next`).
+async fn audit(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams<AuditParams>,
+) -> Result<Json<AuditSnapshot>, ApiError> {
+    let cursor = AuditCursor {
+        account: params.after_account,
+        transfer: params.after_transfer,
+        accounts_done: params.accounts_done,
+        transfers_done: params.transfers_done,
+    };
+    let limit = params.limit.unwrap_or(AUDIT_PAGE).clamp(1, MAX_AUDIT_PAGE);
     Ok(Json(
-        failover::audit(state.store.pool(), state.ownership.region()).await?,
+        sre::audit::audit(state.store.pool(), state.ownership.region(), &cursor, limit).await?,
     ))
 }
 
@@ -191,7 +158,8 @@ async fn late(
     QueryParams(params): QueryParams<LateParams>,
 ) -> Result<Json<Vec<LateEvent>>, ApiError> {
     let limit = params.limit.unwrap_or(100).clamp(1, 10_000);
-    let events = failover::late_events(state.store.pool(), params.status.as_deref(), limit).await?;
+    let events =
+        sre::late::late_events(state.store.pool(), params.status.as_deref(), limit).await?;
     Ok(Json(events))
 }
 
@@ -200,7 +168,7 @@ async fn acknowledge(
     Path(event_id): Path<Uuid>,
     JsonBody(request): JsonBody<AcknowledgeRequest>,
 ) -> Result<Json<LateEvent>, ApiError> {
-    failover::acknowledge(state.store.pool(), event_id, &request.by, &request.note)
+    sre::late::acknowledge(state.store.pool(), event_id, &request.by, &request.note)
         .await?
         .map(Json)
         .ok_or_else(|| {

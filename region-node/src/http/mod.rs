@@ -30,8 +30,8 @@ pub use context::RequestContext;
 pub use error::ApiError;
 pub use ledger_wire::TraceParent;
 
+use crate::home::Ownership;
 use crate::metrics::Metrics;
-use crate::ownership::Ownership;
 use crate::peers::Peers;
 use crate::store::{LedgerStore, StoreError, WriteContext, WriteOutcome};
 

@@ -19,7 +19,7 @@ use super::extract::{self, IdempotencyKey, JsonBody};
 use super::forward::{self, forward, Ack, Onward};
 use super::internal::Forwarded;
 use super::{check_reference, fingerprint, write_response, AppState};
-use crate::ownership::WriteRoute;
+use crate::home::WriteRoute;
 use crate::store::StoreError;
 
 #[utoipa::path(

@@ -62,6 +62,8 @@ pub struct Ownership {
     pub(crate) renew_now: Notify,
     dynamic: bool,
     client: Option<Arc<OwnershipClient>>,
+    /// The fencing rule's parameters (`None` in single-region mode: no fencing).
+    timing: Option<sync::LeaseTiming>,
 }
 
 impl Ownership {
@@ -96,6 +98,7 @@ impl Ownership {
             renew_now: Notify::new(),
             dynamic: false,
             client: None,
+            timing: None,
         }
     }
 
@@ -104,6 +107,7 @@ impl Ownership {
         region: impl Into<String>,
         map: OwnershipMap,
         write_margin: Duration,
+        timing: sync::LeaseTiming,
         client: Arc<OwnershipClient>,
     ) -> Self {
         let slot_count = map.slot_count;
@@ -118,6 +122,7 @@ impl Ownership {
             renew_now: Notify::new(),
             dynamic: true,
             client: Some(client),
+            timing: Some(timing),
         }
     }
 
@@ -131,6 +136,13 @@ impl Ownership {
 
     pub fn is_dynamic(&self) -> bool {
         self.dynamic
+    }
+
+    /// How long this region waits after gaining a slot by promote before writing it
+    /// (ttl * (1 + drift) + margin, with this node's settings and the map's ttl).
+    pub fn fence_delay(&self) -> Option<Duration> {
+        let ttl = Duration::from_millis(self.map().lease_ttl_ms);
+        self.timing.map(|t| t.fence_delay(ttl))
     }
 
     pub fn map(&self) -> Arc<OwnershipMap> {

@@ -12,21 +12,30 @@
 //! release. If a step fails after the rehome the account stays moved and the new owner
 //! serves after the fencing delay; whatever the old owner had not published arrives
 //! as late events and is reconciled.
+//!
+//! Every call goes through [`Ports`] (the ownership service and the nodes' drain,
+//! digest and release), so each step's failure is unit-tested with a fake
+//! (`tests.rs`). A region switchover or failback is several moves: when one fails, the
+//! reports of those already done come back with the error ([`Partial`]).
+
+mod failback;
+mod ports;
+#[cfg(test)]
+mod tests;
+
+pub use failback::{failback, failback_moves};
+pub use ports::Ports;
 
 use std::time::{Duration, Instant};
 
 use ledger_wire::failover::{
-    AccountEpoch, Digest, DrainReport, DrainRequest, ReleaseReport, ReleaseRequest, Scope,
-    SlotEpoch,
+    AccountEpoch, Digest, DrainReport, DrainRequest, ReleaseRequest, Scope, SlotEpoch,
 };
-use ledger_wire::internal::failover as paths;
-use ledger_wire::ownership::{
-    ChangeKind, Outcome, OwnershipMap, RegionStatus, SlotAtEpoch, Target,
-};
+use ledger_wire::ownership::{Outcome, OwnershipMap, RegionStatus, SlotAtEpoch};
 use ledger_wire::AccountId;
 use serde::Serialize;
 
-use crate::{Cluster, FailoverError};
+use crate::FailoverError;
 
 /// How often the tool re-reads the new owner's digest.
 const APPLY_POLL: Duration = Duration::from_millis(5);
@@ -89,7 +98,7 @@ fn check_target(map: &OwnershipMap, to: &str) -> Result<(), FailoverError> {
 
 /// Moves `slots` (all owned by one region) to `to`.
 pub async fn switch_slots(
-    cluster: &Cluster,
+    cluster: &impl Ports,
     slots: &[u32],
     to: &str,
     options: SwitchoverOptions,
@@ -141,37 +150,21 @@ pub async fn switch_slots(
     };
     let started = Instant::now();
     let reason = format!("switchover of {} slots {from} -> {to}", slots.len());
-    let (freeze_version, _) = applied_version(
-        &cluster
-            .ownership
-            .freeze_slots(slots.clone(), true, &reason)
-            .await?,
-    )?;
+    let (freeze_version, _) =
+        applied_version(&cluster.freeze_slots(slots.clone(), true, &reason).await?)?;
     tracing::info!(%from, %to, slots = slots.len(), "slots frozen");
 
     let prepared =
         drain_and_catch_up(cluster, &from, to, freeze_version, &scope, started, options).await;
     let (drain, drain_ms, catch_up_ms) = match prepared {
         Ok(done) => done,
-        Err(error) => {
-            rollback(cluster, &slots, &reason).await;
-            return Err(error);
-        }
+        Err(error) => return Err(rollback(cluster, &slots, &reason, error).await),
     };
     let transfer_started = Instant::now();
-    let transferred = cluster
-        .ownership
-        .transfer_slots(expected, to, &reason)
-        .await;
-    let (_, epoch) = match transferred
-        .map_err(FailoverError::from)
-        .and_then(|o| applied_version(&o))
-    {
+    let transferred = cluster.transfer_slots(expected, to, &reason).await;
+    let (_, epoch) = match transferred.and_then(|o| applied_version(&o)) {
         Ok(done) => done,
-        Err(error) => {
-            rollback(cluster, &slots, &reason).await;
-            return Err(error);
-        }
+        Err(error) => return Err(rollback(cluster, &slots, &reason, error).await),
     };
     let transfer_ms = ms(transfer_started.elapsed());
     let release = ReleaseRequest {
@@ -200,7 +193,7 @@ pub async fn switch_slots(
 }
 
 async fn drain_and_catch_up(
-    cluster: &Cluster,
+    cluster: &impl Ports,
     from: &str,
     to: &str,
     map_version: u64,
@@ -213,21 +206,14 @@ async fn drain_and_catch_up(
         scope: scope.clone(),
         timeout_ms: ms(options.timeout),
     };
-    let drain: DrainReport = cluster
-        .post(
-            from,
-            paths::DRAIN,
-            &request,
-            options.timeout + Duration::from_secs(2),
-        )
+    let drain = cluster
+        .drain(from, &request, options.timeout + Duration::from_secs(2))
         .await?;
     let drain_ms = ms(started.elapsed());
     let catch_up_started = Instant::now();
     let deadline = started + options.timeout;
     loop {
-        let digest: Digest = cluster
-            .post(to, paths::DIGEST, scope, Duration::from_secs(5))
-            .await?;
+        let digest = cluster.digest(to, scope, Duration::from_secs(5)).await?;
         if digest == drain.high_water {
             break;
         }
@@ -245,37 +231,75 @@ async fn drain_and_catch_up(
     Ok((drain, drain_ms, ms(catch_up_started.elapsed())))
 }
 
-async fn rollback(cluster: &Cluster, slots: &[u32], reason: &str) {
+/// Thaws the slots after a failure before the transfer; returns the error to report
+/// (the original one, or both when the thaw failed too, with the command that
+/// finishes the job).
+async fn rollback(
+    cluster: &impl Ports,
+    slots: &[u32],
+    reason: &str,
+    error: FailoverError,
+) -> FailoverError {
     let why = format!("roll back: {reason}");
-    match cluster
-        .ownership
-        .freeze_slots(slots.to_vec(), false, &why)
-        .await
-    {
-        Ok(_) => tracing::warn!(
-            slots = slots.len(),
-            "switchover rolled back: slots thawed at their old owner"
-        ),
-        Err(error) => {
-            tracing::error!(%error, "switchover failed AND the thaw failed: run `failover thaw` for these slots")
+    match cluster.freeze_slots(slots.to_vec(), false, &why).await {
+        Ok(_) => {
+            tracing::warn!(
+                slots = slots.len(),
+                "switchover rolled back: slots thawed at their old owner"
+            );
+            error
         }
+        Err(thaw) => FailoverError::Refused(format!(
+            "{error}; AND the rollback could not thaw the slots ({thaw}): they stay frozen \
+             (writes refused) until you run `failover thaw --slots {}`",
+            slot_list(slots)
+        )),
     }
 }
 
+/// `1-4,9`: slots as ranges, for a command line.
+pub fn slot_list(slots: &[u32]) -> String {
+    let mut sorted = slots.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut iter = sorted.into_iter().peekable();
+    while let Some(first) = iter.next() {
+        let mut last = first;
+        while iter.peek() == Some(&(last + 1)) {
+            last += 1;
+            iter.next();
+        }
+        parts.push(if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        });
+    }
+    parts.join(",")
+}
+
+/// Thaws frozen slots by hand (`failover thaw`): after a switchover whose rollback
+/// could not reach the ownership service.
+pub async fn thaw(cluster: &impl Ports, slots: &[u32]) -> Result<u64, FailoverError> {
+    if slots.is_empty() {
+        return Err(FailoverError::Invalid("no slots to thaw".into()));
+    }
+    let outcome = cluster
+        .freeze_slots(slots.to_vec(), false, "thaw by an operator")
+        .await?;
+    Ok(applied_version(&outcome)?.0)
+}
+
 async fn release_at(
-    cluster: &Cluster,
+    cluster: &impl Ports,
     to: &str,
     request: &ReleaseRequest,
     options: SwitchoverOptions,
 ) -> Result<u64, FailoverError> {
     let started = Instant::now();
-    let report: ReleaseReport = cluster
-        .post(
-            to,
-            paths::RELEASE,
-            request,
-            options.timeout + Duration::from_secs(2),
-        )
+    let report = cluster
+        .release(to, request, options.timeout + Duration::from_secs(2))
         .await?;
     if !report.usable {
         return Err(FailoverError::Timeout {
@@ -288,7 +312,7 @@ async fn release_at(
 
 /// Moves one account's home to `to` (a planned per-account switchover).
 pub async fn rehome(
-    cluster: &Cluster,
+    cluster: &impl Ports,
     account: AccountId,
     to: &str,
     options: SwitchoverOptions,
@@ -312,7 +336,6 @@ pub async fn rehome(
     let reason = format!("rehome {account} {from} -> {to}");
     let (version, new_epoch) = applied_version(
         &cluster
-            .ownership
             .rehome_account(account, to, Some(epoch), &reason)
             .await?,
     )?;
@@ -351,11 +374,11 @@ pub async fn rehome(
 /// Moves everything homed in `from` to `to`: its slots in one move, then each account
 /// homed there by override.
 pub async fn switch_region(
-    cluster: &Cluster,
+    cluster: &impl Ports,
     from: &str,
     to: &str,
     options: SwitchoverOptions,
-) -> Result<Vec<MoveReport>, FailoverError> {
+) -> Result<Vec<MoveReport>, Partial> {
     let map = cluster.map().await?;
     let slots: Vec<u32> = (0u32..)
         .zip(&map.slots)
@@ -369,93 +392,58 @@ pub async fn switch_region(
         .map(|(account, _)| *account)
         .collect();
     if slots.is_empty() && accounts.is_empty() {
-        return Err(FailoverError::Invalid(format!(
-            "nothing is homed in {from}"
-        )));
+        return Err(FailoverError::Invalid(format!("nothing is homed in {from}")).into());
     }
-    let mut reports = Vec::new();
+    let mut moves = Moves::default();
     if !slots.is_empty() {
-        reports.push(switch_slots(cluster, &slots, to, options).await?);
+        moves.add(switch_slots(cluster, &slots, to, options).await)?;
     }
     for account in accounts {
-        reports.push(rehome(cluster, account, to, options).await?);
+        moves.add(rehome(cluster, account, to, options).await)?;
     }
-    Ok(reports)
+    Ok(moves.finish())
 }
 
-/// A switchover back to `region` of what its last promote moved away and is still
-/// where the promote put it, once the region is active, drained and reconciled.
-pub async fn failback(
-    cluster: &Cluster,
-    region: &str,
-    options: SwitchoverOptions,
-) -> Result<Vec<MoveReport>, FailoverError> {
-    let readiness = crate::status::failback_readiness(cluster, region).await?;
-    if let Some(problem) = readiness {
-        return Err(FailoverError::Refused(format!(
-            "{region} is not ready for failback: {problem}"
-        )));
-    }
-    let mut map = cluster.map().await?;
-    if map
-        .regions
-        .iter()
-        .any(|r| r.name == region && r.status == RegionStatus::Down)
-    {
-        cluster
-            .ownership
-            .set_region(
-                region,
-                None,
-                Some(RegionStatus::Active),
-                "failback: healthy and reconciled",
-            )
-            .await?;
-        map = cluster.map().await?;
-    }
-    let history = crate::audit::history(cluster).await?;
-    let promote = history
-        .iter()
-        .rev()
-        .find(|c| matches!(&c.kind, ChangeKind::Promote { region: r, .. } if r == region))
-        .ok_or_else(|| {
-            FailoverError::Invalid(format!(
-                "no promote of {region} in the ownership history; use `switchover` to move slots to it"
-            ))
-        })?;
-    // Per current owner: the slots and accounts the promote gave it, unchanged since.
-    let mut by_owner: std::collections::BTreeMap<String, (Vec<u32>, Vec<AccountId>)> =
-        std::collections::BTreeMap::new();
-    for step in &promote.moves {
-        match step.target {
-            Target::Slots { first, last } => {
-                for slot in first..=last {
-                    if let Some(owner) = map.slots.get(slot as usize) {
-                        if owner.region == step.to && owner.epoch == step.epoch {
-                            by_owner.entry(step.to.clone()).or_default().0.push(slot);
-                        }
-                    }
-                }
+/// The moves of a multi-move operation so far: a failed move ends it, and the error
+/// carries the moves already done ([`Partial`]).
+#[derive(Debug, Default)]
+pub(crate) struct Moves {
+    done: Vec<MoveReport>,
+}
+
+impl Moves {
+    pub(crate) fn add(&mut self, step: Result<MoveReport, FailoverError>) -> Result<(), Partial> {
+        match step {
+            Ok(report) => {
+                self.done.push(report);
+                Ok(())
             }
-            Target::Account(account) => {
-                if map
-                    .overrides
-                    .get(&account)
-                    .is_some_and(|o| o.region == step.to && o.epoch == step.epoch)
-                {
-                    by_owner.entry(step.to.clone()).or_default().1.push(account);
-                }
-            }
+            Err(error) => Err(Partial {
+                done: std::mem::take(&mut self.done),
+                error,
+            }),
         }
     }
-    let mut reports = Vec::new();
-    for (_, (slots, accounts)) in by_owner {
-        if !slots.is_empty() {
-            reports.push(switch_slots(cluster, &slots, region, options).await?);
-        }
-        for account in accounts {
-            reports.push(rehome(cluster, account, region, options).await?);
+
+    pub(crate) fn finish(self) -> Vec<MoveReport> {
+        self.done
+    }
+}
+
+/// A multi-move operation that failed part way: what was moved, and why it stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} (after {} of the moves succeeded)", done.len())]
+pub struct Partial {
+    pub done: Vec<MoveReport>,
+    #[source]
+    pub error: FailoverError,
+}
+
+impl From<FailoverError> for Partial {
+    fn from(error: FailoverError) -> Self {
+        Partial {
+            done: Vec::new(),
+            error,
         }
     }
-    Ok(reports)
 }
