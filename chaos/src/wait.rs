@@ -2,41 +2,32 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::Context;
 
 const POLL: Duration = Duration::from_millis(50);
 
 /// Until a TCP connection to `addr` succeeds.
 pub async fn tcp(addr: &str, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if tokio::time::Instant::now() > deadline {
-            bail!("{addr} did not accept connections within {timeout:?}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    Ok(())
+    let connected = harness::wait_until(timeout, POLL, || async {
+        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+    })
+    .await;
+    connected.with_context(|| format!("{addr} did not accept connections within {timeout:?}"))
 }
 
 /// Until `url` answers 2xx.
 pub async fn http_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let ok = http
-            .get(url)
+    let answered = harness::wait_until(timeout, POLL, || async {
+        http.get(url)
             .timeout(Duration::from_secs(2))
             .send()
             .await
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("{url} did not answer 2xx within {timeout:?}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
+            .is_ok_and(|r| r.status().is_success())
+            .then_some(())
+    })
+    .await;
+    answered.with_context(|| format!("{url} did not answer 2xx within {timeout:?}"))
 }
 
 /// The sum of every sample of `metric` (any labels) at a Prometheus endpoint.
@@ -68,14 +59,12 @@ pub async fn metric_above(
     floor: f64,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if metric(url, name).await.is_ok_and(|v| v > floor) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("{name} at {url} did not rise above {floor} within {timeout:?}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    let risen = harness::wait_until(timeout, POLL, || async {
+        metric(url, name)
+            .await
+            .is_ok_and(|v| v > floor)
+            .then_some(())
+    })
+    .await;
+    risen.with_context(|| format!("{name} at {url} did not rise above {floor} within {timeout:?}"))
 }

@@ -49,14 +49,11 @@ pub fn pool(config: &NodeConfig) -> Result<Pool, NodeError> {
 /// current text of every function, under an advisory lock so that nodes starting
 /// together against one database do not race).
 pub async fn migrate(config: &NodeConfig) -> Result<(), NodeError> {
-    let (mut client, connection) = pg_config(config)?
-        .connect(NoTls)
-        .await
-        .map_err(NodeError::Database)?;
+    let (mut client, connection) = pg_config(config)?.connect(NoTls).await?;
     let driver = tokio::spawn(connection);
     let migrated = ledger_schema::migrate(&mut client)
         .await
-        .map_err(|e| NodeError::Migration(e.to_string()));
+        .map_err(NodeError::from);
     drop(client);
     // The connection task ends once the client is gone; its result carries nothing new.
     let _ = driver.await;
@@ -72,16 +69,12 @@ pub async fn record_leases(
     epoch: i64,
     valid_for: Option<Duration>,
 ) -> Result<(), NodeError> {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| NodeError::Pool(e.to_string()))?;
-    let tx = client.transaction().await.map_err(NodeError::Database)?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
     let slots = i32::try_from(slot_count).map_err(|_| NodeError::Config("slot count".into()))?;
     let valid_ms = valid_for.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     tx.execute("DELETE FROM ledger.slot_leases WHERE slot >= $1", &[&slots])
-        .await
-        .map_err(NodeError::Database)?;
+        .await?;
     tx.execute(
         "INSERT INTO ledger.slot_leases (slot, epoch, expires_at)
          SELECT s, $2, CASE WHEN $3::bigint IS NULL THEN 'infinity'::timestamptz
@@ -90,7 +83,6 @@ pub async fn record_leases(
          ON CONFLICT (slot) DO UPDATE SET epoch = EXCLUDED.epoch, expires_at = EXCLUDED.expires_at",
         &[&slots, &epoch, &valid_ms],
     )
-    .await
-    .map_err(NodeError::Database)?;
+    .await?;
     tx.commit().await.map_err(NodeError::Database)
 }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod db;
+pub mod error;
 pub mod home;
 pub mod http;
 pub mod late_handoff;
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::NodeConfig;
+pub use error::NodeError;
 pub use store::POST_ENTRY_SQL;
 
 use crate::home::Ownership;
@@ -37,24 +39,6 @@ use crate::supervisor::Supervisor;
 
 /// How long the node keeps retrying its database at start-up before giving up.
 const DATABASE_START_DEADLINE: Duration = Duration::from_secs(60);
-
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error("database: {}", store::describe(.0))]
-    Database(#[source] tokio_postgres::Error),
-    #[error("database pool: {0}")]
-    Pool(String),
-    #[error("schema migration failed: {0}")]
-    Migration(String),
-    #[error("ownership service: {0}")]
-    Ownership(String),
-    #[error("serving HTTP: {0}")]
-    Serve(#[source] std::io::Error),
-    #[error(transparent)]
-    Supervisor(#[from] supervisor::SupervisorError),
-}
 
 /// Runs a region node on `listener` until `shutdown` is cancelled.
 pub async fn run(

@@ -47,17 +47,13 @@ pub async fn run(
 }
 
 async fn pass(pool: &Pool, region: &str, metrics: &Metrics) -> Result<usize, NodeError> {
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| NodeError::Pool(e.to_string()))?;
+    let client = pool.get().await?;
     let rows = client
         .query(
             "SELECT transfer_id, step FROM ledger.run_saga($1, $2)",
             &[&region, &PASS_LIMIT],
         )
-        .await
-        .map_err(NodeError::Database)?;
+        .await?;
     let mut taken = 0;
     for row in &rows {
         let step: String = row.get(1);

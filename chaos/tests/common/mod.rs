@@ -164,41 +164,30 @@ impl Regions {
         regions: &[usize],
         timeout: Duration,
     ) -> anyhow::Result<BTreeMap<String, (Decimal, i64)>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        eventually("regions converge", timeout, || async {
             let mut states = Vec::new();
             for i in regions {
-                states.push(self.accounts(*i).await?);
+                states.push(self.accounts(*i).await.ok()?);
             }
-            if states.windows(2).all(|w| w[0] == w[1]) {
-                return Ok(states.remove(0));
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "regions did not converge within {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            states
+                .windows(2)
+                .all(|w| w[0] == w[1])
+                .then(|| states.remove(0))
+        })
+        .await
     }
 }
 
-/// Polls `check` until it yields `Some`, or fails after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+/// Polls `check` until it yields `Some`, or fails after `timeout` (harness's one wait
+/// helper, with the test's name for what it waited for).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    harness::wait_until(timeout, Duration::from_millis(50), check)
+        .await
+        .with_context(|| format!("{what}: not within {timeout:?}"))
 }
 
 pub fn amount(value: &Value, field: &str) -> Decimal {

@@ -240,11 +240,8 @@ pub async fn record(
     let account_fences: Vec<f64> = lease.accounts.iter().map(|a| a.2.as_secs_f64()).collect();
     let away: Vec<i64> = lease.away.iter().map(|a| a.as_i64()).collect();
 
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| NodeError::Pool(e.to_string()))?;
-    let tx = client.transaction().await.map_err(NodeError::Database)?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
     let statements: [(&str, &[&(dyn tokio_postgres::types::ToSql + Sync)]); 6] = [
         (
             "DELETE FROM ledger.slot_leases WHERE NOT (slot = ANY($1))",
@@ -283,7 +280,7 @@ pub async fn record(
         ),
     ];
     for (sql, params) in statements {
-        tx.execute(sql, params).await.map_err(NodeError::Database)?;
+        tx.execute(sql, params).await?;
     }
     tx.commit().await.map_err(NodeError::Database)
 }

@@ -20,6 +20,7 @@ use super::error::ApiError;
 use super::extract::{self, IdempotencyKey, JsonBody, QueryParams};
 use super::forward::{self, forward, refuse_second_hop, Ack, Onward};
 use super::internal::Forwarded;
+use super::write::{routed_write, WriteCall};
 use super::{check_reference, fingerprint, json_response, write_response, AppState};
 use crate::home::{Refusal, WriteRoute};
 use crate::store::{EntryKind, StoreError};
@@ -296,47 +297,37 @@ async fn post_entry(
     let amount = parse_amount(&request.amount)?;
     check_reference(request.reference.as_deref())?;
     let path = format!("/v1/accounts/{id}/{}s", kind.as_str());
-    // A refusal by the database as "not the owner" means this node's map is stale: read
-    // the map again and route once more (usually: forward to the new home).
-    for attempt in 0..2 {
-        let epoch = match write_route(state, id, call.forwarded).await? {
-            Route::Forward(region) => {
-                let onward = Onward::write(path, &key, ack, &request);
-                return forward(state, call.ctx, &region, onward).await;
-            }
-            Route::Here(epoch) => epoch,
-        };
-        let write = state.write_context(
+    let write = WriteCall {
+        state,
+        ctx: call.ctx,
+        forwarded: call.forwarded,
+        ack,
+        operation: kind.as_str(),
+    };
+    let context = || {
+        state.write_context(
             key.clone(),
             fingerprint(&(kind.as_str(), id, amount.normalize(), &request.reference)),
             call.ctx,
-        );
-        let result = state
-            .store
-            .post_entry(
-                &write,
-                kind,
-                id,
-                amount,
-                request.reference.as_deref(),
-                epoch,
-            )
-            .await;
-        if attempt == 0 && is_not_owner(&result) && state.ownership.refresh().await {
-            continue;
-        }
-        let outcome = state.record_write(kind.as_str(), result)?;
-        if ack == Ack::Replicated && outcome.status == 201 {
+        )
+    };
+    let (context, reference) = (&context, request.reference.as_deref());
+    routed_write(
+        write,
+        id,
+        || Onward::write(path.clone(), &key, ack, &request),
+        |epoch| async move {
+            state
+                .store
+                .post_entry(&context(), kind, id, amount, reference, epoch)
+                .await
+        },
+        |outcome| async move {
             let seq = written_seq(&outcome.body)?;
-            let events = state.store.event_of(id, seq).await?;
-            forward::await_replicated(state, events.into_iter().collect()).await?;
-        }
-        return Ok(write_response(outcome, state.ownership.region()));
-    }
-    Err(ApiError::new(
-        ProblemType::NotOwner,
-        "ownership is moving; retry shortly",
-    ))
+            Ok(state.store.event_of(id, seq).await?.into_iter().collect())
+        },
+    )
+    .await
 }
 
 /// Where a write for `id` goes: here at an epoch, or to another region.

@@ -9,6 +9,7 @@ mod forward;
 mod internal;
 mod system;
 mod transfers;
+mod write;
 
 use std::sync::Arc;
 use std::time::Duration;

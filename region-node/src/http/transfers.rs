@@ -12,13 +12,13 @@ use ledger_wire::api::{CreateTransferRequest, Transfer};
 use ledger_wire::{parse_amount, Problem, ProblemType};
 use uuid::Uuid;
 
-use super::accounts::{is_not_owner, write_route, Route};
 use super::context::RequestContext;
 use super::error::ApiError;
 use super::extract::{self, IdempotencyKey, JsonBody};
-use super::forward::{self, forward, Ack, Onward};
+use super::forward::{Ack, Onward};
 use super::internal::Forwarded;
-use super::{check_reference, fingerprint, write_response, AppState};
+use super::write::{routed_write, WriteCall};
+use super::{check_reference, fingerprint, AppState};
 use crate::home::WriteRoute;
 use crate::store::StoreError;
 
@@ -55,15 +55,15 @@ pub async fn create_transfer(
     if !state.ownership.slot_exists(request.to) {
         return Err(extract::not_found(request.to));
     }
-    for attempt in 0..2 {
-        let from_epoch = match write_route(&state, request.from, forwarded.as_deref()).await? {
-            Route::Forward(region) => {
-                let onward = Onward::write("/v1/transfers".into(), &key, ack, &request);
-                return forward(&state, &ctx, &region, onward).await;
-            }
-            Route::Here(epoch) => epoch,
-        };
-        let write = state.write_context(
+    let write = WriteCall {
+        state: &state,
+        ctx: &ctx,
+        forwarded: forwarded.as_deref(),
+        ack,
+        operation: "transfer",
+    };
+    let context = || {
+        state.write_context(
             key.clone(),
             fingerprint(&(
                 "transfer",
@@ -73,56 +73,49 @@ pub async fn create_transfer(
                 &request.reference,
             )),
             &ctx,
-        );
-        let reference = request.reference.as_deref();
-        let result = match state.ownership.route_write(request.to) {
-            Some(WriteRoute::Local { epoch: to_epoch }) => {
-                state
-                    .store
-                    .post_transfer(
-                        &write,
-                        request.from,
-                        request.to,
-                        amount,
-                        reference,
-                        from_epoch,
-                        to_epoch,
-                    )
-                    .await
+        )
+    };
+    let (state, context) = (&state, &context);
+    let (from, to, reference) = (request.from, request.to, request.reference.as_deref());
+    routed_write(
+        write,
+        from,
+        || Onward::write("/v1/transfers".into(), &key, ack, &request),
+        |from_epoch| async move {
+            // Both homed here: one transaction; otherwise the saga starts with the debit.
+            match state.ownership.route_write(to) {
+                Some(WriteRoute::Local { epoch: to_epoch }) => {
+                    state
+                        .store
+                        .post_transfer(
+                            &context(),
+                            from,
+                            to,
+                            amount,
+                            reference,
+                            from_epoch,
+                            to_epoch,
+                        )
+                        .await
+                }
+                _ => {
+                    state
+                        .store
+                        .start_transfer(&context(), from, to, amount, reference, from_epoch)
+                        .await
+                }
             }
-            _ => {
-                state
-                    .store
-                    .start_transfer(
-                        &write,
-                        request.from,
-                        request.to,
-                        amount,
-                        reference,
-                        from_epoch,
-                    )
-                    .await
-            }
-        };
-        if attempt == 0 && is_not_owner(&result) && state.ownership.refresh().await {
-            continue;
-        }
-        let outcome = state.record_write("transfer", result)?;
-        if ack == Ack::Replicated && outcome.status == 201 {
+        },
+        |outcome| async move {
             let transfer: Transfer = serde_json::from_str(&outcome.body)
                 .map_err(|e| ApiError::from(StoreError::Decode(e.to_string())))?;
-            let events = state
+            Ok(state
                 .store
                 .transfer_events(transfer.id, state.ownership.region())
-                .await?;
-            forward::await_replicated(&state, events).await?;
-        }
-        return Ok(write_response(outcome, state.ownership.region()));
-    }
-    Err(ApiError::new(
-        ProblemType::NotOwner,
-        "ownership is moving; retry shortly",
-    ))
+                .await?)
+        },
+    )
+    .await
 }
 
 #[utoipa::path(

@@ -108,17 +108,13 @@ pub async fn reconciler(
 }
 
 async fn reconcile_pass(pool: &Pool, region: &str, metrics: &Metrics) -> Result<usize, NodeError> {
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| NodeError::Pool(e.to_string()))?;
+    let client = pool.get().await?;
     let rows = client
         .query(
             "SELECT event_id, outcome FROM ledger.reconcile_late($1, $2)",
             &[&region, &RECONCILE_LIMIT],
         )
-        .await
-        .map_err(NodeError::Database)?;
+        .await?;
     let mut decided = 0;
     for row in &rows {
         let event: Uuid = row.get(0);
