@@ -476,8 +476,11 @@ fn start_services(
         .env("LEDGER_REGION", &region.name)
         .env("LEDGER_DATABASE_URL", &region.database_url)
         .env("LEDGER_BROKERS", &region.broker)
-        .env("LEDGER_APPLY_FROM", apply_from.join(" "))
         .env("LEDGER_REPLICATOR_LISTEN", &region.replicator_metrics);
+    // One region alone has no one to apply from (an empty list is not a valid value).
+    if !apply_from.is_empty() {
+        replicator.env("LEDGER_APPLY_FROM", apply_from.join(" "));
+    }
     spawn(deployment, i, "node", node)?;
     spawn(deployment, i, "replicator", replicator)
 }

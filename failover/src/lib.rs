@@ -2,7 +2,7 @@
 //! and every region node's signed internal API), and the operations an SRE runs on it:
 //! status, switchover (slots, a region, one account), promote (by hand or automatic),
 //! reconciliation, failback, and drills that end in a report with the invariants of
-//! DESIGN.md checked on every region.
+//! ARCHITECTURE.md checked on every region.
 
 pub mod audit;
 pub mod cluster;

@@ -2,220 +2,23 @@
 //! library; exits non-zero when an operation fails or a drill breaks an invariant.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
 use failover::drill::{self, workload::WorkloadOptions, DrillOptions, Scenario};
 use failover::promote::PromoteOptions;
 use failover::switchover::{MoveReport, SwitchoverOptions};
 use failover::{audit, status, Cluster, Targets};
 use ledger_wire::failover::{AcknowledgeRequest, LateEvent};
 use ledger_wire::internal::failover as paths;
-use ledger_wire::AccountId;
-use service_kit::telemetry::{self, LogFormat};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "failover",
-    about = "Switchover, promote, reconcile, failback, rehome and drills for a ledger deployment"
-)]
-struct Cli {
-    /// A local deployment's data dir (`ledger-local --data-dir`): voters, nodes and secret from its state file.
-    #[arg(long, env = "LEDGER_DEPLOYMENT", global = true)]
-    deployment: Option<PathBuf>,
-    /// Ownership voters (host:port), comma-separated, when not using --deployment.
-    #[arg(
-        long,
-        env = "LEDGER_OWNERSHIP_VOTERS",
-        value_delimiter = ',',
-        global = true
-    )]
-    voters: Vec<String>,
-    /// A region node: region=http://host:port (repeat for each region).
-    #[arg(
-        long = "node",
-        env = "LEDGER_NODES",
-        value_delimiter = ',',
-        global = true
-    )]
-    nodes: Vec<String>,
-    /// The deployment's internal secret (signs calls to the nodes' /internal API).
-    #[arg(
-        long,
-        env = "LEDGER_INTERNAL_SECRET",
-        hide_env_values = true,
-        global = true
-    )]
-    secret: Option<String>,
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
-}
+use service_kit::telemetry;
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Regions, leases, slots, epochs, replication lag, late events.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Planned move with RPO 0: a region's slots, chosen slots, or one account.
-    Switchover {
-        #[arg(long, conflicts_with_all = ["slots", "account"])]
-        region: Option<String>,
-        #[arg(long, value_delimiter = ',')]
-        slots: Vec<u32>,
-        #[arg(long)]
-        account: Option<AccountId>,
-        #[arg(long)]
-        to: String,
-        #[arg(long, default_value_t = 10_000)]
-        timeout_ms: u64,
-    },
-    /// Move one account's home (a planned per-account switchover).
-    Rehome {
-        #[arg(long)]
-        account: AccountId,
-        #[arg(long)]
-        to: String,
-        #[arg(long, default_value_t = 10_000)]
-        timeout_ms: u64,
-    },
-    /// Move a dead region's slots to the survivors (or, with --auto, watch and do it).
-    Promote {
-        #[arg(long, required_unless_present = "auto")]
-        region: Option<String>,
-        /// Promote even though the region's lease is live.
-        #[arg(long)]
-        force: bool,
-        /// Watch leases and promote a region expired for --detect-after-ms.
-        #[arg(long)]
-        auto: bool,
-        #[arg(long, default_value_t = 5_000)]
-        detect_after_ms: u64,
-        /// Bound on applying what survivors can still read of the dead region's topic.
-        #[arg(long, default_value_t = 3_000)]
-        apply_timeout_ms: u64,
-        /// Keep retrying for this long while the region's lease is still live.
-        #[arg(long, default_value_t = 0)]
-        wait_s: u64,
-    },
-    /// List late events and their reconciliation; acknowledge flagged ones; push
-    /// pending ones to their account's owner.
-    Reconcile {
-        /// Only this status (pending, replayed, flagged, duplicate, acknowledged, replayed_elsewhere).
-        #[arg(long)]
-        status: Option<String>,
-        /// Acknowledge this flagged event (with --region and --by).
-        #[arg(long, requires_all = ["region", "by"])]
-        ack: Option<uuid::Uuid>,
-        #[arg(long)]
-        region: Option<String>,
-        #[arg(long)]
-        by: Option<String>,
-        #[arg(long, default_value = "")]
-        note: String,
-        #[arg(long)]
-        json: bool,
-        /// First make every region (or --region) hand its pending late events of
-        /// accounts it does not own to their owner now (the nodes also do this on their
-        /// own after a few seconds).
-        #[arg(long)]
-        push: bool,
-    },
-    /// Switch back to a region what its last promote moved away, once it is healthy and reconciled.
-    Failback {
-        #[arg(long)]
-        region: String,
-        #[arg(long, default_value_t = 10_000)]
-        timeout_ms: u64,
-        /// Keep retrying for this long while the region is not yet healthy and reconciled.
-        #[arg(long, default_value_t = 0)]
-        wait_s: u64,
-    },
-    /// Thaw frozen slots: after a switchover whose rollback could not reach the
-    /// ownership service (its error names the slots), or every frozen slot with --all.
-    Thaw {
-        #[arg(long, value_delimiter = ',', value_parser = parse_slot_range, conflicts_with = "all")]
-        slots: Vec<Vec<u32>>,
-        #[arg(long)]
-        all: bool,
-    },
-    /// Check the invariants on every region now.
-    Audit,
-    /// Run a scenario under load and write a report.
-    Drill(DrillArgs),
-}
+mod cli;
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ScenarioName {
-    Switchover,
-    KillPromoteReturn,
-    Rehome,
-    /// Kill, promote, restart and failback, `--cycles` times, regions in turn.
-    KillCycles,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum WorkloadName {
-    /// Deposits and withdrawals.
-    Deposits,
-    /// Only transfers between random pairs of accounts (the bank workload).
-    Transfers,
-}
-
-#[derive(Debug, clap::Args)]
-struct DrillArgs {
-    #[arg(long, value_enum)]
-    scenario: ScenarioName,
-    /// The region the scenario acts on (kill-cycles: a comma-separated list, taken in turn).
-    #[arg(long)]
-    region: String,
-    /// How many kill cycles (kill-cycles).
-    #[arg(long, default_value_t = 2)]
-    cycles: u32,
-    #[arg(long, value_enum, default_value = "deposits")]
-    workload: WorkloadName,
-    /// Where switchover and rehome move to.
-    #[arg(long)]
-    to: Option<String>,
-    #[arg(long, default_value_t = 100)]
-    rate: u32,
-    #[arg(long, default_value_t = 4)]
-    accounts_per_region: usize,
-    /// Ask for ack=replicated on every write.
-    #[arg(long)]
-    ack_replicated: bool,
-    #[arg(long, default_value_t = 3)]
-    warmup_s: u64,
-    #[arg(long, default_value_t = 5)]
-    observe_s: u64,
-    #[arg(long, default_value_t = 5)]
-    down_for_s: u64,
-    #[arg(long, default_value_t = 120)]
-    heal_timeout_s: u64,
-    /// Shell command killing a region ({region} is replaced); default with --deployment: ledger-local kill.
-    #[arg(long)]
-    kill_cmd: Option<String>,
-    /// Shell command restarting a region; default with --deployment: ledger-local restart.
-    #[arg(long)]
-    restart_cmd: Option<String>,
-    /// Shell command run just before the final audit (fault injection for tests).
-    #[arg(long)]
-    before_audit_cmd: Option<String>,
-    /// Kill cycles: shell command run on the region just failed back ({region}), e.g.
-    /// `ledger-local pause {region} --ms 3000` (its node paused past its lease).
-    #[arg(long)]
-    pause_cmd: Option<String>,
-    /// What each workload account is opened with.
-    #[arg(long, default_value = failover::drill::workload::DEFAULT_FUNDING)]
-    funding: String,
-    #[arg(long, default_value = "drill-report")]
-    report_dir: PathBuf,
-}
+use cli::{Cli, Command, ScenarioName, WorkloadName};
 
 fn targets(cli: &Cli) -> anyhow::Result<Targets> {
     if let Some(dir) = &cli.deployment {
@@ -255,25 +58,6 @@ fn print_moves(moves: &[MoveReport]) {
             m.drain.as_ref().map_or(0, |d| d.published_while_draining),
             m.catch_up_ms, m.transfer_ms, m.release_ms
         );
-    }
-}
-
-/// `7` or `1-4` (as `failover thaw --slots 1-4,9` takes them).
-fn parse_slot_range(text: &str) -> Result<Vec<u32>, String> {
-    let number = |t: &str| {
-        t.trim()
-            .parse::<u32>()
-            .map_err(|e| format!("{t:?} is not a slot number: {e}"))
-    };
-    match text.split_once('-') {
-        Some((first, last)) => {
-            let (first, last) = (number(first)?, number(last)?);
-            if first > last {
-                return Err(format!("{text}: the range runs backwards"));
-            }
-            Ok((first..=last).collect())
-        }
-        None => Ok(vec![number(text)?]),
     }
 }
 

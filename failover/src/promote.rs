@@ -1,4 +1,4 @@
-//! Unplanned failover (DESIGN.md, "Failover"): a dead region's slots and accounts move
+//! Unplanned failover (ARCHITECTURE.md, "Failover"): a dead region's slots and accounts move
 //! to the survivors by weight. Before the move the survivors get a bounded time to
 //! apply what they can still read of the dead region's topic (its lease has run out,
 //! so nothing new can appear there); after it each new owner waits out the fencing

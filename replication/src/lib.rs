@@ -1,4 +1,4 @@
-//! Replication between regions (DESIGN.md, "Replication").
+//! Replication between regions (ARCHITECTURE.md, "Replication").
 //!
 //! - [`relay`]: this region's outbox -> this region's topic (one active relay per
 //!   region, PostgreSQL advisory lock, LISTEN/NOTIFY with polling as fallback,

@@ -3,7 +3,7 @@
 use ledger_tests::TestRegion;
 use reqwest::StatusCode;
 
-/// DESIGN.md's public API (v1), the contract clients rely on.
+/// ARCHITECTURE.md's public API (v1), the contract clients rely on.
 const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/accounts"),
     ("get", "/v1/accounts/{id}"),

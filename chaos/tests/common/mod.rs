@@ -70,8 +70,17 @@ fn rand_u16() -> u16 {
 
 impl Regions {
     pub async fn start(label: &str, node_env: &[(&str, &str)]) -> anyhow::Result<Regions> {
+        Regions::start_n(label, 3, node_env).await
+    }
+
+    /// A deployment of `count` regions.
+    pub async fn start_n(
+        label: &str,
+        count: usize,
+        node_env: &[(&str, &str)],
+    ) -> anyhow::Result<Regions> {
         let dir = WorkDir::temp(label)?;
-        let mut options = UpOptions::new(3, free_base_port(), bin_dir());
+        let mut options = UpOptions::new(count, free_base_port(), bin_dir());
         options.slot_count = 64;
         options.node_env = node_env
             .iter()
@@ -79,7 +88,7 @@ impl Regions {
             .collect();
         let deployment = Deployment::up(&dir.join("deployment"), &options)
             .await
-            .context("start three regions")?;
+            .with_context(|| format!("start {count} regions"))?;
         Ok(Regions {
             deployment,
             _dir: dir,

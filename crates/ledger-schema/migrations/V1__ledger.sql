@@ -1,8 +1,9 @@
--- The ledger of one region: accounts (home rows and, later, replica rows), their
+-- The ledger of one region: accounts (home rows and replica rows), their
 -- entries, double-entry counter lines, transfers, idempotency records, the outbox, and
--- the slot leases this region holds. Every write runs as ONE call of a function below,
+-- the slot leases this region holds. Every write runs as ONE call of a ledger.* function
+-- (their current text: ../sql/),
 -- so one round trip, and the lease check is the last statement before COMMIT, on the
--- database's clock (DESIGN.md, "The single-writer rule").
+-- database's clock (ARCHITECTURE.md, "The single-writer rule").
 --
 -- Errors raised for the API use SQLSTATE 'LDnnn' (nnn = HTTP status), MESSAGE = the
 -- problem slug (ledger-wire's ProblemType) and DETAIL = a human sentence.

@@ -1,4 +1,4 @@
--- Replication (DESIGN.md, "Replication"): every event gets its id at the home when it is
+-- Replication (ARCHITECTURE.md, "Replication"): every event gets its id at the home when it is
 -- written, so a replica can tell a redelivered event from a different one with the same
 -- (account, seq); and replica rows are applied by ONE call of
 -- ledger.apply_events per batch, in the same transaction as the applier's position.

@@ -1,4 +1,4 @@
--- Applying other regions' events to this region's replica rows (DESIGN.md,
+-- Applying other regions' events to this region's replica rows (ARCHITECTURE.md,
 -- "Replication", the apply rules). The applier calls ledger.apply_events ONCE per batch,
 -- inside the transaction that also moves its position, so a batch is applied whole or
 -- not at all and a redelivered batch changes nothing.

@@ -1,4 +1,4 @@
--- Several regions (DESIGN.md, "The single-writer rule", "Write path"): leases that
+-- Several regions (ARCHITECTURE.md, "The single-writer rule", "Write path"): leases that
 -- start only after the fencing delay, per-account leases for accounts homed here by
 -- override (and the accounts of our slots homed elsewhere), and the cross-region
 -- transfer saga.

@@ -1,4 +1,4 @@
--- Failover (DESIGN.md, "Failover"): what a switchover compares, how a retried request is
+-- Failover (ARCHITECTURE.md, "Failover"): what a switchover compares, how a retried request is
 -- recognised in any region, and reconciliation of late events at the current owner.
 
 CREATE INDEX entries_by_txn ON ledger.entries (txn_id);

@@ -1,5 +1,5 @@
 //! Process plumbing shared by every ledger service binary (region node, ownership
-//! voter, later the replication workers): one supervisor of named tasks under one
+//! voter, replicator, proxy): one supervisor of named tasks under one
 //! cancellation token, SIGTERM/SIGINT handling, and the logging set-up.
 
 pub mod supervisor;

@@ -1,4 +1,4 @@
-//! The invariants of DESIGN.md, checked on every region's database (through each
+//! The invariants of ARCHITECTURE.md, checked on every region's database (through each
 //! node's audit snapshot) against the ownership history and, in a drill, against the
 //! writes the workload saw acknowledged.
 

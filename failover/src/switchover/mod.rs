@@ -1,4 +1,4 @@
-//! Planned moves with RPO 0 (DESIGN.md, "Failover"): slots (chosen ones or a whole
+//! Planned moves with RPO 0 (ARCHITECTURE.md, "Failover"): slots (chosen ones or a whole
 //! region's) and single accounts (rehome), and failback after a promote.
 //!
 //! Slots: freeze -> the old owner drains (its database stops letting it write them,

@@ -172,7 +172,7 @@ impl LeaseState {
         self.away.insert(account);
     }
 
-    /// Whether a write may start now, by `DESIGN.md`'s rule: last renewal sent + ttl -
+    /// Whether a write may start now, by the design's rule (ARCHITECTURE.md): last renewal sent + ttl -
     /// margin still ahead.
     pub fn live(&self, margin: Duration, now: Instant) -> bool {
         match self.sent_at {

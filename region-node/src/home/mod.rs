@@ -46,7 +46,7 @@ pub enum WriteRoute {
 pub struct Ownership {
     region: String,
     slot_count: u32,
-    /// Time a write needs before the lease runs out (DESIGN.md's statement timeout +
+    /// Time a write needs before the lease runs out (the design's statement timeout +
     /// margin; the database enforces the lease at commit, so this is the node's early
     /// refusal, not the guarantee).
     write_margin: Duration,

@@ -19,7 +19,7 @@ use crate::NodeError;
 const WATCH_WAIT: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
-/// Lease timing: fencing delay = ttl * (1 + drift) + margin (DESIGN.md).
+/// Lease timing: fencing delay = ttl * (1 + drift) + margin (ARCHITECTURE.md).
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseTiming {
     pub max_clock_drift: f64,

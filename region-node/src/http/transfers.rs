@@ -1,6 +1,6 @@
 //! Transfer routes: move money between two accounts, read a transfer's state.
 //!
-//! Both accounts homed here: one transaction. Otherwise the saga of DESIGN.md: the
+//! Both accounts homed here: one transaction. Otherwise the saga of ARCHITECTURE.md: the
 //! source's home debits and answers with state `debited`; the destination's home
 //! credits (or refuses, and the source's home refunds) when its applier sees the debit.
 
