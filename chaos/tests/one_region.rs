@@ -1,5 +1,6 @@
 //! `ledger-local up --regions 1`: a deployment of one region starts (its proxy has no
-//! links, its replicator no region to apply from) and serves writes and reads.
+//! links, its replicator no region to apply from) and serves writes and reads; and
+//! `failover thaw` thaws slots a failed switchover left frozen.
 
 mod common;
 
@@ -36,5 +37,22 @@ async fn a_one_region_deployment_starts_and_serves() -> anyhow::Result<()> {
             .filter(|n| *n >= 3.0)
     })
     .await?;
+
+    // Slots left frozen (as by a switchover whose rollback failed): writes refused
+    // until `failover thaw`, with the range syntax its error message gives.
+    let ownership = regions.ownership();
+    ownership
+        .freeze_slots((0..64).collect(), true, "test: a failed rollback")
+        .await?;
+    assert!(ownership.map().await?.slots.iter().all(|s| s.frozen));
+    let thaw = std::process::Command::new(common::bin_dir().join("failover"))
+        .arg("--deployment")
+        .arg(&regions.deployment.data_dir)
+        .args(["thaw", "--slots", "0-31,32-63"])
+        .output()?;
+    assert!(thaw.status.success(), "{thaw:?}");
+    let said = String::from_utf8_lossy(&thaw.stdout);
+    assert!(said.contains("thawed slots 0-63"), "{said}");
+    assert!(ownership.map().await?.slots.iter().all(|s| !s.frozen));
     Ok(())
 }

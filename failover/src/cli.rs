@@ -130,8 +130,10 @@ pub enum Command {
     /// Thaw frozen slots: after a switchover whose rollback could not reach the
     /// ownership service (its error names the slots), or every frozen slot with --all.
     Thaw {
+        /// Slots and ranges, e.g. `4-7,9`.
         #[arg(long, value_delimiter = ',', value_parser = parse_slot_range, conflicts_with = "all")]
         slots: Vec<Vec<u32>>,
+        /// Every frozen slot of the deployment.
         #[arg(long)]
         all: bool,
     },
