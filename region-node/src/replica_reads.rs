@@ -73,8 +73,8 @@ impl LedgerStore {
             .collect()
     }
 
-    /// Whether this region holds the event (applied, or waiting behind a gap: either
-    /// way durable here), re-reading until `wait` has passed.
+    /// Whether this region holds the event applied (`ledger.holds_event`: a copy
+    /// waiting behind a gap does not count), re-reading until `wait` has passed.
     pub async fn wait_for_event(
         &self,
         event: &EventRef,
@@ -83,14 +83,7 @@ impl LedgerStore {
         let deadline = tokio::time::Instant::now() + wait;
         let client = self.pool().get().await?;
         let statement = client
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM ledger.entries
-                                WHERE account_id = $1 AND seq = $2 AND event_id = $3)
-                     OR EXISTS (SELECT 1 FROM ledger.accounts
-                                WHERE $2 = 0 AND id = $1 AND opened_event_id = $3)
-                     OR EXISTS (SELECT 1 FROM ledger.pending_events
-                                WHERE account_id = $1 AND event_id = $3)",
-            )
+            .prepare_cached("SELECT ledger.holds_event($1, $2, $3)")
             .await?;
         loop {
             let row = client

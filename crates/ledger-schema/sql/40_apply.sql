@@ -231,3 +231,17 @@ BEGIN
         balance = CASE WHEN FOUND THEN before.balance ELSE round(0::numeric, acct.scale) END
     WHERE id = acct.id;
 END $$;
+
+-- Whether this region holds an event APPLIED (an `ack: replicated` write waits until
+-- some other region does). A copy waiting behind a gap does not count: with its home
+-- region lost, a waiting copy can never apply if what it waits for (an earlier write,
+-- or the account's opening, acknowledged with `ack: local`) was lost with the home, so
+-- the acknowledged write would be stranded. Applied here means every earlier event of
+-- the account is applied here too, so the whole prefix survives the home's loss.
+CREATE OR REPLACE FUNCTION ledger.holds_event(p_account bigint, p_seq bigint, p_event uuid)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM ledger.entries
+                   WHERE account_id = p_account AND seq = p_seq AND event_id = p_event)
+        OR EXISTS (SELECT 1 FROM ledger.accounts
+                   WHERE p_seq = 0 AND id = p_account AND opened_event_id = p_event)
+$$;
