@@ -27,6 +27,9 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 # those of their own package.
 echo "[test] cargo build --bins"
 cargo build --locked --workspace --bins
+# Each test copies its process logs to target/test-logs/<its dir>/: start empty, so
+# what is there after a run is this run's.
+rm -rf target/test-logs
 if cargo nextest --version >/dev/null 2>&1; then
   echo "[test] cargo nextest"
   cargo nextest run --locked --workspace --profile ci "${filter[@]}"
