@@ -54,14 +54,6 @@ pub async fn connect(
     // The relay and the appliers call the schema's functions: a database the region
     // node has not migrated to this build's schema yet is an error (the session is
     // started again a moment later), not a string of failed statements.
-    let version = ledger_schema::applied_version(&client).await?;
-    if version.is_none_or(|v| v < ledger_schema::SCHEMA_VERSION) {
-        return Err(ledger_schema::SchemaError::TooOld {
-            found: version,
-            expected: ledger_schema::SCHEMA_VERSION,
-            waited: Duration::ZERO,
-        }
-        .into());
-    }
+    ledger_schema::check_current(&client).await?;
     Ok(Session { client, closed })
 }

@@ -10,7 +10,7 @@ use ledger_wire::{HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 
-use crate::{Signer, INTERNAL_PREFIX};
+use crate::Signer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -104,7 +104,7 @@ impl SignedCaller {
         let base = self
             .node_url(region)
             .ok_or_else(|| CallError::UnknownRegion(region.to_owned()))?;
-        let internal_path = format!("{INTERNAL_PREFIX}{path}");
+        let internal_path = format!("{}{path}", ledger_wire::internal::PREFIX);
         let credentials = self
             .signer
             .sign(&self.caller, method.as_str(), &internal_path, &body);

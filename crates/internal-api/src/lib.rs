@@ -10,6 +10,3 @@ mod caller;
 
 pub use auth::{AuthError, Credentials, Signer, MAX_SKEW};
 pub use caller::{Answer, CallError, SignedCaller};
-
-/// Prefix of every internal route.
-pub const INTERNAL_PREFIX: &str = "/internal";

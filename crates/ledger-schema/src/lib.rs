@@ -15,8 +15,6 @@
 
 pub mod functions;
 
-use std::time::Duration;
-
 pub use functions::{declared_functions, restated, DeclaredFunction, FUNCTION_FILES};
 
 mod embedded {
@@ -42,14 +40,10 @@ pub enum SchemaError {
         source: tokio_postgres::Error,
     },
     #[error(
-        "schema version {found:?} is older than {expected} after {waited:?}; \
+        "schema version {found:?} is older than {expected}; \
          is a region node of this build migrating the database?"
     )]
-    TooOld {
-        found: Option<i32>,
-        expected: i32,
-        waited: Duration,
-    },
+    TooOld { found: Option<i32>, expected: i32 },
 }
 
 /// Brings the schema to this build: the versioned migrations, then every function file,
@@ -124,26 +118,16 @@ pub async fn applied_version(client: &tokio_postgres::Client) -> Result<Option<i
     Ok(row.get(0))
 }
 
-/// Waits until the database carries this build's schema: the replicator starts beside
-/// the node, which migrates. This is the replication crate's dependency on the schema
-/// made explicit (before, it only said so in a comment).
-pub async fn wait_current(
-    client: &tokio_postgres::Client,
-    timeout: Duration,
-) -> Result<(), SchemaError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let found = applied_version(client).await?;
-        if found.is_some_and(|v| v >= SCHEMA_VERSION) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(SchemaError::TooOld {
-                found,
-                expected: SCHEMA_VERSION,
-                waited: timeout,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+/// Refuses a database that does not carry this build's schema yet: processes that
+/// start beside the region node (which migrates) call it before using the schema's
+/// functions. This is the replication crate's dependency on the schema made explicit.
+pub async fn check_current(client: &tokio_postgres::Client) -> Result<(), SchemaError> {
+    let found = applied_version(client).await?;
+    if found.is_some_and(|v| v >= SCHEMA_VERSION) {
+        return Ok(());
     }
+    Err(SchemaError::TooOld {
+        found,
+        expected: SCHEMA_VERSION,
+    })
 }
