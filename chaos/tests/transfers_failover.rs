@@ -250,6 +250,7 @@ async fn an_unpublished_transfer_is_settled_once_after_its_region_returns() -> a
             account: source.clone(),
             txn_id: *id,
             seq: 0,
+            epoch: None,
             replicated: false,
             transfer: true,
         })

@@ -433,6 +433,52 @@ async fn a_late_event_is_stored_for_reconciliation_not_applied_nor_dropped() -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_first_outbox_row_of_a_fresh_region_committed_last_still_goes_out() -> anyhow::Result<()>
+{
+    let regions = TwoRegions::start("repl-first-row").await?;
+    let _relay = regions.relay_a().await?;
+    let a = regions.a.db().await?;
+    // The relay has taken its floor and reads: its session's last statement is the read.
+    wait_count(
+        &a,
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE application_name = 'ledger-relay/a'
+           AND query LIKE '%published_at IS NULL AND (id >%'",
+        1,
+        CONVERGE,
+    )
+    .await?;
+    // Outbox id 1 is taken by a transaction that commits after later ids were published
+    // (4 accounts opened at once on a fresh region do this by themselves).
+    let held = regions.a.db().await?;
+    held.batch_execute("BEGIN").await?;
+    let first: i64 = held
+        .query_one(
+            "INSERT INTO ledger.outbox
+                 (event_id, event_type, account_id, seq, epoch, origin_region, payload,
+                  created_at)
+             VALUES (gen_random_uuid(), 'AccountOpened', 1, 1, $1, 'a', '{}', now())
+             RETURNING id",
+            &[&A_EPOCH],
+        )
+        .await?
+        .get(0);
+    assert_eq!(first, 1, "the held row is the region's first outbox row");
+    open_accounts(&regions.a.api, 2).await?;
+    wait_count(&a, PUBLISHED_A, 4, CONVERGE).await?;
+    held.batch_execute("COMMIT").await?;
+    wait_count(
+        &a,
+        "SELECT count(*) FROM ledger.outbox WHERE id = 1 AND published_at IS NOT NULL",
+        1,
+        CONVERGE,
+    )
+    .await
+    .context("the first outbox row was never published")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_outbox_row_committed_after_higher_ids_were_published_still_goes_out(
 ) -> anyhow::Result<()> {
     let regions = TwoRegions::start("repl-holes").await?;

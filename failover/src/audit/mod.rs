@@ -28,6 +28,9 @@ pub struct AckedWrite {
     /// The deposit's or withdrawal's txn id; for a transfer, the transfer's id.
     pub txn_id: Uuid,
     pub seq: i64,
+    /// The epoch of the entry the acknowledgement named (with `seq`), when known.
+    #[serde(default)]
+    pub epoch: Option<i64>,
     pub replicated: bool,
     /// A transfer (its source is `account`) rather than a deposit or withdrawal.
     #[serde(default)]
@@ -265,7 +268,13 @@ fn acknowledged_kept(snapshots: &[AuditSnapshot], acked: &[AckedWrite]) -> Check
                     snapshot.region
                 )),
                 Some(entry) if entry.reconciles.is_some() => {
-                    if write.replicated {
+                    // A write first acknowledged as a replay of its reconciled entry
+                    // (its retry reached the new owner after the late original was
+                    // replayed) was never promised before the loss: only an
+                    // acknowledgement naming another entry (the lost original) counts.
+                    let acked_the_replay =
+                        write.seq == entry.seq && write.epoch == Some(entry.epoch);
+                    if write.replicated && !acked_the_replay {
                         problems.push(format!(
                             "ack=replicated write to {} seq {} needed reconciliation (now seq {}) in {}",
                             write.account, write.seq, entry.seq, snapshot.region
@@ -507,6 +516,7 @@ mod tests {
             account: ACCOUNT.into(),
             txn_id: Uuid::from_u128(7),
             seq: 1,
+            epoch: Some(1),
             replicated: true,
             transfer: false,
         }];
@@ -525,6 +535,7 @@ mod tests {
             account: ACCOUNT.into(),
             txn_id: Uuid::from_u128(8),
             seq: 1,
+            epoch: Some(1),
             replicated: false,
             transfer: false,
         }];
@@ -538,6 +549,45 @@ mod tests {
                 "convergence"
             ]
         );
+    }
+
+    /// The account's only deposit, in every region, as a reconciliation replay by the
+    /// epoch-2 owner of a late original.
+    fn replayed_everywhere() -> [AuditSnapshot; 2] {
+        [
+            snapshot("eu-west", "eu-west", 2, "5.00", "5.00"),
+            snapshot("us-east", "eu-west", 2, "5.00", "5.00"),
+        ]
+        .map(|mut s| {
+            s.entries[0].reconciles = Some(Uuid::from_u128(99));
+            s
+        })
+    }
+
+    fn replicated_ack(epoch: i64) -> [AckedWrite; 1] {
+        [AckedWrite {
+            account: ACCOUNT.into(),
+            txn_id: Uuid::from_u128(7),
+            seq: 1,
+            epoch: Some(epoch),
+            replicated: true,
+            transfer: false,
+        }]
+    }
+
+    #[test]
+    fn a_replicated_ack_of_a_lost_original_fails() {
+        let report = acknowledged_kept(&replayed_everywhere(), &replicated_ack(1));
+        assert!(!report.ok, "{report:#?}");
+        assert!(report.examples[0].contains("needed reconciliation"));
+    }
+
+    #[test]
+    fn a_replicated_ack_that_names_the_replay_passes() {
+        // The client's retry reached the new owner after reconciliation: its answer
+        // named the replayed entry, so nothing acknowledged was lost.
+        let report = acknowledged_kept(&replayed_everywhere(), &replicated_ack(2));
+        assert!(report.ok, "{report:#?}");
     }
 
     #[test]

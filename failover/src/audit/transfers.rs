@@ -229,6 +229,7 @@ mod tests {
             account: "a".into(),
             txn_id: t,
             seq: 1,
+            epoch: None,
             replicated: false,
             transfer: true,
         }

@@ -308,6 +308,7 @@ pub fn acknowledged(attempts: &[Attempt], replicated: bool) -> Vec<AckedWrite> {
                     audit::txn_of_key(&a.key)
                 },
                 seq: a.seq.unwrap_or_default(),
+                epoch: a.epoch,
                 replicated,
                 transfer,
             }

@@ -49,6 +49,9 @@ pub struct Attempt {
     /// Problem type, or "unreachable".
     pub error: Option<String>,
     pub seq: Option<i64>,
+    /// The epoch of the entry a 201 named: with `seq`, which entry acknowledged it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
     /// A transfer's destination account.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
@@ -331,11 +334,12 @@ impl Write {
             )
             .await;
             let end = self.clock.elapsed();
-            let (status, error, seq, transfer_id) = match &answer {
+            let (status, error, seq, epoch, transfer_id) = match &answer {
                 Ok((status, body)) if *status == 201 => (
                     *status,
                     None,
                     body["seq"].as_i64(),
+                    body["epoch"].as_i64(),
                     body["id"].as_str().map(str::to_owned),
                 ),
                 Ok((status, body)) => (
@@ -346,8 +350,9 @@ impl Write {
                     )),
                     None,
                     None,
+                    None,
                 ),
-                Err(_) => (0, Some("unreachable".to_owned()), None, None),
+                Err(_) => (0, Some("unreachable".to_owned()), None, None, None),
             };
             let attempt = Attempt {
                 start_ms: ms(start),
@@ -360,6 +365,7 @@ impl Write {
                 status,
                 error,
                 seq,
+                epoch,
                 to: self.to.clone(),
                 transfer_id,
             };

@@ -104,7 +104,7 @@ impl TwoRegions {
             .env("LEDGER_REPLICATOR_LISTEN", format!("127.0.0.1:{port}"))
             .env("LEDGER_TOPIC_PARTITIONS", "3")
             .env("LEDGER_SHUTDOWN_GRACE_MS", "2000")
-            .env("LEDGER_LOG", "info");
+            .env("LEDGER_LOG", "info,replication::applier=debug");
         command
     }
 
@@ -166,8 +166,11 @@ impl TwoRegions {
         .await;
         if converged.is_none() {
             let (left, right) = (dump(&a).await?, dump(&b).await?);
+            let gap = gap_report(&a, &b, &self.broker_a.addr())
+                .await
+                .unwrap_or_else(|e| format!("gap report failed: {e:#}"));
             anyhow::bail!(
-                "B did not converge to A within {timeout:?}: A has {} rows, B {}; first difference: {:?}",
+                "B did not converge to A within {timeout:?}: A has {} rows, B {}; first difference: {:?}\n{gap}",
                 left.len(),
                 right.len(),
                 left.iter().zip(&right).find(|(l, r)| l != r)
@@ -175,6 +178,95 @@ impl TwoRegions {
         }
         Ok(())
     }
+}
+
+/// Where the first event B waits for is: A's outbox row, A's topic, B's positions. A
+/// failed convergence then names the layer that lost it.
+pub async fn gap_report(a: &Client, b: &Client, brokers: &str) -> anyhow::Result<String> {
+    let waiting = b
+        .query_opt(
+            "SELECT p.account_id, acc.seq + 1, count(*)
+             FROM ledger.pending_events p JOIN ledger.accounts acc ON acc.id = p.account_id
+             WHERE p.origin_region = 'a' GROUP BY p.account_id, acc.seq ORDER BY 1 LIMIT 1",
+            &[],
+        )
+        .await
+        .context("read B's pending events")?;
+    let Some(waiting) = waiting else {
+        return Ok("B has no pending events of A".into());
+    };
+    let (account, seq, pending): (i64, i64, i64) = (waiting.get(0), waiting.get(1), waiting.get(2));
+    let outbox = a
+        .query_opt(
+            "SELECT id, event_id, published_at IS NOT NULL FROM ledger.outbox
+             WHERE account_id = $1 AND seq = $2",
+            &[&account, &seq],
+        )
+        .await
+        .context("read A's outbox")?;
+    let Some(outbox) = outbox else {
+        return Ok(format!(
+            "account {account} waits for seq {seq} ({pending} pending), not in A's outbox"
+        ));
+    };
+    let (outbox_id, event_id, published): (i64, uuid::Uuid, bool) =
+        (outbox.get(0), outbox.get(1), outbox.get(2));
+    let positions: Vec<String> = b
+        .query(
+            "SELECT format('%s@%s', partition, next_offset) FROM ledger.replication_positions
+             ORDER BY partition",
+            &[],
+        )
+        .await
+        .context("read B's positions")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let brokers = brokers.to_owned();
+    let id = event_id.to_string();
+    let in_topic = tokio::task::spawn_blocking(move || find_in_topic(&brokers, &id))
+        .await
+        .context("join topic scan")??;
+    Ok(format!(
+        "account {account} waits for seq {seq} ({pending} pending): A's outbox row {outbox_id} \
+         (event {event_id}, published: {published}); in A's topic: {in_topic}; B's positions: {positions:?}"
+    ))
+}
+
+/// Scans every partition of A's topic from the start for a message whose payload names
+/// `event_id`: its partition and offset, or what was scanned.
+fn find_in_topic(brokers: &str, event_id: &str) -> anyhow::Result<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("gap-report-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("create gap report consumer")?;
+    consumer
+        .subscribe(&[&ledger_wire::events::events_topic(A)])
+        .context("subscribe")?;
+    let (mut scanned, mut quiet) = (0, 0);
+    while quiet < 15 {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                quiet = 0;
+                scanned += 1;
+                let payload = String::from_utf8_lossy(message.payload().unwrap_or_default());
+                if payload.contains(event_id) {
+                    return Ok(format!(
+                        "partition {} offset {}",
+                        message.partition(),
+                        message.offset()
+                    ));
+                }
+            }
+            _ => quiet += 1,
+        }
+    }
+    Ok(format!("absent ({scanned} messages scanned)"))
 }
 
 /// Every account row and entry of region A's accounts, as comparable text.
