@@ -167,13 +167,14 @@ impl Regions {
             .collect())
     }
 
-    /// Waits until the listed regions hold identical account states.
+    /// Waits until the listed regions hold identical account states; on a timeout, says
+    /// which accounts differ and what each region still holds back.
     pub async fn wait_converged(
         &self,
         regions: &[usize],
         timeout: Duration,
     ) -> anyhow::Result<BTreeMap<String, (Decimal, i64)>> {
-        eventually("regions converge", timeout, || async {
+        let converged = eventually("regions converge", timeout, || async {
             let mut states = Vec::new();
             for i in regions {
                 states.push(self.accounts(*i).await.ok()?);
@@ -183,7 +184,55 @@ impl Regions {
                 .all(|w| w[0] == w[1])
                 .then(|| states.remove(0))
         })
-        .await
+        .await;
+        match converged {
+            Ok(states) => Ok(states),
+            Err(error) => {
+                let why = self.divergence(regions).await;
+                Err(error.context(why))
+            }
+        }
+    }
+
+    /// The accounts whose states differ between `regions` (a few), and per region its
+    /// unpublished outbox rows and events waiting for a gap.
+    async fn divergence(&self, regions: &[usize]) -> String {
+        let mut states = Vec::new();
+        let mut backlog = Vec::new();
+        for &i in regions {
+            states.push(self.accounts(i).await.unwrap_or_default());
+            let counts = async {
+                let db = self.db(i).await?;
+                let row = db
+                    .query_one(
+                        "SELECT (SELECT count(*) FROM ledger.outbox WHERE published_at IS NULL),
+                                (SELECT count(*) FROM ledger.pending_events)",
+                        &[],
+                    )
+                    .await?;
+                anyhow::Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
+            }
+            .await;
+            backlog.push(format!("{}: {counts:?}", self.name(i)));
+        }
+        let ids: std::collections::BTreeSet<&String> =
+            states.iter().flat_map(|s| s.keys()).collect();
+        let differing: Vec<String> = ids
+            .into_iter()
+            .filter(|id| states.windows(2).any(|w| w[0].get(*id) != w[1].get(*id)))
+            .take(3)
+            .map(|id| {
+                let per_region: Vec<String> = regions
+                    .iter()
+                    .zip(&states)
+                    .map(|(&i, s)| format!("{}={:?}", self.name(i), s.get(id)))
+                    .collect();
+                format!("{id}: {}", per_region.join(" "))
+            })
+            .collect();
+        format!(
+            "differing accounts (balance, seq): {differing:?}; (unpublished outbox rows, pending events): {backlog:?}"
+        )
     }
 }
 
