@@ -51,6 +51,10 @@ struct Args {
     /// Producer linger (ms) of the relay and of the baseline producer alike.
     #[arg(long, default_value_t = 1)]
     linger_ms: u64,
+    /// Leave out the index the harness adds to Tansu's sqlite `header` table, to
+    /// measure what it is worth (harness::broker::index_headers).
+    #[arg(long)]
+    without_header_index: bool,
 }
 
 struct Setup {
@@ -82,8 +86,10 @@ async fn main() -> anyhow::Result<()> {
     let (pg_b, url_b) = PgCluster::start_with_database(&dir.join("pg-b"), &options, "ledger")
         .await
         .context("start PostgreSQL b")?;
-    let broker_a = Broker::start(&dir.join("broker-a")).await?;
-    let broker_b = Broker::start(&dir.join("broker-b")).await?;
+    let index = !args.without_header_index;
+    println!("broker header index: {}", if index { "on" } else { "off" });
+    let broker_a = Broker::start_with(&dir.join("broker-a"), index).await?;
+    let broker_b = Broker::start_with(&dir.join("broker-b"), index).await?;
     let mut setup = Setup {
         dir,
         bin_dir,

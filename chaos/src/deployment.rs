@@ -421,6 +421,9 @@ async fn wait_infrastructure(region: &RegionState) -> anyhow::Result<()> {
     wait::tcp(&region.broker, START_TIMEOUT)
         .await
         .context("broker")?;
+    harness::broker::index_headers(&harness::broker::data_file(&region.dir.join("broker")))
+        .await
+        .context("index the broker's headers")?;
     wait::http_ok(&format!("http://{}/healthz", region.voter), START_TIMEOUT)
         .await
         .context("ownership voter")?;

@@ -219,6 +219,10 @@ async fn relay_and_applier_resume_by_themselves_after_a_broker_restart() -> anyh
     // Writes while the broker is down pile up in A's outbox.
     spawn_writes(regions.a.api.clone(), accounts.clone(), 100).await??;
     regions.broker_a.restart().await?;
+    assert!(
+        regions.broker_a.headers_indexed()?,
+        "the broker's header index is in place after a SIGKILL and a restart"
+    );
     spawn_writes(regions.a.api.clone(), accounts.clone(), 100).await??;
     regions.wait_converged(CONVERGE).await?;
     assert!(relay.process.exited().is_none(), "the relay exited");

@@ -43,31 +43,6 @@ pub fn bin_dir() -> PathBuf {
         .to_owned()
 }
 
-/// A base port whose whole range (3 regions, about 130 ports) is free right now.
-fn free_base_port() -> u16 {
-    for _ in 0..200 {
-        // 20000-31999: below the kernel's ephemeral ports (32768 and up), which any
-        // process's outgoing connection may take between this check and a bind, and
-        // apart from harness::free_port's range.
-        let base = 20_000 + (rand_u16() % 118) * 100;
-        let topology = chaos::Topology::new(base, 3).expect("topology");
-        let free = (0..3)
-            .flat_map(|i| topology.ports_of(i))
-            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if free {
-            return base;
-        }
-    }
-    panic!("no free port range found");
-}
-
-fn rand_u16() -> u16 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    u16::try_from((nanos ^ std::process::id()) % 65_000).unwrap_or(7)
-}
-
 impl Regions {
     pub async fn start(label: &str, node_env: &[(&str, &str)]) -> anyhow::Result<Regions> {
         Regions::start_n(label, 3, node_env).await
@@ -80,7 +55,10 @@ impl Regions {
         node_env: &[(&str, &str)],
     ) -> anyhow::Result<Regions> {
         let dir = WorkDir::temp(label)?;
-        let mut options = UpOptions::new(count, free_base_port(), bin_dir());
+        // A block of ports claimed by this test process (harness::ports): a deployment of
+        // a test running beside this one cannot pick the same ports.
+        let base = harness::free_block(chaos::topology::port_span(count))?;
+        let mut options = UpOptions::new(count, base, bin_dir());
         options.slot_count = 64;
         options.node_env = node_env
             .iter()

@@ -9,6 +9,7 @@ pub mod dirs;
 pub mod log_scan;
 pub mod node;
 pub mod pg;
+pub mod ports;
 pub mod process;
 pub mod voters;
 pub mod wait;
@@ -16,7 +17,8 @@ pub mod wait;
 pub use broker::Broker;
 pub use dirs::WorkDir;
 pub use pg::{PgCluster, PgOptions};
-pub use process::{free_port, ChildGuard};
+pub use ports::{free_block, free_port};
+pub use process::ChildGuard;
 pub use voters::{VoterCluster, VoterTiming};
 pub use wait::wait_until;
 

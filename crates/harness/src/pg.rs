@@ -13,7 +13,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::{Uid, User};
 use tokio_postgres::NoTls;
 
-use crate::process::{free_port, run_checked, ChildGuard};
+use crate::ports::free_port;
+use crate::process::{run_checked, ChildGuard};
 use crate::{dirs, io_context, wait_until, HarnessError};
 
 /// The superuser of every cluster we create (trust authentication, loopback only).

@@ -161,30 +161,6 @@ pub fn pid_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Ports [`free_port`] picks from: below the kernel's ephemeral range (32768 and up),
-/// where an outgoing connection of any process could take a port between our check
-/// and a child's bind, and apart from the multi-region deployments' bases
-/// (`chaos/tests/common`: 20000-31999).
-pub const FREE_PORTS: std::ops::Range<u16> = 10_000..20_000;
-
-/// A TCP port of [`FREE_PORTS`] that was free on 127.0.0.1 a moment ago. Callers that
-/// bind it later retry on a clash.
-pub fn free_port() -> Result<u16, HarnessError> {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    let mut last = None;
-    for _ in 0..500 {
-        let port = rng.random_range(FREE_PORTS);
-        match std::net::TcpListener::bind(("127.0.0.1", port)) {
-            Ok(_) => return Ok(port),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(io_context("find a free port below the ephemeral range")(
-        last.unwrap_or_else(|| std::io::Error::other("no port tried")),
-    ))
-}
-
 /// Runs a command to completion, failing with its output when it fails.
 pub fn run_checked(what: &str, command: &mut Command) -> Result<String, HarnessError> {
     let output = command
