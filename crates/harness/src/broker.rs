@@ -37,6 +37,9 @@ pub fn data_file(dir: &Path) -> PathBuf {
     dir.join("data/tansu.db")
 }
 
+/// The index [`index_headers`] creates.
+const HEADER_INDEX: &str = "header_topition_offset";
+
 /// How long [`index_headers`] waits for the broker to have made its tables.
 pub const INDEX_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -44,8 +47,9 @@ pub const INDEX_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// Its fetch path reads each fetched record's headers from the `header` table by
 /// `(topition, offset_id)`, and that table has no key or index: every fetched record
-/// cost a full scan, so fetches slowed down as a topic grew (replication lag p99 47 s
-/// at 1,000 writes/s without it, 46 ms with it; ARCHITECTURE.md, "Broker"). Waits for
+/// cost a full scan, so fetches slowed down as a topic grew (at 1,000 writes/s the
+/// replication lag p99 was 63 ms with it and not sustained without it; ARCHITECTURE.md,
+/// "Performance", "Replication"). Waits for
 /// the broker to have created the table; `IF NOT EXISTS`, so a restart on the same data
 /// costs nothing. SQLite's own locking makes the write safe next to the broker's.
 pub async fn index_headers(data_file: &Path) -> Result<(), HarnessError> {
@@ -76,15 +80,21 @@ pub async fn index_headers(data_file: &Path) -> Result<(), HarnessError> {
     })
 }
 
-fn create_header_index(file: &Path) -> rusqlite::Result<()> {
+/// The broker's sqlite file, opened beside the running broker (SQLite's file locks
+/// order our statements with its own; a busy file is waited for).
+fn open_storage(file: &Path) -> rusqlite::Result<rusqlite::Connection> {
     let db = rusqlite::Connection::open_with_flags(
         file,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     db.busy_timeout(Duration::from_secs(5))?;
-    db.execute_batch(
-        "CREATE INDEX IF NOT EXISTS header_topition_offset ON header (topition, offset_id)",
-    )
+    Ok(db)
+}
+
+fn create_header_index(file: &Path) -> rusqlite::Result<()> {
+    open_storage(file)?.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS {HEADER_INDEX} ON header (topition, offset_id)"
+    ))
 }
 
 #[derive(Debug)]
@@ -173,15 +183,13 @@ impl Broker {
     /// Whether the broker's storage has the index of [`index_headers`].
     pub fn headers_indexed(&self) -> Result<bool, HarnessError> {
         let check = || -> rusqlite::Result<bool> {
-            let db = rusqlite::Connection::open(data_file(&self.dir))?;
-            db.busy_timeout(Duration::from_secs(5))?;
-            db.query_row(
-                "SELECT count(*) FROM sqlite_master
-                 WHERE type = 'index' AND name = 'header_topition_offset'",
-                [],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|n| n == 1)
+            open_storage(&data_file(&self.dir))?
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                    [HEADER_INDEX],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map(|n| n == 1)
         };
         check().map_err(|e| HarnessError::Command {
             what: "read the broker's schema".into(),

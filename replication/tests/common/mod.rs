@@ -104,7 +104,7 @@ impl TwoRegions {
             .env("LEDGER_REPLICATOR_LISTEN", format!("127.0.0.1:{port}"))
             .env("LEDGER_TOPIC_PARTITIONS", "3")
             .env("LEDGER_SHUTDOWN_GRACE_MS", "2000")
-            .env("LEDGER_LOG", "info,replication::applier=debug");
+            .env("LEDGER_LOG", "info");
         command
     }
 
