@@ -22,6 +22,9 @@ command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
+# Regions in network namespaces (the partition tests): `ip` and `iptables`.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 # rdkafka builds librdkafka from source (its cmake-build feature).
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)

@@ -21,6 +21,7 @@ use ledger_wire::ownership::RegionSpec;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
+use crate::network::Network;
 use crate::storage::storage_dir;
 use crate::topology::{LinkKind, Topology};
 use crate::wait;
@@ -42,6 +43,8 @@ pub struct UpOptions {
     pub node_env: Vec<(String, String)>,
     /// Directory of the workspace's binaries.
     pub bin_dir: PathBuf,
+    /// Loopback, or one network namespace per region (see [`Network`]).
+    pub network: Network,
 }
 
 impl UpOptions {
@@ -53,6 +56,7 @@ impl UpOptions {
             lease_ttl_ms: 2_000,
             node_env: Vec::new(),
             bin_dir,
+            network: Network::Loopback,
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct Deployment {
     pub node_env: Vec<(String, String)>,
     #[serde(default)]
     pub bin_dir: PathBuf,
+    #[serde(default)]
+    pub network: Network,
 }
 
 impl Deployment {
@@ -114,7 +120,7 @@ impl Deployment {
                 );
             }
         }
-        for i in 0..options.regions {
+        for i in (0..options.regions).filter(|_| !options.network.is_namespaces()) {
             for port in topology.ports_of(i) {
                 if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
                     bail!(
@@ -147,10 +153,15 @@ impl Deployment {
             regions: Vec::new(),
             node_env: options.node_env.clone(),
             bin_dir: options.bin_dir.clone(),
+            network: options.network,
         };
+        options
+            .network
+            .create(options.regions)
+            .context("create the regions' network namespaces")?;
         let started = start_all(&mut deployment, &topology, &storage, options).await;
         if let Err(error) = started {
-            stop_regions(&deployment.regions);
+            deployment.stop();
             return Err(error);
         }
         deployment.save()?;
@@ -227,9 +238,14 @@ impl Deployment {
         );
         remove_stale_lock(&self.regions[i].dir.join("pgdata"))?;
         let topology = self.topology();
-        let (_, pid, _) = start_postgres(self.regions[i].dir.clone(), topology.pg(i))
-            .await
-            .with_context(|| format!("start PostgreSQL of {name}"))?;
+        let (_, pid, _) = start_postgres(
+            self.regions[i].dir.clone(),
+            &self.network,
+            i,
+            topology.pg(i),
+        )
+        .await
+        .with_context(|| format!("start PostgreSQL of {name}"))?;
         let region = &mut self.regions[i];
         region.pgid = pid;
         region.pids = BTreeMap::from([("postgres".to_owned(), pid)]);
@@ -245,14 +261,33 @@ impl Deployment {
         let Some(deployment) = Deployment::load(data_dir)? else {
             return Ok(None);
         };
-        stop_regions(&deployment.regions);
+        deployment.stop();
         std::fs::remove_file(data_dir.join(STATE_FILE)).context("remove deployment state")?;
         Ok(Some(deployment))
     }
 
-    /// Stops the processes of this value (tests: in place of `down`).
+    /// Stops the processes of this value and removes its namespaces (tests: in place
+    /// of `down`).
     pub fn stop(&self) {
         stop_regions(&self.regions);
+        self.network.destroy(self.regions.len());
+    }
+
+    /// Cuts region `name` off from every other region, every link (namespaces only).
+    pub fn partition(&self, name: &str) -> anyhow::Result<()> {
+        let i = self.region(name)?.index;
+        self.network.partition(i, self.regions.len())
+    }
+
+    /// Region `from` can no longer reach region `to`; `to` still reaches `from`.
+    pub fn partition_one_way(&self, from: &str, to: &str) -> anyhow::Result<()> {
+        let (from, to) = (self.region(from)?.index, self.region(to)?.index);
+        self.network.partition_one_way(from, to)
+    }
+
+    /// Ends every partition.
+    pub fn heal(&self) -> anyhow::Result<()> {
+        self.network.heal(self.regions.len())
     }
 
     pub fn load(data_dir: &Path) -> anyhow::Result<Option<Deployment>> {
@@ -290,7 +325,9 @@ async fn start_all(
 ) -> anyhow::Result<()> {
     let n = options.regions;
     // PostgreSQL first, all regions at once: each server leads its region's group.
-    let pg_starts = (0..n).map(|i| start_postgres(storage.join(topology.name(i)), topology.pg(i)));
+    let network = deployment.network;
+    let pg_starts =
+        (0..n).map(|i| start_postgres(storage.join(topology.name(i)), &network, i, topology.pg(i)));
     for (i, started) in futures::future::join_all(pg_starts)
         .await
         .into_iter()
@@ -299,6 +336,7 @@ async fn start_all(
         let (dir, pid, url) =
             started.with_context(|| format!("start PostgreSQL of {}", topology.name(i)))?;
         let name = topology.name(i).to_owned();
+        let host = network.host(i);
         println!(
             "{name}: PostgreSQL up on :{} (data in {})",
             topology.pg(i),
@@ -310,12 +348,12 @@ async fn start_all(
             dir,
             pgid: pid,
             pids: BTreeMap::from([("postgres".to_owned(), pid)]),
-            api_url: format!("http://127.0.0.1:{}", topology.api(i)),
+            api_url: format!("http://{host}:{}", topology.api(i)),
             database_url: url,
-            broker: format!("127.0.0.1:{}", topology.broker(i)),
-            voter: format!("127.0.0.1:{}", topology.voter(i)),
-            proxy_admin: format!("127.0.0.1:{}", topology.proxy_admin(i)),
-            replicator_metrics: format!("127.0.0.1:{}", topology.replicator(i)),
+            broker: format!("{host}:{}", topology.broker(i)),
+            voter: format!("{host}:{}", topology.voter(i)),
+            proxy_admin: format!("{host}:{}", topology.proxy_admin(i)),
+            replicator_metrics: format!("{host}:{}", topology.replicator(i)),
         });
     }
     for i in 0..n {
@@ -353,12 +391,19 @@ fn remove_stale_lock(pgdata: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_postgres(dir: PathBuf, port: u16) -> anyhow::Result<(PathBuf, u32, String)> {
+async fn start_postgres(
+    dir: PathBuf,
+    network: &Network,
+    i: usize,
+    port: u16,
+) -> anyhow::Result<(PathBuf, u32, String)> {
     make_shared_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
     let pg_options = PgOptions {
         durable: true,
         port: Some(port),
         own_process_group: true,
+        host: network.namespace(i).map(|_| network.host(i)),
+        namespace: network.namespace(i),
         ..PgOptions::default()
     };
     let (pg, url) = PgCluster::start_with_database(&dir, &pg_options, "ledger").await?;
@@ -373,9 +418,10 @@ fn start_infrastructure(
     i: usize,
 ) -> anyhow::Result<()> {
     let n = deployment.regions.len();
+    let network = deployment.network;
     let bin = |name: &str| deployment.bin_dir.join(name);
     let bootstrap = (0..n)
-        .map(|i| format!("{}=127.0.0.1:{}", i + 1, topology.voter(i)))
+        .map(|i| format!("{}={}:{}", i + 1, network.host(i), topology.voter(i)))
         .collect::<Vec<_>>()
         .join(",");
     let dir = deployment.regions[i].dir.clone();
@@ -383,20 +429,18 @@ fn start_infrastructure(
     let broker = harness::broker::Broker::command(
         &harness::broker::tansu_bin()?,
         &dir.join("broker"),
+        &network.host(i),
         topology.broker(i),
     );
     let mut voter = Command::new(bin("ownership-server"));
     voter
-        .env(
-            "OWNERSHIP_LISTEN",
-            format!("127.0.0.1:{}", topology.voter(i)),
-        )
+        .env("OWNERSHIP_LISTEN", &deployment.regions[i].voter)
         .env("OWNERSHIP_NODE_ID", (i + 1).to_string())
         .env("OWNERSHIP_DATA_DIR", dir.join("voter"))
         .env("OWNERSHIP_BOOTSTRAP_VOTERS", &bootstrap)
         .env("LEDGER_LOG", "info,openraft=warn");
     let mut proxy = Command::new(bin("ledger-proxy"));
-    proxy.args(["--admin", &format!("127.0.0.1:{}", topology.proxy_admin(i))]);
+    proxy.args(["--admin", &deployment.regions[i].proxy_admin]);
     for j in (0..n).filter(|j| *j != i) {
         for (kind, target) in [
             (LinkKind::Api, topology.api(j)),
@@ -405,9 +449,11 @@ fn start_infrastructure(
             proxy.args([
                 "--link",
                 &format!(
-                    "{}=127.0.0.1:{}->127.0.0.1:{target}",
+                    "{}={}:{}->{}:{target}",
                     topology.link_name(i, j, kind),
-                    topology.link(i, j, kind)
+                    network.host(i),
+                    topology.link(i, j, kind),
+                    network.host(j),
                 ),
             ]);
         }
@@ -443,30 +489,28 @@ fn start_services(
 ) -> anyhow::Result<()> {
     let n = deployment.regions.len();
     let region = deployment.regions[i].clone();
+    let here = deployment.network.host(i);
     let bin = |name: &str| deployment.bin_dir.join(name);
     let mut voters = vec![region.voter.clone()];
     let mut peers = Vec::new();
     let mut apply_from = Vec::new();
     for j in (0..n).filter(|j| *j != i) {
-        voters.push(format!(
-            "127.0.0.1:{}",
-            topology.link(i, j, LinkKind::Voter)
-        ));
+        voters.push(format!("{here}:{}", topology.link(i, j, LinkKind::Voter)));
         peers.push(format!(
-            "{}=http://127.0.0.1:{}",
+            "{}=http://{here}:{}",
             topology.name(j),
             topology.link(i, j, LinkKind::Api)
         ));
         apply_from.push(format!(
-            "{}=127.0.0.1:{}",
+            "{}={}",
             topology.name(j),
-            topology.broker(j)
+            deployment.regions[j].broker
         ));
     }
     let mut node = Command::new(bin("region-node"));
     node.env("LEDGER_REGION", &region.name)
         .env("LEDGER_DATABASE_URL", &region.database_url)
-        .env("LEDGER_LISTEN", format!("127.0.0.1:{}", topology.api(i)))
+        .env("LEDGER_LISTEN", format!("{here}:{}", topology.api(i)))
         .env("LEDGER_SLOT_COUNT", deployment.slot_count.to_string())
         .env("LEDGER_OWNERSHIP_VOTERS", voters.join(","))
         .env("LEDGER_PEERS", peers.join(","))
@@ -549,8 +593,12 @@ fn spawn(
     deployment: &mut Deployment,
     i: usize,
     what: &str,
-    mut command: Command,
+    command: Command,
 ) -> anyhow::Result<()> {
+    let mut command = match deployment.network.namespace(i) {
+        Some(namespace) => harness::netns::in_namespace(&command, &namespace),
+        None => command,
+    };
     let region = &mut deployment.regions[i];
     command.process_group(i32::try_from(region.pgid).context("pgid")?);
     if std::env::var_os("LEDGER_LOG").is_none() && what != "voter" {

@@ -4,10 +4,12 @@
 
 pub mod demo;
 pub mod deployment;
+pub mod network;
 pub mod proxy;
 pub mod storage;
 pub mod topology;
 pub mod wait;
 
 pub use deployment::{Deployment, RegionState, UpOptions};
+pub use network::Network;
 pub use topology::{Topology, DEFAULT_BASE_PORT, REGION_NAMES};

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use harness::process::pid_alive;
 
 #[derive(Debug, Parser)]
-#[command(about = "Run a multi-region ledger deployment on loopback")]
+#[command(about = "Run a multi-region ledger deployment on this machine")]
 struct Cli {
     /// Where regions keep their data and the deployment's state file.
     #[arg(
@@ -36,6 +36,10 @@ enum Action {
         /// Ownership lease ttl in ms.
         #[arg(long, default_value_t = 2_000)]
         lease_ttl_ms: u64,
+        /// Run each region in its own network namespace (needs root, `ip` and
+        /// `iptables`), so `partition` can cut every link, Kafka and Raft included.
+        #[arg(long)]
+        namespaces: bool,
     },
     /// Stop every process of the deployment (data is kept).
     Down,
@@ -58,6 +62,15 @@ enum Action {
     },
     /// Start a killed region again on its data; it comes back deposed if promoted.
     Restart { region: String },
+    /// Cut a region off from every other region, every link (`up --namespaces` only);
+    /// with `--to`, only the connections `region` opens to that one region.
+    Partition {
+        region: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// End every partition.
+    Heal,
     /// Against the running deployment: traffic from clients near each region, where
     /// each request was served, replication lag, then SIGKILL of the last region and
     /// reads from the survivors.
@@ -96,9 +109,13 @@ async fn main() -> anyhow::Result<()> {
             regions,
             base_port,
             lease_ttl_ms,
+            namespaces,
         } => {
             let mut options = UpOptions::new(regions, base_port, bin_dir()?);
             options.lease_ttl_ms = lease_ttl_ms;
+            if namespaces {
+                options.network = chaos::Network::namespaces_for(base_port);
+            }
             let started = Instant::now();
             let deployment = Deployment::up(&cli.data_dir, &options).await?;
             println!("up in {:.1} s", started.elapsed().as_secs_f64());
@@ -142,6 +159,24 @@ async fn main() -> anyhow::Result<()> {
             }
             deployment.restart_region(&region).await?;
             println!("{region} is running again");
+        }
+        Action::Partition { region, to } => {
+            let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            match to {
+                Some(to) => {
+                    deployment.partition_one_way(&region, &to)?;
+                    println!("{region} can no longer reach {to}; {to} still reaches {region}");
+                }
+                None => {
+                    deployment.partition(&region)?;
+                    println!("{region} is cut off from every other region");
+                }
+            }
+        }
+        Action::Heal => {
+            let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            deployment.heal()?;
+            println!("every partition healed");
         }
         Action::Traffic { seconds, rate } => {
             let deployment = Deployment::load(&cli.data_dir)?

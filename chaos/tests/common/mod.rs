@@ -54,11 +54,29 @@ impl Regions {
         count: usize,
         node_env: &[(&str, &str)],
     ) -> anyhow::Result<Regions> {
+        Regions::start_on(label, count, node_env, false).await
+    }
+
+    /// Three regions, each in its own network namespace (every link can be cut).
+    pub async fn start_in_namespaces(label: &str) -> anyhow::Result<Regions> {
+        Regions::start_on(label, 3, &[], true).await
+    }
+
+    async fn start_on(
+        label: &str,
+        count: usize,
+        node_env: &[(&str, &str)],
+        namespaces: bool,
+    ) -> anyhow::Result<Regions> {
         let dir = WorkDir::temp(label)?;
         // A block of ports claimed by this test process (harness::ports): a deployment of
-        // a test running beside this one cannot pick the same ports.
+        // a test running beside this one cannot pick the same ports (nor, in
+        // namespaces, the same names and subnet, which derive from the block).
         let base = harness::free_block(chaos::topology::port_span(count))?;
         let mut options = UpOptions::new(count, base, bin_dir());
+        if namespaces {
+            options.network = chaos::Network::namespaces_for(base);
+        }
         options.slot_count = 64;
         options.node_env = node_env
             .iter()

@@ -136,9 +136,10 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The command that runs Tansu on `port` with its sqlite data under `dir/data`.
-    pub fn command(bin: &Path, dir: &Path, port: u16) -> Command {
-        let url = format!("tcp://127.0.0.1:{port}");
+    /// The command that runs Tansu on `host:port` (which it also advertises) with its
+    /// sqlite data under `dir/data`.
+    pub fn command(bin: &Path, dir: &Path, host: &str, port: u16) -> Command {
+        let url = format!("tcp://{host}:{port}");
         let mut command = Command::new(bin);
         command
             .current_dir(dir)
@@ -151,7 +152,7 @@ impl Broker {
     }
 
     async fn spawn(&mut self) -> Result<(), HarnessError> {
-        let command = Broker::command(&self.bin, &self.dir, self.port);
+        let command = Broker::command(&self.bin, &self.dir, "127.0.0.1", self.port);
         let log = self.dir.join("broker.log");
         let mut child = ChildGuard::spawn(
             format!("broker:{}", self.port),

@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod dirs;
 pub mod log_scan;
+pub mod netns;
 pub mod node;
 pub mod pg;
 pub mod ports;

@@ -15,7 +15,7 @@ use tokio_postgres::NoTls;
 
 use crate::ports::free_port;
 use crate::process::{run_checked, ChildGuard};
-use crate::{dirs, io_context, wait_until, HarnessError};
+use crate::{dirs, io_context, netns, wait_until, HarnessError};
 
 /// The superuser of every cluster we create (trust authentication, loopback only).
 pub const SUPERUSER: &str = "ledger";
@@ -31,6 +31,12 @@ pub struct PgOptions {
     pub port: Option<u16>,
     /// Start in a new process group (so a whole region can be signalled at once).
     pub own_process_group: bool,
+    /// Address to listen on and to put in URLs (`None`: 127.0.0.1). Set with
+    /// `namespace`: the address of the namespace's interface, which also trusts
+    /// connections from its subnet (pg_hba `samenet`).
+    pub host: Option<String>,
+    /// Network namespace to run in (see [`crate::netns`]).
+    pub namespace: Option<String>,
 }
 
 impl Default for PgOptions {
@@ -40,6 +46,8 @@ impl Default for PgOptions {
             max_connections: 200,
             port: None,
             own_process_group: false,
+            host: None,
+            namespace: None,
         }
     }
 }
@@ -47,6 +55,7 @@ impl Default for PgOptions {
 #[derive(Debug)]
 pub struct PgCluster {
     guard: ChildGuard,
+    host: String,
     port: u16,
 }
 
@@ -79,13 +88,23 @@ impl PgCluster {
             for setting in settings(options) {
                 command.arg("-c").arg(setting);
             }
-            as_postgres_user(&mut command)?;
+            let mut command = match &options.namespace {
+                Some(namespace) => {
+                    trust_subnet(&data_dir)?;
+                    in_namespace_as_postgres(&command, namespace)?
+                }
+                None => {
+                    as_postgres_user(&mut command)?;
+                    command
+                }
+            };
             if options.own_process_group {
                 command.process_group(0);
             }
             let guard =
                 ChildGuard::spawn(format!("postgres :{port}"), command, &log, Signal::SIGINT)?;
-            let mut cluster = PgCluster { guard, port };
+            let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+            let mut cluster = PgCluster { guard, host, port };
             match cluster.wait_ready().await {
                 Ok(()) => return Ok(cluster),
                 Err(e) => {
@@ -153,7 +172,10 @@ impl PgCluster {
     }
 
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://{SUPERUSER}@{}:{}/{database}",
+            self.host, self.port
+        )
     }
 
     /// Creates a database (if missing) and returns its URL.
@@ -186,8 +208,12 @@ impl PgCluster {
 }
 
 fn settings(options: &PgOptions) -> Vec<String> {
+    let listen = match &options.host {
+        Some(host) => format!("listen_addresses=127.0.0.1,{host}"),
+        None => "listen_addresses=127.0.0.1".to_owned(),
+    };
     let mut settings = vec![
-        "listen_addresses=127.0.0.1".to_owned(),
+        listen,
         "unix_socket_directories=".to_owned(),
         format!("max_connections={}", options.max_connections),
         "shared_buffers=128MB".to_owned(),
@@ -243,6 +269,31 @@ fn postgres_user() -> Result<Option<User>, HarnessError> {
             what: "look up the postgres user".into(),
             detail: "running as root needs a 'postgres' user (apt-get install postgresql)".into(),
         })
+}
+
+/// `command` inside `namespace`, switched to the postgres user there when we are root.
+fn in_namespace_as_postgres(command: &Command, namespace: &str) -> Result<Command, HarnessError> {
+    Ok(match postgres_user()? {
+        Some(user) => netns::in_namespace(
+            &netns::as_user(command, user.uid.as_raw(), user.gid.as_raw()),
+            namespace,
+        ),
+        None => netns::in_namespace(command, namespace),
+    })
+}
+
+/// Lets hosts of the server's own subnets in (the namespace's bridge and its peers);
+/// the template trusts loopback only.
+fn trust_subnet(data_dir: &Path) -> Result<(), HarnessError> {
+    const LINE: &str = "host all all samenet trust";
+    let hba = data_dir.join("pg_hba.conf");
+    let text =
+        std::fs::read_to_string(&hba).map_err(io_context(format!("read {}", hba.display())))?;
+    if !text.lines().any(|l| l.trim() == LINE) {
+        std::fs::write(&hba, format!("{text}\n{LINE}\n"))
+            .map_err(io_context(format!("write {}", hba.display())))?;
+    }
+    Ok(())
 }
 
 fn as_postgres_user(command: &mut Command) -> Result<(), HarnessError> {

@@ -1,0 +1,266 @@
+//! Where a deployment's regions live on the network, and the faults that cut links.
+//!
+//! `Loopback` (the default): every process listens on 127.0.0.1; the only links that
+//! can be faulted are the ones the proxies carry (node-to-node API, node-to-voter).
+//!
+//! `Namespaces`: each region runs in its own Linux network namespace with its own
+//! address on a bridge, so *every* link between regions (API, node-to-voter,
+//! voter-to-voter Raft, the appliers' Kafka fetches from another region's broker) is
+//! real traffic between two addresses, and packet filters in the region's namespace
+//! cut it. This was chosen over per-region ingress proxies because a Kafka client
+//! follows the broker's advertised address (one address for every client, so an
+//! ingress proxy could not tell which region a connection comes from) and Raft
+//! membership names one address per voter; in a namespace the address *is* the
+//! region. Costs: it needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and `ip` and
+//! `iptables`, which this machine kind has; this kernel has no `netem`, so latency on
+//! those links is not available (the proxies still delay API and voter calls).
+//!
+//! Faults, named after Chaos Mesh's NetworkChaos `partition` action:
+//! - [`Network::partition`] of region X drops every packet between X and the others,
+//!   both directions (rules in X's namespace only).
+//! - [`Network::partition_one_way`] `from` -> `to` drops the packets `from` sends on
+//!   connections *it* opens to `to` (conntrack direction ORIGINAL): `from` can no
+//!   longer reach `to`, while `to` still reaches `from` and gets its answers.
+//! - [`Network::heal`] flushes the rules of every region.
+//!
+//! The test process stays in the root namespace and reaches every region through the
+//! bridge's own address, which no fault touches: a client near each region.
+
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Network {
+    #[default]
+    Loopback,
+    /// One namespace per region on one bridge; `id` names them and picks the subnet,
+    /// so deployments with different ids can run side by side.
+    Namespaces { id: u16 },
+}
+
+impl Network {
+    /// Namespaces named and addressed after the deployment's base port (port blocks
+    /// are claimed per test and aligned to hundreds, so ids never collide).
+    pub fn namespaces_for(base_port: u16) -> Network {
+        Network::Namespaces {
+            id: base_port / 100,
+        }
+    }
+
+    pub fn is_namespaces(&self) -> bool {
+        matches!(self, Network::Namespaces { .. })
+    }
+
+    /// The address region `i`'s processes listen on and are reached at.
+    pub fn host(&self, i: usize) -> String {
+        match self {
+            Network::Loopback => "127.0.0.1".to_owned(),
+            Network::Namespaces { id } => format!("{}.{}", subnet(*id), i + 1),
+        }
+    }
+
+    /// Region `i`'s namespace, if regions have their own.
+    pub fn namespace(&self, i: usize) -> Option<String> {
+        match self {
+            Network::Loopback => None,
+            Network::Namespaces { id } => Some(format!("lg{id}r{i}")),
+        }
+    }
+
+    /// Makes the bridge and one namespace per region (removing leftovers of a run
+    /// that died with the same id first).
+    pub fn create(&self, regions: usize) -> anyhow::Result<()> {
+        let Network::Namespaces { id } = *self else {
+            return Ok(());
+        };
+        for tool in ["ip", "iptables"] {
+            if which(tool).is_none() {
+                bail!("`{tool}` is missing: network namespaces need iproute2 and iptables (scripts/setup.sh installs them)");
+            }
+        }
+        self.destroy(regions);
+        let bridge = bridge_name(id);
+        ip(&["link", "add", &bridge, "type", "bridge"]).context(
+            "create the deployment's bridge (network namespaces need root: CAP_NET_ADMIN)",
+        )?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}.254/24", subnet(id)),
+            "dev",
+            &bridge,
+        ])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        for i in 0..regions {
+            let namespace = self.namespace(i).unwrap_or_default();
+            let (outside, inside) = (format!("lg{id}v{i}"), format!("lg{id}p{i}"));
+            ip(&["netns", "add", &namespace])?;
+            ip(&[
+                "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+            ])?;
+            ip(&["link", "set", &inside, "netns", &namespace])?;
+            ip(&["link", "set", &outside, "master", &bridge, "up"])?;
+            let address = format!("{}/24", self.host(i));
+            ip(&["-n", &namespace, "addr", "add", &address, "dev", &inside])?;
+            ip(&["-n", &namespace, "link", "set", &inside, "up"])?;
+            ip(&["-n", &namespace, "link", "set", "lo", "up"])?;
+            prepare_filters(&namespace)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the namespaces and the bridge (what is already gone is fine).
+    pub fn destroy(&self, regions: usize) {
+        let Network::Namespaces { id } = *self else {
+            return;
+        };
+        for i in 0..regions {
+            if let Some(namespace) = self.namespace(i) {
+                let _ = ip(&["netns", "del", &namespace]);
+            }
+        }
+        let _ = ip(&["link", "del", &bridge_name(id)]);
+    }
+
+    /// Drops every packet between region `i` and the other regions, both ways.
+    pub fn partition(&self, i: usize, regions: usize) -> anyhow::Result<()> {
+        let namespace = self.fault_namespace(i)?;
+        for j in (0..regions).filter(|j| *j != i) {
+            let peer = self.host(j);
+            iptables(&namespace, &["-A", CHAIN, "-s", &peer, "-j", "DROP"])?;
+            iptables(&namespace, &["-A", CHAIN, "-d", &peer, "-j", "DROP"])?;
+        }
+        Ok(())
+    }
+
+    /// Region `from` can no longer reach region `to` (connections `from` opens, and
+    /// the ones it had open, go silent); `to` still reaches `from`.
+    pub fn partition_one_way(&self, from: usize, to: usize) -> anyhow::Result<()> {
+        let namespace = self.fault_namespace(from)?;
+        iptables(
+            &namespace,
+            &[
+                "-A",
+                CHAIN,
+                "-d",
+                &self.host(to),
+                "-m",
+                "conntrack",
+                "--ctdir",
+                "ORIGINAL",
+                "-j",
+                "DROP",
+            ],
+        )
+    }
+
+    /// Removes every packet filter of every region.
+    pub fn heal(&self, regions: usize) -> anyhow::Result<()> {
+        for i in 0..regions {
+            let namespace = self.fault_namespace(i)?;
+            iptables(&namespace, &["-F", CHAIN])?;
+        }
+        Ok(())
+    }
+
+    fn fault_namespace(&self, i: usize) -> anyhow::Result<String> {
+        self.namespace(i).context(
+            "network faults on Kafka and Raft links need regions in network namespaces \
+             (`ledger-local up --network namespaces`)",
+        )
+    }
+}
+
+/// The chain holding a region's faults (heal flushes it, nothing else).
+const CHAIN: &str = "LEDGER-FAULTS";
+
+/// Every packet in and out passes [`CHAIN`]; and connection tracking is on from the
+/// start. Without a rule that uses it, conntrack starts only with the first one-way
+/// fault and picks up open connections mid-stream, taking the direction of the first
+/// packet it sees for the one that opened the connection: an applier's fetch
+/// connection could be taken for one the broker opened, and survive the cut.
+fn prepare_filters(namespace: &str) -> anyhow::Result<()> {
+    iptables(namespace, &["-N", CHAIN])?;
+    for hook in ["INPUT", "OUTPUT"] {
+        iptables(namespace, &["-A", hook, "-j", CHAIN])?;
+        iptables(
+            namespace,
+            &[
+                "-A",
+                hook,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "NEW",
+                "-j",
+                "ACCEPT",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// `10.A.B` for id `A*256+B` offset into 10.100.0.0 and up.
+fn subnet(id: u16) -> String {
+    format!("10.{}.{}", 100 + id / 256, id % 256)
+}
+
+fn bridge_name(id: u16) -> String {
+    format!("lg{id}br")
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("ip").args(args))
+}
+
+fn iptables(namespace: &str, args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("ip")
+        .args(["netns", "exec", namespace, "iptables", "-w"])
+        .args(args))
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let what = format!("{command:?}");
+    let output = command.output().with_context(|| format!("run {what}"))?;
+    if !output.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn which(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(tool))
+            .find(|path| path.exists())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_get_their_own_names_and_addresses() {
+        let network = Network::namespaces_for(20_300);
+        assert_eq!(network, Network::Namespaces { id: 203 });
+        assert_eq!(network.host(0), "10.100.203.1");
+        assert_eq!(network.host(2), "10.100.203.3");
+        assert_eq!(network.namespace(1).as_deref(), Some("lg203r1"));
+        assert_eq!(
+            Network::namespaces_for(31_900).host(0),
+            "10.101.63.1",
+            "ids above 255 move to the next /16"
+        );
+        assert_eq!(Network::Loopback.host(3), "127.0.0.1");
+        assert_eq!(Network::Loopback.namespace(0), None);
+        assert!(Network::Loopback.partition(0, 3).is_err());
+    }
+}
