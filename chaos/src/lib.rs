@@ -6,6 +6,8 @@ pub mod demo;
 pub mod deployment;
 pub mod network;
 pub mod proxy;
+pub mod run;
+pub mod schedule;
 pub mod storage;
 pub mod topology;
 pub mod wait;

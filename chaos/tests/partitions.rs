@@ -250,7 +250,13 @@ async fn bank_workload_survives_partition_promote_heal_and_failback() -> anyhow:
     let ledger_local = common::bin_dir().join("ledger-local");
     let ledger_local = ledger_local.display();
     let output = Command::new(common::bin_dir().join("failover"))
-        .args(["--deployment", &data_dir, "drill", "--scenario", "kill-cycles"])
+        .args([
+            "--deployment",
+            &data_dir,
+            "drill",
+            "--scenario",
+            "kill-cycles",
+        ])
         .args(["--region", &regions.name(1), "--cycles", "1"])
         .args(["--workload", "transfers", "--rate", "40"])
         .args(["--accounts-per-region", "4", "--funding", "100.00"])
@@ -259,24 +265,33 @@ async fn bank_workload_survives_partition_promote_heal_and_failback() -> anyhow:
         .arg("--report-dir")
         .arg(&report_dir)
         .arg("--kill-cmd")
-        .arg(format!("{ledger_local} --data-dir {data_dir} partition {{region}}"))
+        .arg(format!(
+            "{ledger_local} --data-dir {data_dir} partition {{region}}"
+        ))
         .arg("--restart-cmd")
         .arg(format!("{ledger_local} --data-dir {data_dir} heal"))
         .arg("--pause-cmd")
-        .arg(format!("{ledger_local} --data-dir {data_dir} pause {{region}} --ms 3000"))
+        .arg(format!(
+            "{ledger_local} --data-dir {data_dir} pause {{region}} --ms 3000"
+        ))
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the partition drill passes");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json"))?)?;
-    let checks = report["invariants"]["checks"].as_array().context("checks")?;
+    let checks = report["invariants"]["checks"]
+        .as_array()
+        .context("checks")?;
     assert!(
         checks.iter().all(|c| c["ok"] == true),
         "every invariant holds: {checks:?}"
     );
     let cycle = &report["cycles"][0];
-    assert!(cycle["failback_ms"].is_u64(), "the failback succeeded: {cycle}");
+    assert!(
+        cycle["failback_ms"].is_u64(),
+        "the failback succeeded: {cycle}"
+    );
     let acknowledged = report["transfers"]["acknowledged"].as_u64().unwrap_or(0);
     assert!(acknowledged >= 50, "{acknowledged} transfers acknowledged");
     for i in 0..3 {
@@ -296,7 +311,12 @@ async fn bank_workload_survives_partition_promote_heal_and_failback() -> anyhow:
             "{}: 12 accounts x 100.00, to the cent",
             regions.name(i)
         );
-        assert_eq!(row.get::<_, i64>(1), 0, "{}: no transfer in flight", regions.name(i));
+        assert_eq!(
+            row.get::<_, i64>(1),
+            0,
+            "{}: no transfer in flight",
+            regions.name(i)
+        );
     }
     Ok(())
 }

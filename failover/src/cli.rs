@@ -150,6 +150,8 @@ pub enum ScenarioName {
     Rehome,
     /// Kill, promote, restart and failback, `--cycles` times, regions in turn.
     KillCycles,
+    /// The faults of `--schedule-file`, each at its time (`chaos run` writes it).
+    Schedule,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -164,9 +166,13 @@ pub enum WorkloadName {
 pub struct DrillArgs {
     #[arg(long, value_enum)]
     pub scenario: ScenarioName,
-    /// The region the scenario acts on (kill-cycles: a comma-separated list, taken in turn).
+    /// The region the scenario acts on (kill-cycles: a comma-separated list, taken in
+    /// turn; not for schedule).
     #[arg(long)]
-    pub region: String,
+    pub region: Option<String>,
+    /// The schedule scenario's faults: a JSON `FaultSchedule` (what `chaos run` writes).
+    #[arg(long)]
+    pub schedule_file: Option<PathBuf>,
     /// How many kill cycles (kill-cycles).
     #[arg(long, default_value_t = 2)]
     pub cycles: u32,

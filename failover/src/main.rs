@@ -356,24 +356,36 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Drill(args) => {
             let to = || args.to.clone().context("this scenario needs --to");
+            let region = || args.region.clone().context("this scenario needs --region");
             let scenario = match args.scenario {
                 ScenarioName::Switchover => Scenario::Switchover {
-                    region: args.region.clone(),
+                    region: region()?,
                     to: to()?,
                 },
                 ScenarioName::Rehome => Scenario::Rehome {
-                    region: args.region.clone(),
+                    region: region()?,
                     to: to()?,
                 },
                 ScenarioName::KillPromoteReturn => Scenario::KillPromoteReturn {
-                    region: args.region.clone(),
+                    region: region()?,
                     down_for_ms: args.down_for_s * 1000,
                 },
                 ScenarioName::KillCycles => Scenario::KillCycles {
-                    regions: args.region.split(',').map(str::to_owned).collect(),
+                    regions: region()?.split(',').map(str::to_owned).collect(),
                     cycles: args.cycles,
                     down_for_ms: args.down_for_s * 1000,
                 },
+                ScenarioName::Schedule => {
+                    let path = args
+                        .schedule_file
+                        .as_ref()
+                        .context("the schedule scenario needs --schedule-file")?;
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("read {}", path.display()))?;
+                    let schedule = serde_json::from_str(&text)
+                        .with_context(|| format!("parse the fault schedule {}", path.display()))?;
+                    Scenario::Schedule { schedule }
+                }
             };
             let options = DrillOptions {
                 scenario,

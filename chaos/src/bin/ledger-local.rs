@@ -45,21 +45,30 @@ enum Action {
     Down,
     /// Show the regions, their processes and endpoints.
     Status,
-    /// SIGKILL every process of one region (its process group).
+    /// SIGKILL every process of one region (its process group), or with `--process`
+    /// only that one (`broker`, `voter`, `proxy`, `node`, `replicator`). A region may be
+    /// named `leader`: the one whose voter leads the ownership cluster.
     Kill {
         region: String,
+        #[arg(long)]
+        process: Option<String>,
         /// First hold the region's replicator (SIGSTOP) for this long, so that the
         /// writes it acknowledges meanwhile die unpublished: the kill then certainly
         /// leaves a tail for reconciliation.
         #[arg(long, default_value_t = 0)]
         unpublished_tail_ms: u64,
     },
-    /// SIGSTOP a region's node for `--ms`, then SIGCONT it (a pause past its lease).
+    /// SIGSTOP a region's node (or `--process`) for `--ms`, then SIGCONT it (a pause
+    /// past its lease). `leader` names the region whose voter leads.
     Pause {
         region: String,
         #[arg(long, default_value_t = 3_000)]
         ms: u64,
+        #[arg(long, default_value = "node")]
+        process: String,
     },
+    /// Start one killed process of a region again (`kill --process`'s heal).
+    Start { region: String, process: String },
     /// Start a killed region again on its data; it comes back deposed if promoted.
     Restart { region: String },
     /// Cut a region off from every other region, every link (`up --namespaces` only);
@@ -135,9 +144,21 @@ async fn main() -> anyhow::Result<()> {
         },
         Action::Kill {
             region,
+            process: Some(process),
+            ..
+        } => {
+            let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            let region = resolve(&deployment, &region).await?;
+            deployment.kill_process(&region, &process)?;
+            println!("killed the {process} of {region}");
+        }
+        Action::Kill {
+            region,
+            process: None,
             unpublished_tail_ms,
         } => {
             let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            let region = resolve(&deployment, &region).await?;
             if unpublished_tail_ms > 0 {
                 deployment.hold_replicator(&region)?;
                 // Fault timing, not synchronisation: the tail is whatever the clients
@@ -147,10 +168,23 @@ async fn main() -> anyhow::Result<()> {
             deployment.kill_region(&region)?;
             println!("killed every process of {region}");
         }
-        Action::Pause { region, ms } => {
+        Action::Pause {
+            region,
+            ms,
+            process,
+        } => {
             let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
-            deployment.pause_node(&region, Duration::from_millis(ms))?;
-            println!("{region}'s node was paused for {ms} ms");
+            let region = resolve(&deployment, &region).await?;
+            deployment.pause_process(&region, &process, Duration::from_millis(ms))?;
+            println!("{region}'s {process} was paused for {ms} ms");
+        }
+        Action::Start { region, process } => {
+            let mut deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            if deployment.bin_dir.as_os_str().is_empty() {
+                deployment.bin_dir = bin_dir()?;
+            }
+            deployment.start_process(&region, &process).await?;
+            println!("the {process} of {region} is running again");
         }
         Action::Restart { region } => {
             let mut deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
@@ -276,6 +310,14 @@ async fn run_demo(deployment: &Deployment, seconds: u64, rate: u32) -> anyhow::R
         println!("(its slots move to the survivors with the failover tool's `promote`)");
     }
     Ok(())
+}
+
+/// A region's name, or `leader`: the region whose voter leads now.
+async fn resolve(deployment: &Deployment, region: &str) -> anyhow::Result<String> {
+    if region == "leader" {
+        return deployment.leader_region().await;
+    }
+    Ok(deployment.region(region)?.name.clone())
 }
 
 fn bin_dir() -> anyhow::Result<PathBuf> {

@@ -8,6 +8,7 @@ pub mod account_id;
 pub mod api;
 pub mod events;
 pub mod failover;
+pub mod faults;
 pub mod internal;
 pub mod money;
 pub mod ownership;

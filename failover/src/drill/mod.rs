@@ -8,6 +8,7 @@ pub mod figures;
 pub mod in_flight;
 pub mod kill;
 pub mod report;
+pub mod schedule;
 pub mod workload;
 
 use std::collections::{BTreeMap, HashSet};
@@ -41,6 +42,25 @@ pub enum Scenario {
         cycles: u32,
         down_for_ms: u64,
     },
+    /// The faults of a schedule (`chaos run` makes them from a seed), each at its time.
+    Schedule {
+        schedule: ledger_wire::faults::FaultSchedule,
+    },
+}
+
+impl Scenario {
+    /// One line for headers: a schedule is named by its seed, not printed whole (the
+    /// report lists its faults).
+    pub fn title(&self) -> String {
+        match self {
+            Scenario::Schedule { schedule } => format!(
+                "schedule (seed {}, {} faults)",
+                schedule.seed,
+                schedule.steps.len()
+            ),
+            other => format!("{other:?}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +102,8 @@ pub struct DrillReport {
     pub moves: Vec<MoveReport>,
     pub promote: Option<PromoteReport>,
     pub cycles: Vec<CycleReport>,
+    /// The schedule scenario's faults, with their recovery.
+    pub faults: Vec<schedule::FaultReport>,
     pub figures: figures::Figures,
     pub transfers: TransferFigures,
     pub in_flight: in_flight::InFlight,
@@ -171,6 +193,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
     let mut kill_at = None;
     let mut unreplicated: Vec<AckedWrite> = Vec::new();
     let mut cycles = Vec::new();
+    let mut faults = Vec::new();
     let switch = SwitchoverOptions::default();
     match &options.scenario {
         Scenario::Switchover { region, to } => {
@@ -231,6 +254,9 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
                 tokio::time::sleep(options.warmup).await;
             }
         }
+        Scenario::Schedule { schedule } => {
+            faults = schedule::run(&cluster, &schedule.steps, &load, &mut timeline).await?;
+        }
     }
     tokio::time::sleep(options.observe).await;
     let attempts = load.stop().await;
@@ -239,6 +265,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
         attempts.len()
     ));
 
+    schedule::measure_recovery(&mut faults, &attempts, &accounts);
     let healed = wait_healed(&cluster, options.heal_timeout).await;
     let in_flight = sampler.finish().await;
     timeline.mark(if healed {
@@ -282,6 +309,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
         moves,
         promote: promote_report,
         cycles,
+        faults,
         figures,
         transfers,
         in_flight,

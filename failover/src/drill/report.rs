@@ -38,8 +38,11 @@ pub fn summary(report: &DrillReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n== drill {:?} (lease ttl {} ms, {} writes/s, ack={}) ==",
-        report.scenario, report.lease_ttl_ms, report.rate_per_sec, report.ack
+        "\n== drill {} (lease ttl {} ms, {} writes/s, ack={}) ==",
+        report.scenario.title(),
+        report.lease_ttl_ms,
+        report.rate_per_sec,
+        report.ack
     );
     let _ = writeln!(
         out,
@@ -84,6 +87,17 @@ pub fn summary(report: &DrillReport) -> String {
             c.back_at_ms, fmt_ms(c.sagas_settled_after_return_ms),
             c.failback_ms.map_or("FAILED".into(), |ms| format!("took {ms} ms")),
             c.failback_refusals
+        );
+    }
+    for f in &report.faults {
+        let _ = writeln!(
+            out,
+            "fault {} on {}: {} ms to {} ms, recovery {}",
+            f.fault,
+            f.target,
+            f.injected_at_ms,
+            f.healed_at_ms,
+            fmt_ms(f.recovery_ms)
         );
     }
     let t = &report.transfers;
@@ -223,7 +237,7 @@ fn html(report: &DrillReport) -> String {
     let _ = write!(
         out,
         "<h1>Failover drill: {}</h1>",
-        escape(&format!("{:?}", report.scenario))
+        escape(&report.scenario.title())
     );
     let _ = write!(
         out,

@@ -1,0 +1,130 @@
+//! Faults a deployment can take and heal: whole-region SIGKILL, one process killed and
+//! started again, a process paused (SIGSTOP) for a while, and network partitions
+//! (regions in namespaces only; see [`crate::network`]).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use harness::process::{pid_alive, signal_group};
+use nix::sys::signal::Signal;
+
+use super::start::{start_process, wait_process};
+use super::{raw_pid, Deployment, STOP_GRACE};
+
+impl Deployment {
+    /// Pauses one process of a region (SIGSTOP) for `pause`, then lets it go on.
+    pub fn pause_process(&self, name: &str, process: &str, pause: Duration) -> anyhow::Result<()> {
+        let pid = self.pid_of(name, process)?;
+        nix::sys::signal::kill(raw_pid(pid), Signal::SIGSTOP)
+            .with_context(|| format!("stop the {process} of {name} (pid {pid})"))?;
+        // Fault timing, not synchronisation: the process is frozen for exactly this long.
+        std::thread::sleep(pause);
+        nix::sys::signal::kill(raw_pid(pid), Signal::SIGCONT)
+            .with_context(|| format!("continue the {process} of {name} (pid {pid})"))
+    }
+
+    /// Pauses a region's node (SIGSTOP) for `pause`, then lets it go on (SIGCONT).
+    pub fn pause_node(&self, name: &str, pause: Duration) -> anyhow::Result<()> {
+        self.pause_process(name, "node", pause)
+    }
+
+    /// Stops (SIGSTOP) a region's replicator, so its relay publishes nothing more.
+    pub fn hold_replicator(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self.pid_of(name, "replicator")?;
+        nix::sys::signal::kill(raw_pid(pid), Signal::SIGSTOP)
+            .with_context(|| format!("stop the replicator of {name} (pid {pid})"))
+    }
+
+    /// SIGKILLs one process of a region (not PostgreSQL: it leads the region's group)
+    /// and waits until it is gone.
+    pub fn kill_process(&self, name: &str, process: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            process != "postgres",
+            "PostgreSQL leads its region's process group; kill the region instead"
+        );
+        let pid = self.pid_of(name, process)?;
+        nix::sys::signal::kill(raw_pid(pid), Signal::SIGKILL)
+            .with_context(|| format!("kill the {process} of {name} (pid {pid})"))?;
+        reap(&[pid]);
+        Ok(())
+    }
+
+    /// Starts a killed process of a region again, waits until it answers, and saves
+    /// the state (its new pid).
+    pub async fn start_process(&mut self, name: &str, process: &str) -> anyhow::Result<()> {
+        let i = self.region(name)?.index;
+        if let Some(pid) = self.regions[i].pid(process).filter(|p| pid_alive(*p)) {
+            anyhow::bail!("the {process} of {name} is still running (pid {pid})");
+        }
+        start_process(self, i, process)?;
+        wait_process(&self.regions[i], process).await?;
+        self.save()
+    }
+
+    /// SIGKILLs every process of a region at once (its process group).
+    pub fn kill_region(&self, name: &str) -> anyhow::Result<()> {
+        let region = self.region(name)?;
+        signal_group(region.pgid, Signal::SIGKILL)
+            .with_context(|| format!("kill process group {}", region.pgid))?;
+        let pids: Vec<u32> = region.pids.values().copied().collect();
+        reap(&pids);
+        Ok(())
+    }
+
+    /// Cuts region `name` off from every other region, every link (namespaces only).
+    pub fn partition(&self, name: &str) -> anyhow::Result<()> {
+        let i = self.region(name)?.index;
+        self.network.partition(i, self.regions.len())
+    }
+
+    /// Region `from` can no longer reach region `to`; `to` still reaches `from`.
+    pub fn partition_one_way(&self, from: &str, to: &str) -> anyhow::Result<()> {
+        let (from, to) = (self.region(from)?.index, self.region(to)?.index);
+        self.network.partition_one_way(from, to)
+    }
+
+    /// Ends every partition.
+    pub fn heal(&self) -> anyhow::Result<()> {
+        self.network.heal(self.regions.len())
+    }
+
+    /// The region whose voter leads the ownership cluster now, as its voters see it.
+    pub async fn leader_region(&self) -> anyhow::Result<String> {
+        let voters = self.regions.iter().map(|r| r.voter.clone()).collect();
+        let client = ownership_client::OwnershipClient::new(voters, "ledger-local")
+            .context("ownership client")?;
+        for region in &self.regions {
+            let Ok(status) = client.cluster_status(&region.voter).await else {
+                continue;
+            };
+            if let Some(leader) = status.current_leader {
+                if let Some(r) = self.regions.iter().find(|r| r.index as u64 + 1 == leader) {
+                    return Ok(r.name.clone());
+                }
+            }
+        }
+        anyhow::bail!("no voter knows a leader")
+    }
+
+    fn pid_of(&self, name: &str, process: &str) -> anyhow::Result<u32> {
+        self.region(name)?
+            .pid(process)
+            .with_context(|| format!("{name} has no {process}"))
+    }
+}
+
+/// Waits until `pids` are gone, reaping them: processes this one started stay zombies
+/// until reaped, and PostgreSQL refuses to start while its old pid still looks alive.
+fn reap(pids: &[u32]) {
+    let deadline = Instant::now() + STOP_GRACE;
+    loop {
+        for pid in pids {
+            let _ =
+                nix::sys::wait::waitpid(raw_pid(*pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        }
+        if !pids.iter().copied().any(pid_alive) || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
