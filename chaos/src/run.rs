@@ -83,11 +83,8 @@ struct Invariants {
     checks: Vec<Verdict>,
 }
 
-/// Runs one seeded schedule against a fresh deployment, which is stopped at the end
-/// (its data and logs stay in the run's directory).
-pub async fn run(options: &RunOptions) -> anyhow::Result<RunOutcome> {
-    std::fs::create_dir_all(&options.dir)
-        .with_context(|| format!("create {}", options.dir.display()))?;
+/// The run's schedule, drawn from its seed (nothing is started), printed.
+pub fn plan(options: &RunOptions) -> anyhow::Result<FaultSchedule> {
     let deployment_dir = options.dir.join("deployment");
     let ledger_local = format!(
         "{} --data-dir {}",
@@ -107,9 +104,6 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunOutcome> {
         ledger_local,
     };
     let schedule = schedule::make(&spec).map_err(anyhow::Error::msg)?;
-    let schedule_file = options.dir.join("schedule.json");
-    std::fs::write(&schedule_file, serde_json::to_string_pretty(&schedule)?)
-        .with_context(|| format!("write {}", schedule_file.display()))?;
     println!(
         "chaos run: seed {} ({} faults; replay with --seed {})",
         options.seed,
@@ -122,6 +116,19 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunOutcome> {
             step.at_ms, step.hold_ms, step.fault, step.target
         );
     }
+    Ok(schedule)
+}
+
+/// Runs one seeded schedule against a fresh deployment, which is stopped at the end
+/// (its data and logs stay in the run's directory).
+pub async fn run(options: &RunOptions) -> anyhow::Result<RunOutcome> {
+    std::fs::create_dir_all(&options.dir)
+        .with_context(|| format!("create {}", options.dir.display()))?;
+    let deployment_dir = options.dir.join("deployment");
+    let schedule = plan(options)?;
+    let schedule_file = options.dir.join("schedule.json");
+    std::fs::write(&schedule_file, serde_json::to_string_pretty(&schedule)?)
+        .with_context(|| format!("write {}", schedule_file.display()))?;
 
     let mut up = UpOptions::new(options.regions, options.base_port, options.bin_dir.clone());
     up.slot_count = 256;

@@ -101,6 +101,9 @@ const GAP_MS: (u64, u64) = (2_000, 5_000);
 /// A region failover takes about this long beyond its hold (promote, return, sagas,
 /// failback), so the next fault is scheduled after it.
 const FAILOVER_EXTRA_MS: u64 = 12_000;
+/// A paused node is held past its lease (2 s in `chaos run`'s deployment) with margin:
+/// the fault is a home that wakes up believing it still owns its accounts.
+const PAUSE_NODE_MIN_MS: u64 = 4_000;
 
 /// Draws the schedule for `spec`; the same spec gives the same schedule.
 pub fn make(spec: &ScheduleSpec) -> Result<FaultSchedule, String> {
@@ -116,7 +119,10 @@ pub fn make(spec: &ScheduleSpec) -> Result<FaultSchedule, String> {
     let end = spec.run_ms.saturating_sub(spec.quiet_end_ms);
     loop {
         let kind = spec.kinds[rng.random_range(0..spec.kinds.len())];
-        let hold = rng.random_range(HOLD_MS.0..=HOLD_MS.1);
+        let mut hold = rng.random_range(HOLD_MS.0..=HOLD_MS.1);
+        if kind == FaultKind::PauseNode {
+            hold = hold.max(PAUSE_NODE_MIN_MS);
+        }
         let extra = if kind == FaultKind::RegionFailover {
             FAILOVER_EXTRA_MS
         } else {
@@ -146,6 +152,7 @@ pub fn make(spec: &ScheduleSpec) -> Result<FaultSchedule, String> {
     Ok(FaultSchedule {
         seed: spec.seed,
         steps,
+        run_ms: spec.run_ms,
     })
 }
 

@@ -48,6 +48,9 @@ enum Action {
         seed: Option<u64>,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Print the schedule and stop (nothing is started).
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         shared: Shared,
     },
@@ -103,11 +106,17 @@ async fn main() -> anyhow::Result<()> {
         Action::Run {
             seed,
             seconds,
+            dry_run,
             shared,
         } => {
             let seed = seed.unwrap_or_else(rand::random);
             let dir = cli.dir.join(format!("seed-{seed}"));
-            let outcome = run::run(&options(&cli, shared, seed, *seconds, dir)?).await?;
+            let options = options(&cli, shared, seed, *seconds, dir)?;
+            if *dry_run {
+                run::plan(&options)?;
+                return Ok(());
+            }
+            let outcome = run::run(&options).await?;
             run::print_outcome(&outcome);
             anyhow::ensure!(outcome.passed(), "seed {seed}: the run failed");
         }

@@ -32,4 +32,8 @@ pub struct FaultStep {
 pub struct FaultSchedule {
     pub seed: u64,
     pub steps: Vec<FaultStep>,
+    /// How long the workload runs, from its start: past the last heal, so that every
+    /// fault's recovery can be measured. 0: until the last step is done.
+    #[serde(default)]
+    pub run_ms: u64,
 }

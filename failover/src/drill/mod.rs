@@ -255,7 +255,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
             }
         }
         Scenario::Schedule { schedule } => {
-            faults = schedule::run(&cluster, &schedule.steps, &load, &mut timeline).await?;
+            faults = schedule::run(&cluster, schedule, &load, &mut timeline).await?;
         }
     }
     tokio::time::sleep(options.observe).await;

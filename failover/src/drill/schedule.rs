@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ledger_wire::faults::FaultStep;
+use ledger_wire::faults::FaultSchedule;
 use serde::Serialize;
 
 use super::kill::{self, CycleReport};
@@ -30,15 +30,16 @@ pub struct FaultReport {
     affects: Option<String>,
 }
 
-/// Runs `steps` in order, each at its time (or at once if that time has passed).
+/// Runs the schedule's steps in order, each at its time (or at once if that time has
+/// passed), then lets the workload run on to the schedule's end.
 pub async fn run(
     cluster: &Cluster,
-    steps: &[FaultStep],
+    schedule: &FaultSchedule,
     load: &Workload,
     timeline: &mut Timeline,
 ) -> anyhow::Result<Vec<FaultReport>> {
     let mut reports = Vec::new();
-    for step in steps {
+    for step in &schedule.steps {
         let now = load.clock.elapsed();
         let at = Duration::from_millis(step.at_ms);
         if at > now {
@@ -78,6 +79,12 @@ pub async fn run(
             failover,
             affects: step.affects.clone(),
         });
+    }
+    let end = Duration::from_millis(schedule.run_ms);
+    let now = load.clock.elapsed();
+    if end > now {
+        // The quiet end after the last heal, where recoveries are measured.
+        tokio::time::sleep(end - now).await;
     }
     Ok(reports)
 }
