@@ -12,8 +12,9 @@
 //! ingress proxy could not tell which region a connection comes from) and Raft
 //! membership names one address per voter; in a namespace the address *is* the
 //! region. Costs: it needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and `ip` and
-//! `iptables`, which this machine kind has; this kernel has no `netem`, so latency on
-//! those links is not available (the proxies still delay API and voter calls).
+//! `iptables`, which this machine kind has; this kernel has no `netem`, so a fixed
+//! latency on those links is not available (a slow link narrows them instead; the
+//! proxies still delay API and voter calls).
 //!
 //! Faults, named after Chaos Mesh's NetworkChaos `partition` action:
 //! - [`Network::partition`] of region X drops every packet between X and the others,
@@ -21,7 +22,10 @@
 //! - [`Network::partition_one_way`] `from` -> `to` drops the packets `from` sends on
 //!   connections *it* opens to `to` (conntrack direction ORIGINAL): `from` can no
 //!   longer reach `to`, while `to` still reaches `from` and gets its answers.
-//! - [`Network::heal`] flushes the rules of every region.
+//! - [`Network::reset_peer`] (flaky link) resets a random share of the TCP packets
+//!   between a region and the others; [`Network::bandwidth`] (slow link) puts its
+//!   links to the others through a token bucket (`tc` htb; no `netem` here).
+//! - [`Network::heal`] flushes the rules and slow links of every region.
 //!
 //! The test process stays in the root namespace and reaches every region through the
 //! bridge's own address, which no fault touches: a client near each region.
@@ -96,7 +100,7 @@ impl Network {
         ip(&["link", "set", &bridge, "up"])?;
         for i in 0..regions {
             let namespace = self.namespace(i).unwrap_or_default();
-            let (outside, inside) = (format!("lg{id}v{i}"), format!("lg{id}p{i}"));
+            let (outside, inside) = (format!("lg{id}v{i}"), inside_veth(id, i));
             ip(&["netns", "add", &namespace])?;
             ip(&[
                 "link", "add", &outside, "type", "veth", "peer", "name", &inside,
@@ -157,11 +161,140 @@ impl Network {
         )
     }
 
-    /// Removes every packet filter of every region.
+    /// A flaky link (Toxiproxy's `reset_peer`): each TCP packet between region `i` and
+    /// the others is answered by a reset with `probability`, both ways, so connections
+    /// (Kafka fetches, Raft RPCs, API calls) break now and then and are made again.
+    pub fn reset_peer(&self, i: usize, regions: usize, probability: f64) -> anyhow::Result<()> {
+        if !(0.0..=1.0).contains(&probability) || probability == 0.0 {
+            bail!("a reset probability is in (0, 1], not {probability}");
+        }
+        let namespace = self.fault_namespace(i)?;
+        let probability = probability.to_string();
+        for j in (0..regions).filter(|j| *j != i) {
+            let peer = self.host(j);
+            for side in ["-s", "-d"] {
+                iptables(
+                    &namespace,
+                    &[
+                        "-A",
+                        CHAIN,
+                        "-p",
+                        "tcp",
+                        side,
+                        &peer,
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        &probability,
+                        "-j",
+                        "REJECT",
+                        "--reject-with",
+                        "tcp-reset",
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A slow link (Chaos Mesh's and Toxiproxy's `bandwidth`): what region `i` sends to
+    /// the others, and what they send to it, goes through a token bucket of `kbit`
+    /// kbit/s each way (`tc` htb with a class per direction; clients near a region
+    /// are not slowed). This kernel has no `netem`, so there is no fixed delay: a
+    /// slow link delays by queueing, more for large Kafka fetches than for Raft
+    /// heartbeats, and drops what waits longer than the queue allows.
+    pub fn bandwidth(&self, i: usize, regions: usize, kbit: u32) -> anyhow::Result<()> {
+        if kbit == 0 {
+            bail!("a link of 0 kbit/s is a partition: use `partition`");
+        }
+        let Network::Namespaces { id } = *self else {
+            self.fault_namespace(i)?;
+            return Ok(());
+        };
+        for j in 0..regions {
+            let towards: Vec<String> = if j == i {
+                (0..regions)
+                    .filter(|k| *k != i)
+                    .map(|k| self.host(k))
+                    .collect()
+            } else {
+                vec![self.host(i)]
+            };
+            let namespace = self.fault_namespace(j)?;
+            let device = inside_veth(id, j);
+            let tc = |args: &[&str]| {
+                run(Command::new("ip")
+                    .args(["netns", "exec", &namespace, "tc"])
+                    .args(args))
+            };
+            // Replace, not add: a second slow-link fault before a heal changes the rate.
+            let _ = tc(&["qdisc", "del", "dev", &device, "root"]);
+            tc(&[
+                "qdisc", "add", "dev", &device, "root", "handle", "1:", "htb", "default", "10",
+            ])?;
+            tc(&[
+                "class", "add", "dev", &device, "parent", "1:", "classid", "1:10", "htb", "rate",
+                "10gbit",
+            ])?;
+            tc(&[
+                "class",
+                "add",
+                "dev",
+                &device,
+                "parent",
+                "1:",
+                "classid",
+                "1:20",
+                "htb",
+                "rate",
+                &format!("{kbit}kbit"),
+            ])?;
+            for host in &towards {
+                tc(&[
+                    "filter",
+                    "add",
+                    "dev",
+                    &device,
+                    "parent",
+                    "1:",
+                    "protocol",
+                    "ip",
+                    "prio",
+                    "1",
+                    "u32",
+                    "match",
+                    "ip",
+                    "dst",
+                    &format!("{host}/32"),
+                    "flowid",
+                    "1:20",
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every network fault of every region: packet filters and slow links.
     pub fn heal(&self, regions: usize) -> anyhow::Result<()> {
         for i in 0..regions {
             let namespace = self.fault_namespace(i)?;
             iptables(&namespace, &["-F", CHAIN])?;
+            if let Network::Namespaces { id } = *self {
+                // No slow link is fine: there is nothing to delete then.
+                let _ = run(Command::new("ip").args([
+                    "netns",
+                    "exec",
+                    &namespace,
+                    "tc",
+                    "qdisc",
+                    "del",
+                    "dev",
+                    &inside_veth(id, i),
+                    "root",
+                ]));
+            }
         }
         Ok(())
     }
@@ -206,6 +339,11 @@ fn prepare_filters(namespace: &str) -> anyhow::Result<()> {
 /// `10.A.B` for id `A*256+B` offset into 10.100.0.0 and up.
 fn subnet(id: u16) -> String {
     format!("10.{}.{}", 100 + id / 256, id % 256)
+}
+
+/// Region `i`'s end of its veth pair, inside its namespace.
+fn inside_veth(id: u16, i: usize) -> String {
+    format!("lg{id}p{i}")
 }
 
 fn bridge_name(id: u16) -> String {
@@ -262,5 +400,15 @@ mod tests {
         assert_eq!(Network::Loopback.host(3), "127.0.0.1");
         assert_eq!(Network::Loopback.namespace(0), None);
         assert!(Network::Loopback.partition(0, 3).is_err());
+        assert!(Network::Loopback.bandwidth(0, 3, 256).is_err());
+        assert!(
+            network.reset_peer(0, 3, 0.0).is_err(),
+            "no resets is no fault"
+        );
+        assert!(network.reset_peer(0, 3, 1.5).is_err());
+        assert!(
+            network.bandwidth(0, 3, 0).is_err(),
+            "0 kbit/s is a partition"
+        );
     }
 }

@@ -3,8 +3,9 @@
 //! `ledger-local` commands (inject, heal) that the failover tool's drill runs at the
 //! step's time while its workload writes (`ledger_wire::faults` is the contract).
 //!
-//! Kinds are named after Chaos Mesh's actions (NetworkChaos `partition`, PodChaos
-//! `pod-kill`, a SIGSTOP for `pod-failure`-like pauses).
+//! Kinds are named after Chaos Mesh's and Toxiproxy's (NetworkChaos `partition` and
+//! `bandwidth`, Toxiproxy `reset_peer`, PodChaos `container-kill`) and Jepsen's
+//! `pause` nemesis for SIGSTOP.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +21,10 @@ pub enum FaultKind {
     Partition,
     /// One region cannot reach another; the other still reaches it.
     PartitionOneWay,
+    /// A flaky link: a share of the TCP packets between a region and the others reset.
+    ResetPeer,
+    /// A slow link: a region's traffic with the others through a narrow token bucket.
+    Bandwidth,
     /// SIGKILL of one region's broker, started again at the heal.
     KillBroker,
     /// SIGKILL of one region's replicator (relay and appliers).
@@ -34,9 +39,11 @@ pub enum FaultKind {
     RegionFailover,
 }
 
-pub const ALL_KINDS: [FaultKind; 8] = [
+pub const ALL_KINDS: [FaultKind; 10] = [
     FaultKind::Partition,
     FaultKind::PartitionOneWay,
+    FaultKind::ResetPeer,
+    FaultKind::Bandwidth,
     FaultKind::KillBroker,
     FaultKind::KillReplicator,
     FaultKind::KillVoter,
@@ -50,6 +57,8 @@ impl FaultKind {
         match self {
             FaultKind::Partition => "partition",
             FaultKind::PartitionOneWay => "partition-one-way",
+            FaultKind::ResetPeer => "reset-peer",
+            FaultKind::Bandwidth => "bandwidth",
             FaultKind::KillBroker => "kill-broker",
             FaultKind::KillReplicator => "kill-replicator",
             FaultKind::KillVoter => "kill-voter",
@@ -94,6 +103,12 @@ pub struct ScheduleSpec {
     /// `ledger-local --data-dir <dir>`: the command prefix of every hook.
     pub ledger_local: String,
 }
+
+/// A flaky link resets this share of the packets: with Kafka fetches polling and Raft
+/// heartbeats, every link breaks several times a second.
+const RESET_PROBABILITY: f64 = 0.02;
+/// A slow link's rate each way: a 1,500-byte packet takes 47 ms to pass.
+const SLOW_LINK_KBIT: u32 = 256;
 
 /// Fault lengths and gaps, in ms.
 const HOLD_MS: (u64, u64) = (2_000, 6_000);
@@ -176,6 +191,18 @@ fn step(
         FaultKind::PartitionOneWay => (
             format!("{region}>{other}"),
             format!("{ll} partition {region} --to {other}"),
+            Some(heal_network),
+            Some(region),
+        ),
+        FaultKind::ResetPeer => (
+            region.to_owned(),
+            format!("{ll} flaky {region} --probability {RESET_PROBABILITY}"),
+            Some(heal_network),
+            Some(region),
+        ),
+        FaultKind::Bandwidth => (
+            region.to_owned(),
+            format!("{ll} slow {region} --kbit {SLOW_LINK_KBIT}"),
             Some(heal_network),
             Some(region),
         ),

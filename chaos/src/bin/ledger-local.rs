@@ -78,7 +78,21 @@ enum Action {
         #[arg(long)]
         to: Option<String>,
     },
-    /// End every partition.
+    /// A flaky link: each TCP packet between the region and the others is answered by
+    /// a reset with this probability (`up --namespaces` only).
+    Flaky {
+        region: String,
+        #[arg(long, default_value_t = 0.02)]
+        probability: f64,
+    },
+    /// A slow link: the region's traffic with the others through a token bucket of
+    /// `--kbit` kbit/s each way (`up --namespaces` only).
+    Slow {
+        region: String,
+        #[arg(long, default_value_t = 256)]
+        kbit: u32,
+    },
+    /// End every partition, flaky link and slow link.
     Heal,
     /// Against the running deployment: traffic from clients near each region, where
     /// each request was served, replication lag, then SIGKILL of the last region and
@@ -207,10 +221,26 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Action::Flaky {
+            region,
+            probability,
+        } => {
+            let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            deployment.reset_peer(&region, probability)?;
+            println!(
+                "{region}'s links reset {:.1}% of their packets",
+                probability * 100.0
+            );
+        }
+        Action::Slow { region, kbit } => {
+            let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            deployment.bandwidth(&region, kbit)?;
+            println!("{region}'s links to the others carry {kbit} kbit/s each way");
+        }
         Action::Heal => {
             let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
             deployment.heal()?;
-            println!("every partition healed");
+            println!("every network fault healed");
         }
         Action::Traffic { seconds, rate } => {
             let deployment = Deployment::load(&cli.data_dir)?

@@ -1,6 +1,6 @@
 //! Faults a deployment can take and heal: whole-region SIGKILL, one process killed and
-//! started again, a process paused (SIGSTOP) for a while, and network partitions
-//! (regions in namespaces only; see [`crate::network`]).
+//! started again, a process paused (SIGSTOP) for a while, and network partitions,
+//! flaky and slow links (regions in namespaces only; see [`crate::network`]).
 
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,19 @@ impl Deployment {
         self.network.partition_one_way(from, to)
     }
 
-    /// Ends every partition.
+    /// A flaky link between region `name` and the others (TCP resets at random).
+    pub fn reset_peer(&self, name: &str, probability: f64) -> anyhow::Result<()> {
+        let i = self.region(name)?.index;
+        self.network.reset_peer(i, self.regions.len(), probability)
+    }
+
+    /// A slow link between region `name` and the others, `kbit` kbit/s each way.
+    pub fn bandwidth(&self, name: &str, kbit: u32) -> anyhow::Result<()> {
+        let i = self.region(name)?.index;
+        self.network.bandwidth(i, self.regions.len(), kbit)
+    }
+
+    /// Ends every partition, flaky link and slow link.
     pub fn heal(&self) -> anyhow::Result<()> {
         self.network.heal(self.regions.len())
     }
