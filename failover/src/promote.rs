@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ledger_wire::failover::{ExportPage, ExportRequest, ImportReport, ImportRequest};
 use ledger_wire::internal::failover as paths;
-use ledger_wire::ownership::{Outcome, RegionStatus, Target};
+use ledger_wire::ownership::{ChangeKind, Outcome, RegionStatus, Target};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -96,10 +96,7 @@ pub async fn promote(
             -l
         ))
     );
-    let outcome = cluster
-        .ownership
-        .promote(region, options.force, &reason)
-        .await?;
+    let outcome = send_promote(cluster, region, options.force, &reason).await?;
     let Outcome::Applied { epoch, change, .. } = outcome else {
         return Err(FailoverError::Invalid(format!(
             "unexpected answer: {outcome:?}"
@@ -129,6 +126,71 @@ pub async fn promote(
         fence_ms: fence_ms.unwrap_or((map.lease_ttl_ms as f64 * 1.01) as u64 + 500),
         fence_from_nodes: fence_ms.is_some(),
     })
+}
+
+/// Sends the promote command. When its answer is lost (the leader was cut off or
+/// replaced while it was in flight) the map, read linearizably from the new leader,
+/// says whether it was applied: if the region is down, the promote record is taken
+/// from the history; if not, the command is sent again. Raft settles the fate of the
+/// lost entry before the new leader serves that read.
+async fn send_promote(
+    cluster: &Cluster,
+    region: &str,
+    force: bool,
+    reason: &str,
+) -> Result<Outcome, FailoverError> {
+    let deadline = Instant::now() + UNKNOWN_OUTCOME_BUDGET;
+    loop {
+        match cluster.ownership.promote(region, force, reason).await {
+            Err(ownership_client::ClientError::OutcomeUnknown(why))
+                if Instant::now() < deadline =>
+            {
+                tracing::warn!(%region, %why, "the promote's answer was lost; reading the map");
+                if let Some(outcome) = applied_promote(cluster, region).await? {
+                    return Ok(outcome);
+                }
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// How long a promote whose answer was lost is resolved and resent.
+const UNKNOWN_OUTCOME_BUDGET: Duration = Duration::from_secs(30);
+/// How many recent history records are searched for a promote whose answer was lost.
+const RECENT_CHANGES: u64 = 64;
+
+/// The applied promote of `region`, if the map shows it down.
+async fn applied_promote(
+    cluster: &Cluster,
+    region: &str,
+) -> Result<Option<Outcome>, FailoverError> {
+    let map = cluster.map().await?;
+    let down = map
+        .regions
+        .iter()
+        .any(|r| r.name == region && r.status == RegionStatus::Down);
+    if !down {
+        return Ok(None);
+    }
+    let since = map.version.saturating_sub(RECENT_CHANGES);
+    let changes = cluster
+        .ownership
+        .history(since, RECENT_CHANGES as usize)
+        .await?;
+    let record = changes.into_iter().rev().find(
+        |c| matches!(&c.kind, ChangeKind::Promote { region: promoted, .. } if promoted == region),
+    );
+    match record {
+        Some(record) => Ok(Some(Outcome::Applied {
+            version: record.version,
+            epoch: record.epoch,
+            change: Some(Box::new(record)),
+        })),
+        None => Err(FailoverError::Invalid(format!(
+            "{region} is down but none of the last {RECENT_CHANGES} changes promoted it"
+        ))),
+    }
 }
 
 /// How far back survivors exchange the dead region's events: anything older reached

@@ -3,7 +3,8 @@
 //!
 //! It knows every voter's address and tries them in turn, starting with the one
 //! that answered last. It moves on to the next voter only when the request surely
-//! did not take effect (connection refused, no leader known, leader unreachable),
+//! did not take effect (connection refused, no leader known, leader unreachable, or
+//! any failure of a read, which changes nothing),
 //! and keeps going round the voters for a while (an election takes a second or
 //! two); when the outcome is unknown (a commit timed out) it says so instead of
 //! retrying.
@@ -130,7 +131,8 @@ impl OwnershipClient {
                     last_error = format!("{}: {e}", self.voters[index]);
                     continue;
                 }
-                Err(e) if e.is_timeout() && *method == Method::GET => {
+                // A read changes nothing: whatever happened to it, another voter may serve it.
+                Err(e) if *method == Method::GET => {
                     last_error = format!("{}: {e}", self.voters[index]);
                     continue;
                 }
@@ -157,7 +159,11 @@ impl OwnershipClient {
             }
             let error: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
             match error {
-                Some(error) if RETRYABLE_CODES.contains(&error.code.as_str()) => {
+                Some(error)
+                    if RETRYABLE_CODES.contains(&error.code.as_str())
+                        || (*method == Method::GET
+                            && status == StatusCode::SERVICE_UNAVAILABLE) =>
+                {
                     last_error = format!("{}: {}", self.voters[index], error.message);
                 }
                 Some(error) if status == StatusCode::SERVICE_UNAVAILABLE => {
@@ -343,3 +349,6 @@ impl OwnershipClient {
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests;

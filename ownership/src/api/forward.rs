@@ -43,7 +43,8 @@ impl<S: Send + Sync> FromRequest<S> for Replayable {
 
 /// Sends `request` to the leader named in `to` and relays its answer. A request that
 /// was already forwarded once is not forwarded again (two voters disagreeing about
-/// the leader means an election is under way; the client retries).
+/// the leader means an election is under way; the client retries). A read whose
+/// leader does not answer is reported as retryable, a command as of unknown outcome.
 pub async fn to_leader(
     state: &AppState,
     to: ForwardToLeader<NodeId, BasicNode>,
@@ -64,6 +65,9 @@ pub async fn to_leader(
         .into_response();
     };
     let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
+    // A read changes nothing, so a read the leader never answered is simply not served:
+    // the client may ask again anywhere. Only a command's lost answer is "unknown".
+    let read_only = request.method == Method::GET;
     let mut outgoing = state
         .forward_http
         .request(request.method, format!("http://{}{path}", leader.addr))
@@ -96,7 +100,7 @@ pub async fn to_leader(
                 .into_response(),
             }
         }
-        Err(e) if e.is_connect() => ApiError::unavailable(
+        Err(e) if e.is_connect() || read_only => ApiError::unavailable(
             "leader_unreachable",
             format!("leader {leader_id} at {} is unreachable: {e}", leader.addr),
         )
