@@ -31,6 +31,8 @@ pub enum FaultKind {
     KillReplicator,
     /// SIGKILL of one region's ownership voter.
     KillVoter,
+    /// SIGKILL of one region's PostgreSQL server with its backends.
+    KillPostgres,
     /// SIGSTOP of one region's node past its lease, then SIGCONT.
     PauseNode,
     /// SIGSTOP of the Raft leader's voter past the election timeout, then SIGCONT.
@@ -39,7 +41,7 @@ pub enum FaultKind {
     RegionFailover,
 }
 
-pub const ALL_KINDS: [FaultKind; 10] = [
+pub const ALL_KINDS: [FaultKind; 11] = [
     FaultKind::Partition,
     FaultKind::PartitionOneWay,
     FaultKind::ResetPeer,
@@ -47,6 +49,7 @@ pub const ALL_KINDS: [FaultKind; 10] = [
     FaultKind::KillBroker,
     FaultKind::KillReplicator,
     FaultKind::KillVoter,
+    FaultKind::KillPostgres,
     FaultKind::PauseNode,
     FaultKind::PauseLeaderVoter,
     FaultKind::RegionFailover,
@@ -62,6 +65,7 @@ impl FaultKind {
             FaultKind::KillBroker => "kill-broker",
             FaultKind::KillReplicator => "kill-replicator",
             FaultKind::KillVoter => "kill-voter",
+            FaultKind::KillPostgres => "kill-postgres",
             FaultKind::PauseNode => "pause-node",
             FaultKind::PauseLeaderVoter => "pause-leader-voter",
             FaultKind::RegionFailover => "region-failover",
@@ -206,10 +210,14 @@ fn step(
             Some(heal_network),
             Some(region),
         ),
-        FaultKind::KillBroker | FaultKind::KillReplicator | FaultKind::KillVoter => {
+        FaultKind::KillBroker
+        | FaultKind::KillReplicator
+        | FaultKind::KillVoter
+        | FaultKind::KillPostgres => {
             let process = match kind {
                 FaultKind::KillBroker => "broker",
                 FaultKind::KillReplicator => "replicator",
+                FaultKind::KillPostgres => "postgres",
                 _ => "voter",
             };
             (

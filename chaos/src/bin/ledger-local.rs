@@ -46,7 +46,8 @@ enum Action {
     /// Show the regions, their processes and endpoints.
     Status,
     /// SIGKILL every process of one region (its process group), or with `--process`
-    /// only that one (`broker`, `voter`, `proxy`, `node`, `replicator`). A region may be
+    /// only that one (`broker`, `voter`, `proxy`, `node`, `replicator`, `postgres`, the
+    /// postmaster with every backend). A region may be
     /// named `leader`: the one whose voter leads the ownership cluster.
     Kill {
         region: String,

@@ -8,7 +8,7 @@ use anyhow::Context;
 use harness::process::{pid_alive, signal_group};
 use nix::sys::signal::Signal;
 
-use super::start::{start_process, wait_process};
+use super::start::{remove_stale_lock, start_postgres, start_process, wait_process};
 use super::{raw_pid, Deployment, STOP_GRACE};
 
 impl Deployment {
@@ -35,37 +35,56 @@ impl Deployment {
             .with_context(|| format!("stop the replicator of {name} (pid {pid})"))
     }
 
-    /// SIGKILLs one process of a region (not PostgreSQL: it leads the region's group)
-    /// and waits until it is gone.
+    /// SIGKILLs one process of a region and waits until it is gone. PostgreSQL goes
+    /// with its backends and auxiliary processes, as when its machine fails: a new
+    /// server refuses to start while an old child still holds the shared memory.
     pub fn kill_process(&self, name: &str, process: &str) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            process != "postgres",
-            "PostgreSQL leads its region's process group; kill the region instead"
-        );
         let pid = self.pid_of(name, process)?;
-        nix::sys::signal::kill(raw_pid(pid), Signal::SIGKILL)
-            .with_context(|| format!("kill the {process} of {name} (pid {pid})"))?;
-        reap(&[pid]);
+        let mut pids = vec![pid];
+        if process == "postgres" {
+            pids.extend(children_of(pid));
+        }
+        for victim in &pids {
+            nix::sys::signal::kill(raw_pid(*victim), Signal::SIGKILL)
+                .with_context(|| format!("kill the {process} of {name} (pid {victim})"))?;
+        }
+        reap(&pids);
         Ok(())
     }
 
     /// Starts a killed process of a region again, waits until it answers, and saves
-    /// the state (its new pid).
+    /// the state (its new pid). A restarted PostgreSQL leads a process group of its
+    /// own (the region's group may have been started by another session).
     pub async fn start_process(&mut self, name: &str, process: &str) -> anyhow::Result<()> {
         let i = self.region(name)?.index;
         if let Some(pid) = self.regions[i].pid(process).filter(|p| pid_alive(*p)) {
             anyhow::bail!("the {process} of {name} is still running (pid {pid})");
         }
-        start_process(self, i, process)?;
-        wait_process(&self.regions[i], process).await?;
+        if process == "postgres" {
+            let pgdata = self.regions[i].dir.join("pgdata");
+            remove_stale_lock(&pgdata)?;
+            let port = self.topology().pg(i);
+            let (_, pid, _) = start_postgres(self.regions[i].dir.clone(), &self.network, i, port)
+                .await
+                .with_context(|| format!("start PostgreSQL of {name}"))?;
+            self.regions[i].pids.insert("postgres".to_owned(), pid);
+        } else {
+            start_process(self, i, process)?;
+            wait_process(&self.regions[i], process).await?;
+        }
         self.save()
     }
 
-    /// SIGKILLs every process of a region at once (its process group).
+    /// SIGKILLs every process of a region at once (its process group, and the group
+    /// of a PostgreSQL started again on its own).
     pub fn kill_region(&self, name: &str) -> anyhow::Result<()> {
         let region = self.region(name)?;
         signal_group(region.pgid, Signal::SIGKILL)
             .with_context(|| format!("kill process group {}", region.pgid))?;
+        if let Some(pg) = region.pid("postgres").filter(|pg| *pg != region.pgid) {
+            // Gone already is fine: the group is what must not survive.
+            let _ = signal_group(pg, Signal::SIGKILL);
+        }
         let pids: Vec<u32> = region.pids.values().copied().collect();
         reap(&pids);
         Ok(())
@@ -125,6 +144,30 @@ impl Deployment {
     }
 }
 
+/// The processes whose parent is `pid` (from `/proc`; unreadable entries are skipped:
+/// processes come and go while it reads).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| parent_in_stat(&stat))
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// The parent pid in a `/proc/<pid>/stat` line: the second field after the command
+/// name, which is in parentheses and may itself hold spaces and parentheses.
+fn parent_in_stat(stat: &str) -> Option<u32> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Waits until `pids` are gone, reaping them: processes this one started stay zombies
 /// until reaped, and PostgreSQL refuses to start while its old pid still looks alive.
 fn reap(pids: &[u32]) {
@@ -138,5 +181,25 @@ fn reap(pids: &[u32]) {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        assert_eq!(
+            parent_in_stat("4242 (postgres) S 4200 4200 4200 0"),
+            Some(4200)
+        );
+        assert_eq!(parent_in_stat("7 (a (b) c) R 1 7 7 0"), Some(1));
+        assert_eq!(parent_in_stat("garbage"), None);
+        let me = std::process::id();
+        let parent = std::fs::read_to_string(format!("/proc/{me}/stat"))
+            .ok()
+            .and_then(|stat| parent_in_stat(&stat));
+        assert!(parent.is_some_and(|p| children_of(p).contains(&me)));
     }
 }

@@ -72,7 +72,8 @@ pub(super) fn start_services(deployment: &mut Deployment, i: usize) -> anyhow::R
     Ok(())
 }
 
-/// Starts one of a region's processes (not PostgreSQL) in the region's group.
+/// Starts one of a region's processes (not PostgreSQL: see
+/// `Deployment::start_process`) in the region's group.
 pub(super) fn start_process(
     deployment: &mut Deployment,
     i: usize,
@@ -84,7 +85,7 @@ pub(super) fn start_process(
         "proxy" => proxy_command(deployment, i),
         "node" => node_command(deployment, i),
         "replicator" => replicator_command(deployment, i),
-        other => anyhow::bail!("no process {other:?} to start (postgres restarts with its region)"),
+        other => anyhow::bail!("no process {other:?} to start"),
     };
     spawn(deployment, i, what, command)
 }
