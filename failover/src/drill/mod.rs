@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ledger_checker::evidence::Evidence;
+use ledger_checker::history;
 use serde::Serialize;
 
 use crate::audit::{self, AckedWrite, InvariantReport};
@@ -276,12 +278,16 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
     if let Some(command) = &options.before_audit_cmd {
         run_hook(command, "")?;
     }
-    let snapshots = audit::snapshots(&cluster).await?;
-    let history = crate::audit::history(&cluster).await?;
-    let acked = acknowledged(&attempts, options.workload.ack_replicated);
-    let invariants =
-        audit::check_invariants(&snapshots, &history, &acked, &sent_transfers(&attempts));
-    let transfers = transfer_figures(&cluster, &attempts, &snapshots).await;
+    // The evidence is checked as `ledger-check` would check it from the report
+    // directory, where it is written too: one implementation of every invariant.
+    let evidence = Evidence {
+        operations: workload::operations(&attempts, options.workload.ack_replicated),
+        ownership: crate::audit::history(&cluster).await?,
+        snapshots: audit::snapshots(&cluster).await?,
+    };
+    let invariants = evidence.check();
+    let snapshots = &evidence.snapshots;
+    let transfers = transfer_figures(&cluster, &attempts, snapshots).await;
     let killed = match &options.scenario {
         Scenario::KillPromoteReturn { region, .. } => Some(region.as_str()),
         _ => None,
@@ -292,7 +298,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
         window,
         kill_at,
         &unreplicated,
-        &snapshots,
+        snapshots,
         killed,
     );
     let report = DrillReport {
@@ -315,42 +321,14 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
         in_flight,
         invariants,
     };
-    report::write(&report, &attempts, &options.report_dir)?;
+    report::write(&report, &evidence, &options.report_dir)?;
     Ok(report)
 }
 
 /// The writes answered 201, one per Idempotency-Key; `replicated`: sent with
-/// `ack: replicated`. A transfer is known by the id its key names.
+/// `ack: replicated` (the checker's rule, on the history these attempts make).
 pub fn acknowledged(attempts: &[Attempt], replicated: bool) -> Vec<AckedWrite> {
-    let mut seen = HashSet::new();
-    attempts
-        .iter()
-        .filter(|a| a.ok() && seen.insert(a.key.clone()))
-        .map(|a| {
-            let transfer = a.kind == "transfer";
-            AckedWrite {
-                account: a.account.clone(),
-                txn_id: if transfer {
-                    audit::transfer_of_key(&a.key)
-                } else {
-                    audit::txn_of_key(&a.key)
-                },
-                seq: a.seq.unwrap_or_default(),
-                epoch: a.epoch,
-                replicated,
-                transfer,
-            }
-        })
-        .collect()
-}
-
-/// The ids of every transfer a client asked for, answered or not.
-pub fn sent_transfers(attempts: &[Attempt]) -> HashSet<uuid::Uuid> {
-    attempts
-        .iter()
-        .filter(|a| a.kind == "transfer")
-        .map(|a| audit::transfer_of_key(&a.key))
-        .collect()
+    history::acknowledged(&workload::operations(attempts, replicated))
 }
 
 fn hooks(options: &DrillOptions) -> anyhow::Result<(&str, &str)> {

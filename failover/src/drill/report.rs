@@ -1,5 +1,6 @@
-//! Writing a drill's report: `report.json` (everything, for machines), `attempts.json`
-//! (every HTTP attempt), `report.html` (summary, the timeline as an inline SVG plot of
+//! Writing a drill's report: `report.json` (everything, for machines), the evidence
+//! `ledger-check` reads (`history.jsonl`, every HTTP attempt as one request line;
+//! `ownership-history.json`; `regions/<region>.json`), `report.html` (summary, the timeline as an inline SVG plot of
 //! successes and errors with the drill's moments marked, per-slot figures, RPO, and
 //! the invariants), and the terminal summary.
 
@@ -9,15 +10,15 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::figures::BUCKET_MS;
-use super::workload::Attempt;
+use ledger_checker::evidence::Evidence;
+
 use super::DrillReport;
 
-pub fn write(report: &DrillReport, attempts: &[Attempt], dir: &Path) -> anyhow::Result<()> {
+pub fn write(report: &DrillReport, evidence: &Evidence, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let json = serde_json::to_string_pretty(report).context("encode report")?;
     std::fs::write(dir.join("report.json"), json).context("write report.json")?;
-    let attempts = serde_json::to_string(attempts).context("encode attempts")?;
-    std::fs::write(dir.join("attempts.json"), attempts).context("write attempts.json")?;
+    evidence.write(dir).context("write the evidence")?;
     std::fs::write(dir.join("report.html"), html(report)).context("write report.html")?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ledger_checker::history::{Operation, Outcome};
 use ledger_wire::AccountId;
 use rand::Rng;
 use serde::Serialize;
@@ -64,6 +65,28 @@ impl Attempt {
     pub fn ok(&self) -> bool {
         self.status == 201
     }
+}
+
+/// The attempts as the checker's request history (one line each in `history.jsonl`).
+pub fn operations(attempts: &[Attempt], replicated: bool) -> Vec<Operation> {
+    attempts
+        .iter()
+        .map(|a| Operation {
+            op: a.kind.to_owned(),
+            key: a.key.clone(),
+            account: a.account.clone(),
+            to: a.to.clone(),
+            region: a.via.clone(),
+            invoke_ms: a.start_ms,
+            complete_ms: a.end_ms,
+            outcome: Outcome::of_status(a.status),
+            status: a.status,
+            error: a.error.clone(),
+            seq: a.seq,
+            epoch: a.epoch,
+            replicated,
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone)]

@@ -150,8 +150,17 @@ pub async fn switch_slots(
     };
     let started = Instant::now();
     let reason = format!("switchover of {} slots {from} -> {to}", slots.len());
-    let (freeze_version, _) =
-        applied_version(&cluster.freeze_slots(slots.clone(), true, &reason).await?)?;
+    let frozen = cluster.freeze_slots(slots.clone(), true, &reason).await;
+    let (freeze_version, _) = match frozen.and_then(|o| applied_version(&o)) {
+        Ok(done) => done,
+        // The freeze may still commit (a slow or replaced leader): thaw, or the slots
+        // would stay frozen for ever and every write and saga credit to them refused.
+        // The thaw is ordered after the freeze in the Raft log if both commit.
+        Err(error @ FailoverError::Ownership(ownership_client::ClientError::OutcomeUnknown(_))) => {
+            return Err(rollback(cluster, &slots, &reason, error).await)
+        }
+        Err(error) => return Err(error),
+    };
     tracing::info!(%from, %to, slots = slots.len(), "slots frozen");
 
     let prepared =

@@ -36,6 +36,9 @@ struct Fake {
     calls: Mutex<Vec<Step>>,
     /// The new owner's digest lags the drain's high-water mark for ever.
     never_catches_up: bool,
+    /// The freeze is applied but its answer is lost (a leader too slow to commit in
+    /// time, or replaced while the command was in flight).
+    freeze_answer_lost: bool,
 }
 
 const HIGH_WATER: Digest = Digest {
@@ -71,6 +74,7 @@ impl Fake {
             failing: failing.to_vec(),
             calls: Mutex::new(Vec::new()),
             never_catches_up: false,
+            freeze_answer_lost: false,
         }
     }
 
@@ -129,6 +133,13 @@ impl Ports for Fake {
         let mut map = self.map.lock().expect("map");
         for slot in slots {
             map.slots[slot as usize].frozen = frozen;
+        }
+        if frozen && self.freeze_answer_lost {
+            return Err(FailoverError::Ownership(
+                ownership_client::ClientError::OutcomeUnknown(
+                    "not committed within 3000 ms".into(),
+                ),
+            ));
         }
         Ok(self.applied(&mut map))
     }
@@ -247,6 +258,22 @@ async fn a_switchover_without_failures_moves_the_slots() {
     assert!(fake.frozen().is_empty());
     assert_eq!(report.high_water, HIGH_WATER);
     assert_eq!(report.epoch, 2);
+}
+
+/// Found by the chaos suite on a loaded machine: a failback's freeze committed after its
+/// answer timed out, the tool gave up without a thaw, and the slots stayed frozen, so
+/// 138 transfers kept their money in flight for good.
+#[tokio::test]
+async fn a_freeze_whose_answer_was_lost_is_thawed() {
+    let mut fake = Fake::new(&[]);
+    fake.freeze_answer_lost = true;
+    let error = switch_slots(&fake, &[1, 2], "b", quick())
+        .await
+        .expect_err("the freeze's answer is lost");
+    assert!(error.to_string().contains("outcome is unknown"), "{error}");
+    assert_eq!(fake.calls(), [Step::Freeze, Step::Thaw]);
+    assert!(fake.frozen().is_empty(), "no slot stays frozen");
+    assert_eq!(fake.owner(1), "a");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use ledger_wire::failover::AuditSnapshot;
 use uuid::Uuid;
 
-use super::{check, AckedWrite, Check};
+use crate::{check, AckedWrite, Check};
 
 /// The transfer id the ledger derives from an Idempotency-Key (migration V6's
 /// `ledger.transfer_of_key`): md5 of `ledger-transfer:<key>` read as a UUID.
