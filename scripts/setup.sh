@@ -25,6 +25,8 @@ command -v jq >/dev/null 2>&1 || missing+=(jq)
 # Regions in network namespaces (the partition tests): `ip` and `iptables`.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+# Clock-rate drift of a node (the clock-drift fault): libfaketime.
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(faketime)
 # rdkafka builds librdkafka from source (its cmake-build feature).
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)

@@ -37,11 +37,15 @@ pub enum FaultKind {
     PauseNode,
     /// SIGSTOP of the Raft leader's voter past the election timeout, then SIGCONT.
     PauseLeaderVoter,
+    /// One region's node restarted with its clocks running 1% slow (libfaketime), the
+    /// node's configured maximum drift: it believes its lease lasts longer than it
+    /// does. Healed by a restart on real time.
+    ClockDrift,
     /// SIGKILL of a whole region, promote, restart, failback: one composite fault.
     RegionFailover,
 }
 
-pub const ALL_KINDS: [FaultKind; 11] = [
+pub const ALL_KINDS: [FaultKind; 12] = [
     FaultKind::Partition,
     FaultKind::PartitionOneWay,
     FaultKind::ResetPeer,
@@ -52,6 +56,7 @@ pub const ALL_KINDS: [FaultKind; 11] = [
     FaultKind::KillPostgres,
     FaultKind::PauseNode,
     FaultKind::PauseLeaderVoter,
+    FaultKind::ClockDrift,
     FaultKind::RegionFailover,
 ];
 
@@ -68,6 +73,7 @@ impl FaultKind {
             FaultKind::KillPostgres => "kill-postgres",
             FaultKind::PauseNode => "pause-node",
             FaultKind::PauseLeaderVoter => "pause-leader-voter",
+            FaultKind::ClockDrift => "clock-drift",
             FaultKind::RegionFailover => "region-failover",
         }
     }
@@ -113,6 +119,10 @@ pub struct ScheduleSpec {
 const RESET_PROBABILITY: f64 = 0.02;
 /// A slow link's rate each way: a 1,500-byte packet takes 47 ms to pass.
 const SLOW_LINK_KBIT: u32 = 256;
+/// The clock rate of a drifting node: 1% slow, the nodes' default maximum drift
+/// (`LEDGER_MAX_CLOCK_DRIFT` 0.01). Slow is the unsafe direction: a slow clock keeps
+/// a lease past its real end, which the survivors' fence (ttl x 1.01 + margin) covers.
+const DRIFT_RATE: f64 = 0.99;
 
 /// Fault lengths and gaps, in ms.
 const HOLD_MS: (u64, u64) = (2_000, 6_000);
@@ -238,6 +248,12 @@ fn step(
             format!("{ll} pause leader --process voter --ms {hold_ms}"),
             None,
             None,
+        ),
+        FaultKind::ClockDrift => (
+            region.to_owned(),
+            format!("{ll} drift {region} --rate {DRIFT_RATE}"),
+            Some(format!("{ll} drift {region} --rate 1")),
+            Some(region),
         ),
         FaultKind::RegionFailover => (
             region.to_owned(),

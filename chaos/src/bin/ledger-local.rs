@@ -93,6 +93,14 @@ enum Action {
         #[arg(long, default_value_t = 256)]
         kbit: u32,
     },
+    /// Restart a region's node with its clocks (monotonic included) running at `--rate`
+    /// through libfaketime: 0.99 is 1% slow, the node's configured maximum drift;
+    /// `--rate 1` restarts it on real time.
+    Drift {
+        region: String,
+        #[arg(long)]
+        rate: f64,
+    },
     /// End every partition, flaky link and slow link.
     Heal,
     /// Against the running deployment: traffic from clients near each region, where
@@ -237,6 +245,14 @@ async fn main() -> anyhow::Result<()> {
             let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
             deployment.bandwidth(&region, kbit)?;
             println!("{region}'s links to the others carry {kbit} kbit/s each way");
+        }
+        Action::Drift { region, rate } => {
+            let mut deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            if deployment.bin_dir.as_os_str().is_empty() {
+                deployment.bin_dir = bin_dir()?;
+            }
+            deployment.set_node_clock_rate(&region, Some(rate)).await?;
+            println!("{region}'s node runs its clocks at x{rate}");
         }
         Action::Heal => {
             let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;

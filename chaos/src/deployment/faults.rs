@@ -2,6 +2,7 @@
 //! started again, a process paused (SIGSTOP) for a while, and network partitions,
 //! flaky and slow links (regions in namespaces only; see [`crate::network`]).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -73,6 +74,33 @@ impl Deployment {
             wait_process(&self.regions[i], process).await?;
         }
         self.save()
+    }
+
+    /// Restarts the node of `name` with its clocks running at `rate` (None: real time)
+    /// through libfaketime, and waits until it serves. The restart is a SIGKILL: the
+    /// node keeps nothing but its database, so this adds a node kill to the drift.
+    pub async fn set_node_clock_rate(
+        &mut self,
+        name: &str,
+        rate: Option<f64>,
+    ) -> anyhow::Result<()> {
+        if let Some(rate) = rate {
+            anyhow::ensure!(
+                rate.is_finite() && (0.5..=2.0).contains(&rate),
+                "a clock rate of {rate} is not between 0.5 and 2"
+            );
+            anyhow::ensure!(
+                Path::new(super::start::LIBFAKETIME).exists(),
+                "{} is missing: install the Debian package faketime (scripts/setup.sh does)",
+                super::start::LIBFAKETIME
+            );
+        }
+        let i = self.region(name)?.index;
+        if self.regions[i].pid("node").is_some_and(pid_alive) {
+            self.kill_process(name, "node")?;
+        }
+        self.regions[i].node_clock_rate = rate.filter(|r| *r != 1.0);
+        self.start_process(name, "node").await
     }
 
     /// SIGKILLs every process of a region at once (its process group, and the group

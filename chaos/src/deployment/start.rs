@@ -172,8 +172,16 @@ fn node_command(deployment: &Deployment, i: usize) -> Command {
     for (key, value) in &deployment.node_env {
         node.env(key, value);
     }
+    if let Some(rate) = region.node_clock_rate {
+        // Every clock the node reads (monotonic included) and its sleeps run at `rate`.
+        node.env("LD_PRELOAD", LIBFAKETIME)
+            .env("FAKETIME", format!("+0 x{rate}"));
+    }
     node
 }
+
+/// libfaketime's multi-threaded build (Debian package `faketime`).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 fn replicator_command(deployment: &Deployment, i: usize) -> Command {
     let region = &deployment.regions[i];

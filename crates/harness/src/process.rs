@@ -152,13 +152,24 @@ pub fn pid_alive(pid: u32) -> bool {
     if signal::kill(Pid::from_raw(raw), None).is_err() {
         return false;
     }
-    // A zombie still answers kill(0); its /proc status says so.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            stat.rsplit_once(')')
-                .is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
+    // A zombie still answers kill(0); its /proc status says so. But the main thread of
+    // a multi-threaded process turns zombie first, while its other threads still exit
+    // and still hold its files (a listening socket: a successor's bind would fail
+    // with "address in use"), so a zombie with threads left is still alive.
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    });
+    match zombie {
+        Ok(false) => true,
+        Ok(true) => threads_left(pid) > 1,
+        Err(_) => false,
+    }
+}
+
+/// How many threads `/proc` still lists for `pid` (0 when it is gone).
+fn threads_left(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| tasks.count())
 }
 
 /// Runs a command to completion, failing with its output when it fails.
