@@ -37,12 +37,7 @@ pub struct RunOptions {
 }
 
 /// One invariant's verdict, as the drill's report gives it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Verdict {
-    pub name: String,
-    pub ok: bool,
-    pub summary: String,
-}
+pub type Verdict = ledger_checker::Check;
 
 /// One scheduled fault, as the drill's report gives it.
 #[derive(Debug, Clone, Deserialize)]
@@ -197,7 +192,11 @@ fn drill(
 pub fn print_outcome(outcome: &RunOutcome) {
     println!("\nverdicts (seed {}):", outcome.seed);
     for v in &outcome.verdicts {
-        let verdict = if v.ok { "valid" } else { "INVALID" };
+        let verdict = match v.label() {
+            "FAIL" => "INVALID",
+            "unknown" => "unknown",
+            _ => "valid",
+        };
         println!("  {verdict:<8} {}: {}", v.name, v.summary);
     }
     println!("faults:");

@@ -340,12 +340,7 @@ async fn main() -> anyhow::Result<()> {
             let history = audit::history(&cluster).await?;
             let report = audit::check_invariants(&snapshots, &history, &[], &Default::default());
             for check in &report.checks {
-                println!(
-                    "[{}] {}: {}",
-                    if check.ok { "ok" } else { "FAIL" },
-                    check.name,
-                    check.summary
-                );
+                println!("[{}] {}: {}", check.label(), check.name, check.summary);
                 for example in &check.examples {
                     println!("       {example}");
                 }

@@ -47,12 +47,38 @@ pub struct AckedWrite {
     pub transfer: bool,
 }
 
+/// What a check concluded. `Unknown`: the evidence cannot decide (no request history
+/// for the checks that compare against what clients were told); it fails nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    #[default]
+    Valid,
+    Invalid,
+    Unknown,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
     pub name: String,
+    /// False only for an invalid verdict.
     pub ok: bool,
+    #[serde(default)]
+    pub verdict: Verdict,
     pub summary: String,
     pub examples: Vec<String>,
+}
+
+impl Check {
+    /// `ok`, `FAIL` or `unknown`, for a terminal line (`ok` decides: a report
+    /// written before verdicts existed has none).
+    pub fn label(&self) -> &'static str {
+        match (self.ok, self.verdict) {
+            (false, _) => "FAIL",
+            (true, Verdict::Unknown) => "unknown",
+            (true, _) => "ok",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +105,11 @@ pub(crate) fn check(name: &str, problems: Vec<String>, fine: String) -> Check {
     Check {
         name: name.to_owned(),
         ok: problems.is_empty(),
+        verdict: if problems.is_empty() {
+            Verdict::Valid
+        } else {
+            Verdict::Invalid
+        },
         summary: if problems.is_empty() {
             fine
         } else {
@@ -97,15 +128,27 @@ pub fn check_invariants(
     acked: &[AckedWrite],
     sent_transfers: &HashSet<Uuid>,
 ) -> InvariantReport {
+    let without_history = acked.is_empty() && sent_transfers.is_empty();
+    let against_history = |check: Check| {
+        if without_history && check.ok {
+            Check {
+                verdict: Verdict::Unknown,
+                summary: "no request history to check against".into(),
+                ..check
+            }
+        } else {
+            check
+        }
+    };
     let checks = vec![
         single_writer(snapshots, history),
-        acknowledged_kept(snapshots, acked),
+        against_history(acknowledged_kept(snapshots, acked)),
         money_conserved(snapshots),
         converged(snapshots),
         idempotent(snapshots),
         transfers_settled(snapshots),
         saga_converged(snapshots),
-        booked_once(snapshots, acked, sent_transfers),
+        against_history(booked_once(snapshots, acked, sent_transfers)),
     ];
     InvariantReport {
         regions: snapshots.iter().map(|s| s.region.clone()).collect(),

@@ -176,3 +176,25 @@ fn txn_ids_follow_the_database_rule() {
         "daa5a1ce-6b18-0fee-3dad-e6e0ab323ad8"
     );
 }
+
+/// Without a request history the checks that compare against what clients were told
+/// can decide nothing: unknown, not valid, and not a failure.
+#[test]
+fn checks_without_a_request_history_are_unknown() {
+    let snapshots = [
+        snapshot("eu-west", "eu-west", 1, "5.00", "5.00"),
+        snapshot("us-east", "eu-west", 1, "5.00", "5.00"),
+    ];
+    let report = check_invariants(&snapshots, &history(), &[], &HashSet::new());
+    assert!(report.ok());
+    let unknown: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::Unknown)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        unknown,
+        ["no acknowledged write lost", "transfers booked once"]
+    );
+}

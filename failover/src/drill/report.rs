@@ -123,13 +123,7 @@ pub fn summary(report: &DrillReport) -> String {
     );
     let _ = writeln!(out, "client-visible errors: {:?}", f.errors_by_kind);
     for check in &report.invariants.checks {
-        let _ = writeln!(
-            out,
-            "[{}] {}: {}",
-            if check.ok { "ok" } else { "FAIL" },
-            check.name,
-            check.summary
-        );
+        let _ = writeln!(out, "[{}] {}: {}", check.label(), check.name, check.summary);
         for example in &check.examples {
             let _ = writeln!(out, "       {example}");
         }

@@ -49,7 +49,11 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             report.regions.join(", ")
         );
         for check in &report.checks {
-            let verdict = if check.ok { "valid  " } else { "INVALID" };
+            let verdict = match check.label() {
+                "FAIL" => "INVALID",
+                "unknown" => "unknown",
+                _ => "valid  ",
+            };
             println!("{verdict} {}: {}", check.name, check.summary);
             for example in &check.examples {
                 println!("          {example}");
