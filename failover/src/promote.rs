@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ledger_wire::failover::{ExportPage, ExportRequest, ImportReport, ImportRequest};
 use ledger_wire::internal::failover as paths;
-use ledger_wire::ownership::{ChangeKind, Outcome, RegionStatus, Target};
+use ledger_wire::ownership::{ChangeKind, Outcome, RegionStatus, RejectCode, Target};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -140,15 +140,26 @@ async fn send_promote(
     reason: &str,
 ) -> Result<Outcome, FailoverError> {
     let deadline = Instant::now() + UNKNOWN_OUTCOME_BUDGET;
+    let mut lost = false;
     loop {
         match cluster.ownership.promote(region, force, reason).await {
             Err(ownership_client::ClientError::OutcomeUnknown(why))
                 if Instant::now() < deadline =>
             {
                 tracing::warn!(%region, %why, "the promote's answer was lost; reading the map");
+                lost = true;
                 if let Some(outcome) = applied_promote(cluster, region).await? {
                     return Ok(outcome);
                 }
+            }
+            // A resend refused because the lost one committed after the map was read.
+            Err(ownership_client::ClientError::Rejected {
+                code: RejectCode::RegionDown,
+                message,
+            }) if lost => {
+                return applied_promote(cluster, region)
+                    .await?
+                    .ok_or(FailoverError::Refused(message));
             }
             other => return Ok(other?),
         }

@@ -426,6 +426,17 @@ impl OwnershipState {
                 format!("no region named {region:?}"),
             ));
         };
+        // Promoting a region twice moves nothing; refusing it lets a client whose first
+        // promote's answer was lost resend safely. (A region marked down by hand that
+        // still owns slots is promoted as usual.)
+        let owns_nothing = self.slots.iter().all(|s| s.region != region)
+            && self.overrides.values().all(|o| o.region != region);
+        if dead.status == RegionStatus::Down && owns_nothing {
+            return Err(reject(
+                RejectCode::RegionDown,
+                format!("region {region} is already down (promoted)"),
+            ));
+        }
         let lease_live = dead
             .lease_expires_at_ms
             .is_some_and(|expiry| expiry > self.clock_ms);

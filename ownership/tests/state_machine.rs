@@ -369,3 +369,26 @@ fn a_region_marked_down_by_hand_keeps_a_live_lease_while_it_owns_slots() {
         }
     ));
 }
+
+/// A promote resent after its first answer was lost must not bump the epoch again: the
+/// second is refused as `region_down`, which the failover tool reads as "the first one
+/// committed".
+#[test]
+fn a_second_promote_of_the_same_region_is_refused() {
+    let mut state = initialised();
+    let promote = || Command::Promote {
+        region: "us".into(),
+        force: true,
+    };
+    assert!(matches!(
+        at(&mut state, 10, promote()),
+        Outcome::Applied { .. }
+    ));
+    assert!(matches!(
+        at(&mut state, 20, promote()),
+        Outcome::Rejected {
+            code: RejectCode::RegionDown,
+            ..
+        }
+    ));
+}
