@@ -192,11 +192,7 @@ fn drill(
 pub fn print_outcome(outcome: &RunOutcome) {
     println!("\nverdicts (seed {}):", outcome.seed);
     for v in &outcome.verdicts {
-        let verdict = match v.label() {
-            "FAIL" => "INVALID",
-            "unknown" => "unknown",
-            _ => "valid",
-        };
+        let verdict = v.verdict_word();
         println!("  {verdict:<8} {}: {}", v.name, v.summary);
     }
     println!("faults:");

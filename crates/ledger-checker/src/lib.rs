@@ -79,6 +79,15 @@ impl Check {
             (true, _) => "ok",
         }
     }
+
+    /// `valid`, `INVALID` or `unknown`: the verdict as a word, for a report line.
+    pub fn verdict_word(&self) -> &'static str {
+        match self.label() {
+            "FAIL" => "INVALID",
+            "unknown" => "unknown",
+            _ => "valid",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -49,11 +49,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             report.regions.join(", ")
         );
         for check in &report.checks {
-            let verdict = match check.label() {
-                "FAIL" => "INVALID",
-                "unknown" => "unknown",
-                _ => "valid  ",
-            };
+            let verdict = format!("{:<7}", check.verdict_word());
             println!("{verdict} {}: {}", check.name, check.summary);
             for example in &check.examples {
                 println!("          {example}");
