@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod deployment;
 pub mod network;
+pub mod proc_stat;
 pub mod proxy;
 pub mod run;
 pub mod schedule;

@@ -103,6 +103,17 @@ pub struct ReplicatorConfig {
     #[arg(long, env = "LEDGER_APPLY_BATCH", default_value_t = 500)]
     pub apply_batch: usize,
 
+    /// An applier that received nothing for this long stops fetching and only asks its
+    /// origin's broker for the partitions' ends every `--apply-idle-poll-ms` (see
+    /// `applier::pacing`), in ms; 0 fetches all the time.
+    #[arg(long, env = "LEDGER_APPLY_IDLE_AFTER_MS", default_value_t = 2_000)]
+    pub apply_idle_after_ms: u64,
+
+    /// How often an idle applier asks its origin for the partitions' ends, in ms: the
+    /// most a quiet origin's first event waits before it is fetched.
+    #[arg(long, env = "LEDGER_APPLY_IDLE_POLL_MS", default_value_t = 250)]
+    pub apply_idle_poll_ms: u64,
+
     /// Also commit applied offsets to the origin broker's consumer group (for standard
     /// lag tools); the database holds the positions that count either way.
     #[arg(long, env = "LEDGER_COMMIT_OFFSETS_TO_BROKER", default_value_t = false, action = clap::ArgAction::Set)]
@@ -141,6 +152,8 @@ impl ReplicatorConfig {
             idempotency_retention_s: 72 * 3_600,
             cleanup_interval_s: 60,
             apply_batch: 500,
+            apply_idle_after_ms: 2_000,
+            apply_idle_poll_ms: 250,
             commit_offsets_to_broker: false,
             gap_alert_s: 30,
             shutdown_grace_ms: 10_000,
@@ -171,6 +184,9 @@ impl ReplicatorConfig {
         }
         if self.relay_batch < 1 || self.apply_batch < 1 || self.relay_window < 1 {
             return bad("batch sizes and the relay window must be at least 1".into());
+        }
+        if self.apply_idle_poll_ms < 1 {
+            return bad("--apply-idle-poll-ms must be at least 1".into());
         }
         if self.topic_partitions < 1 {
             return bad("--topic-partitions must be at least 1".into());

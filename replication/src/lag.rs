@@ -69,6 +69,25 @@ impl LagTracker {
         }
     }
 
+    /// The next offset to apply, per partition applied from so far.
+    pub fn positions(&self) -> HashMap<i32, i64> {
+        self.state
+            .lock()
+            .map(|state| state.next.clone())
+            .unwrap_or_default()
+    }
+
+    /// Ends read from the origin while the applier idles (no fetches, so no statistics
+    /// move): they stand in for the last stable offsets.
+    pub fn observe_ends(&self, ends: &HashMap<i32, i64>) {
+        if let Ok(mut state) = self.state.lock() {
+            for (partition, end) in ends {
+                let stable = state.stable.entry(*partition).or_insert(0);
+                *stable = (*stable).max(*end);
+            }
+        }
+    }
+
     fn publish(&self, statistics: &Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
@@ -78,8 +97,11 @@ impl LagTracker {
         };
         for (partition, stats) in &topic.partitions {
             // Partition -1 is librdkafka's internal "unassigned" queue.
+            // The larger of the two: a paused partition's statistics stand still while
+            // the idle applier's reads of the ends move on.
             if *partition >= 0 && stats.ls_offset >= 0 {
-                state.stable.insert(*partition, stats.ls_offset);
+                let stable = state.stable.entry(*partition).or_insert(0);
+                *stable = (*stable).max(stats.ls_offset);
             }
         }
         let behind: i64 = state

@@ -22,7 +22,9 @@ pub struct Metrics {
     pub apply_delay_seconds: HistogramVec,
     pub lag_seconds: prometheus::GaugeVec,
     pub lag_events: IntGaugeVec,
+    pub applier_idle: IntGaugeVec,
     pub dlq_events: IntCounterVec,
+    pub offsets_skipped: IntCounterVec,
     pub late_events_stored: IntGauge,
     pub waiting_events: IntGauge,
     pub waiting_oldest_seconds: prometheus::Gauge,
@@ -114,9 +116,22 @@ impl Metrics {
                 &["origin"],
             )
             .expect("static"),
+            applier_idle: IntGaugeVec::new(
+                Opts::new(
+                    "applier_idle",
+                    "1 while the applier of an origin has stopped fetching (nothing arrived lately) and only reads the origin's partition ends now and then",
+                ),
+                &["origin"],
+            )
+            .expect("static"),
             dlq_events: counter_vec(
                 "dlq_events_total",
                 "Events sent to the dead-letter topic",
+                &["origin"],
+            ),
+            offsets_skipped: counter_vec(
+                "offsets_skipped_total",
+                "Offsets of an origin's topic an applier found deleted before it read them (an alarm: those events were never applied here)",
                 &["origin"],
             ),
             late_events_stored: IntGauge::new("late_events", "Late events awaiting reconciliation")
@@ -146,7 +161,9 @@ impl Metrics {
             Box::new(metrics.apply_delay_seconds.clone()),
             Box::new(metrics.lag_seconds.clone()),
             Box::new(metrics.lag_events.clone()),
+            Box::new(metrics.applier_idle.clone()),
             Box::new(metrics.dlq_events.clone()),
+            Box::new(metrics.offsets_skipped.clone()),
             Box::new(metrics.late_events_stored.clone()),
             Box::new(metrics.waiting_events.clone()),
             Box::new(metrics.waiting_oldest_seconds.clone()),

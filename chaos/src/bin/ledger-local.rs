@@ -103,6 +103,12 @@ enum Action {
     },
     /// End every partition, flaky link and slow link.
     Heal,
+    /// CPU used by each process kind of each region (PostgreSQL with its backends)
+    /// over `--seconds`, in cores: what the deployment costs idle or under traffic.
+    Cpu {
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Against the running deployment: traffic from clients near each region, where
     /// each request was served, replication lag, then SIGKILL of the last region and
     /// reads from the survivors.
@@ -258,6 +264,12 @@ async fn main() -> anyhow::Result<()> {
             let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
             deployment.heal()?;
             println!("every network fault healed");
+        }
+        Action::Cpu { seconds } => {
+            let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            println!("measuring the CPU of every process for {seconds} s");
+            let usage = chaos::proc_stat::measure(&deployment, Duration::from_secs(seconds)).await;
+            print!("{}", usage.table());
         }
         Action::Traffic { seconds, rate } => {
             let deployment = Deployment::load(&cli.data_dir)?

@@ -9,6 +9,8 @@ use anyhow::Context;
 use harness::process::{pid_alive, signal_group};
 use nix::sys::signal::Signal;
 
+use crate::proc_stat::children_of;
+
 use super::start::{remove_stale_lock, start_postgres, start_process, wait_process};
 use super::{raw_pid, Deployment, STOP_GRACE};
 
@@ -172,30 +174,6 @@ impl Deployment {
     }
 }
 
-/// The processes whose parent is `pid` (from `/proc`; unreadable entries are skipped:
-/// processes come and go while it reads).
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| parent_in_stat(&stat))
-                == Some(pid)
-        })
-        .collect()
-}
-
-/// The parent pid in a `/proc/<pid>/stat` line: the second field after the command
-/// name, which is in parentheses and may itself hold spaces and parentheses.
-fn parent_in_stat(stat: &str) -> Option<u32> {
-    let (_, after_name) = stat.rsplit_once(')')?;
-    after_name.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Waits until `pids` are gone, reaping them: processes this one started stay zombies
 /// until reaped, and PostgreSQL refuses to start while its old pid still looks alive.
 fn reap(pids: &[u32]) {
@@ -209,25 +187,5 @@ fn reap(pids: &[u32]) {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_parent_is_read_past_a_command_name_with_spaces_and_parentheses() {
-        assert_eq!(
-            parent_in_stat("4242 (postgres) S 4200 4200 4200 0"),
-            Some(4200)
-        );
-        assert_eq!(parent_in_stat("7 (a (b) c) R 1 7 7 0"), Some(1));
-        assert_eq!(parent_in_stat("garbage"), None);
-        let me = std::process::id();
-        let parent = std::fs::read_to_string(format!("/proc/{me}/stat"))
-            .ok()
-            .and_then(|stat| parent_in_stat(&stat));
-        assert!(parent.is_some_and(|p| children_of(p).contains(&me)));
     }
 }

@@ -181,6 +181,31 @@ impl Broker {
         Ok(())
     }
 
+    /// Deletes offsets `[from, to)` of a partition from the broker's storage, the way
+    /// its retention pass deletes old records: what an applier that had not read them
+    /// yet must notice. Returns how many records went.
+    pub fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> Result<usize, HarnessError> {
+        let delete = || -> rusqlite::Result<usize> {
+            open_storage(&data_file(&self.dir))?.execute(
+                "DELETE FROM record
+                 WHERE topition = (SELECT tp.id FROM topition tp JOIN topic t ON t.id = tp.topic
+                                   WHERE t.name = ?1 AND tp.partition = ?2)
+                   AND offset_id >= ?3 AND offset_id < ?4",
+                rusqlite::params![topic, partition, from, to],
+            )
+        };
+        delete().map_err(|e| HarnessError::Command {
+            what: format!("delete records of {topic}/{partition} from the broker's storage"),
+            detail: e.to_string(),
+        })
+    }
+
     /// Whether the broker's storage has the index of [`index_headers`].
     pub fn headers_indexed(&self) -> Result<bool, HarnessError> {
         let check = || -> rusqlite::Result<bool> {

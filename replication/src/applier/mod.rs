@@ -13,6 +13,12 @@
 //! Events that cannot be applied (not an envelope, an unknown version, data the rules
 //! cannot read) go to this region's dead-letter topic with the error in headers before
 //! the transaction commits; the applier then carries on.
+//!
+//! While its origin is quiet the applier stops fetching and only looks at the origin's
+//! partition ends now and then ([`pacing`]).
+
+mod offsets;
+mod pacing;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,10 +37,14 @@ use crate::config::RemoteRegion;
 use crate::dlq::{self, DeadLetter};
 use crate::lag::{LagContext, LagTracker};
 use crate::{db, kafka, Metrics, ReplicationError, ReplicatorConfig};
+use pacing::{Pace, Pacing};
 
 /// How often to look again for an origin topic that does not exist yet.
 const TOPIC_POLL_INTERVAL: Duration = Duration::from_secs(1);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// An idle applier's ListOffsets request. Long: Tansu 0.6's storage loop stops for good
+/// when a caller gives up on a request (`Storage(UnableToSend)`).
+const ENDS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the applier for `origin` until `shutdown`, starting a new session after any
 /// failure (database or broker unreachable).
@@ -60,8 +70,13 @@ struct Applier<'a> {
     metrics: &'a Metrics,
     db: db::Session,
     consumer: Arc<StreamConsumer<LagContext>>,
-    dlq: FutureProducer,
+    /// The topic's partitions (what pacing gives up and takes again).
+    assignment: TopicPartitionList,
+    /// Made at the first dead letter: an idle producer costs a polling thread that
+    /// wakes every 100 ms (measured: two thirds of an idle replicator's CPU).
+    dlq: Option<FutureProducer>,
     lag: LagTracker,
+    pacing: Pacing,
 }
 
 async fn session(
@@ -115,8 +130,14 @@ async fn session(
         metrics,
         db,
         consumer,
-        dlq: kafka::producer(&config.brokers, &format!("ledger-dlq-{}", config.region), 0)?,
+        assignment,
+        dlq: None,
         lag,
+        pacing: Pacing::new(
+            Duration::from_millis(config.apply_idle_after_ms),
+            Duration::from_millis(config.apply_idle_poll_ms),
+            Instant::now(),
+        ),
     };
     applier.run(shutdown).await
 }
@@ -175,11 +196,39 @@ impl Applier<'_> {
     }
 
     /// Waits for one message, then takes whatever else is ready, up to the batch size.
-    async fn next_batch(&self, shutdown: &CancellationToken) -> Option<Vec<OwnedMessage>> {
+    async fn next_batch(&mut self, shutdown: &CancellationToken) -> Option<Vec<OwnedMessage>> {
         let mut batch = Vec::new();
         while batch.is_empty() {
+            let fetching_until = match self.pacing.pace() {
+                Pace::Fetching { .. } if self.pacing.always_fetching() => None,
+                Pace::Fetching { until } => Some(until),
+                Pace::Idle => {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(self.pacing.idle_poll) => {}
+                    }
+                    let unread = tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        unread = self.origin_has_unread() => unread,
+                    };
+                    if unread {
+                        self.fetch_again();
+                    }
+                    continue;
+                }
+            };
+            let idle = async {
+                match fetching_until {
+                    Some(until) => tokio::time::sleep_until(until.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             let received = tokio::select! {
                 () = shutdown.cancelled() => return None,
+                () = idle => {
+                    self.stop_fetching();
+                    continue;
+                }
                 received = self.consumer.recv() => received,
             };
             match received {
@@ -187,6 +236,7 @@ impl Applier<'_> {
                 Err(error) => tracing::debug!(origin = %self.origin.name, %error, "consumer error"),
             }
         }
+        self.pacing.message(Instant::now());
         while batch.len() < self.config.apply_batch {
             match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
                 Ok(Ok(message)) => batch.push(message.detach()),
@@ -194,6 +244,103 @@ impl Applier<'_> {
             }
         }
         Some(batch)
+    }
+
+    /// Stops fetching (nothing arrived for a while) by giving up the partitions; a
+    /// failure leaves it fetching.
+    fn stop_fetching(&mut self) {
+        match self.consumer.unassign() {
+            Ok(()) => {
+                tracing::debug!(origin = %self.origin.name, "nothing arrived lately: fetching stopped");
+                self.pacing.went_idle();
+                self.metrics
+                    .applier_idle
+                    .with_label_values(&[&self.origin.name])
+                    .set(1);
+            }
+            Err(error) => {
+                tracing::debug!(origin = %self.origin.name, %error, "could not stop fetching");
+                self.pacing.message(Instant::now());
+            }
+        }
+    }
+
+    /// Fetches again from the applied positions. Assigned afresh rather than resumed:
+    /// librdkafka resumes a paused partition at the last position handed to the
+    /// application, which its event API (StreamConsumer's) never records, so a resume
+    /// fetched the whole session's events again.
+    fn fetch_again(&mut self) {
+        let positions = self.lag.positions();
+        let mut assignment = TopicPartitionList::new();
+        for element in self.assignment.elements() {
+            let offset = positions
+                .get(&element.partition())
+                .map_or(Offset::Beginning, |next| Offset::Offset(*next));
+            if let Err(error) =
+                assignment.add_partition_offset(element.topic(), element.partition(), offset)
+            {
+                tracing::warn!(origin = %self.origin.name, %error, "could not resume fetching");
+                return;
+            }
+        }
+        if let Err(error) = self.consumer.assign(&assignment) {
+            // Still idle: the next look at the origin's ends tries again.
+            tracing::warn!(origin = %self.origin.name, %error, "could not resume fetching");
+            return;
+        }
+        tracing::debug!(origin = %self.origin.name, "events waiting at the origin: fetching again");
+        self.pacing.woke(Instant::now());
+        self.metrics
+            .applier_idle
+            .with_label_values(&[&self.origin.name])
+            .set(0);
+    }
+
+    /// Whether the origin's partitions end past this applier's positions, from one
+    /// ListOffsets request. A broker that cannot say counts as "yes": fetching is how
+    /// the applier notices it is back, and an applier must never sit idle on events.
+    async fn origin_has_unread(&self) -> bool {
+        let mut latest = TopicPartitionList::new();
+        for element in self.assignment.elements() {
+            if latest
+                .add_partition_offset(element.topic(), element.partition(), Offset::End)
+                .is_err()
+            {
+                return true;
+            }
+        }
+        let consumer = self.consumer.clone();
+        let answer =
+            tokio::task::spawn_blocking(move || consumer.offsets_for_times(latest, ENDS_TIMEOUT))
+                .await;
+        let ends: HashMap<i32, i64> = match answer {
+            Ok(Ok(list)) => {
+                let elements = list.elements();
+                if elements.len() < self.assignment.count()
+                    || elements.iter().any(|e| e.error().is_err())
+                {
+                    return true;
+                }
+                elements
+                    .iter()
+                    .map(|e| match e.offset() {
+                        Offset::Offset(end) => (e.partition(), end),
+                        // No offset for "latest": the partition holds nothing.
+                        _ => (e.partition(), 0),
+                    })
+                    .collect()
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(origin = %self.origin.name, %error, "could not read the origin's ends");
+                return true;
+            }
+            Err(error) => {
+                tracing::debug!(origin = %self.origin.name, %error, "ends task failed");
+                return true;
+            }
+        };
+        self.lag.observe_ends(&ends);
+        pacing::has_unread(&ends, &self.lag.positions())
     }
 
     fn decode(&self, message: &OwnedMessage) -> Decoded {
@@ -233,6 +380,7 @@ impl Applier<'_> {
             .filter_map(|(m, d)| d.as_ref().err().map(|e| DeadLetter::of_message(m, e)))
             .collect();
 
+        self.report_holes(batch);
         let tx = self.db.client.transaction().await?;
         let outcomes = tx
             .query(
@@ -279,7 +427,7 @@ impl Applier<'_> {
                 dead.extend(letter);
             }
         }
-        let next = next_offsets(batch, &decoded);
+        let next = offsets::next_offsets(batch, &decoded);
         let (partitions, offsets, times): (Vec<i32>, Vec<i64>, Vec<Option<DateTime<Utc>>>) = next
             .iter()
             .fold(Default::default(), |mut acc, (p, (o, t))| {
@@ -302,7 +450,17 @@ impl Applier<'_> {
         )
         .await?;
         if !dead.is_empty() {
-            dlq::send(&self.dlq, &self.config.region, &dead).await?;
+            let dlq = match self.dlq.take() {
+                Some(producer) => producer,
+                None => kafka::producer(
+                    &self.config.brokers,
+                    &format!("ledger-dlq-{}", self.config.region),
+                    0,
+                )?,
+            };
+            let sent = dlq::send(&dlq, &self.config.region, &dead).await;
+            self.dlq = Some(dlq);
+            sent?;
             self.metrics
                 .dlq_events
                 .with_label_values(&[origin])
@@ -325,6 +483,29 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// Alarms on offsets the batch went past unread (see [`offsets`]). The batch is still
+    /// applied: the accounts whose events fell into the hole wait for their missing seqs
+    /// (reported as waiting events), every other account goes on.
+    fn report_holes(&self, batch: &[OwnedMessage]) {
+        let read: Vec<(i32, i64)> = batch.iter().map(|m| (m.partition(), m.offset())).collect();
+        for hole in offsets::skipped(&read, &self.lag.positions()) {
+            tracing::error!(
+                origin = %self.origin.name,
+                topic = %self.topic,
+                partition = hole.partition,
+                from = hole.from,
+                to = hole.to,
+                "events gone from the origin's topic before this region applied them \
+                 (retention or a broker that lost data); their accounts wait for the missing \
+                 seqs until re-seeded from the origin's database"
+            );
+            self.metrics
+                .offsets_skipped
+                .with_label_values(&[&self.origin.name])
+                .inc_by(u64::try_from(hole.to - hole.from).unwrap_or(0));
+        }
+    }
+
     /// Publishes positions to the origin broker's group, for standard tools; the
     /// database's copy is the one that counts, so a failure here is only logged.
     fn commit_to_broker(&self, next: &HashMap<i32, (i64, Option<DateTime<Utc>>)>) {
@@ -341,25 +522,4 @@ impl Applier<'_> {
             tracing::debug!(%error, "offset commit to the origin broker failed");
         }
     }
-}
-
-/// Per partition of the batch: the offset after its last message, and the time of its
-/// newest decodable event.
-fn next_offsets(
-    batch: &[OwnedMessage],
-    decoded: &[Decoded],
-) -> HashMap<i32, (i64, Option<DateTime<Utc>>)> {
-    let mut next: HashMap<i32, (i64, Option<DateTime<Utc>>)> = HashMap::new();
-    for (message, decoded) in batch.iter().zip(decoded) {
-        let time = decoded
-            .as_ref()
-            .ok()
-            .and_then(|(input, _)| input["time"].as_str())
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc));
-        let entry = next.entry(message.partition()).or_insert((0, None));
-        entry.0 = entry.0.max(message.offset() + 1);
-        entry.1 = entry.1.max(time);
-    }
-    next
 }
