@@ -161,6 +161,7 @@ async fn run(args: &Args, setup: &Setup) -> anyhow::Result<()> {
             total - applied,
             drain.as_secs()
         );
+        print_where_writes_wait(&db_a, &db_b).await?;
     }
     let lags = lag_samples(&db_b, started + Duration::from_secs(args.warmup)).await?;
     println!(
@@ -223,6 +224,33 @@ async fn run(args: &Args, setup: &Setup) -> anyhow::Result<()> {
         "applier max               {:>9.0} events/s ({} events in {applier_secs:.2} s, from process start)",
         args.backlog as f64 / applier_secs,
         args.backlog
+    );
+    Ok(())
+}
+
+/// Which layer holds the writes B has not applied: A's outbox (relay), B's waiting
+/// events (a gap in an account's seqs), B's late events, B's positions.
+async fn print_where_writes_wait(db_a: &Client, db_b: &Client) -> anyhow::Result<()> {
+    let unpublished = count(
+        db_a,
+        "SELECT count(*) FROM ledger.outbox WHERE published_at IS NULL",
+    )
+    .await?;
+    let waiting = count(db_b, "SELECT count(*) FROM ledger.pending_events").await?;
+    let late = count(db_b, "SELECT count(*) FROM ledger.late_events").await?;
+    let published = count(
+        db_a,
+        "SELECT count(*) FROM ledger.outbox WHERE published_at IS NOT NULL",
+    )
+    .await?;
+    let read = count(
+        db_b,
+        "SELECT coalesce(sum(next_offset), 0)::bigint FROM ledger.replication_positions",
+    )
+    .await?;
+    println!(
+        "  where: {unpublished} unpublished in a's outbox; {published} published, b read {read} \
+         offsets; {waiting} waiting in b for an earlier seq; {late} late in b"
     );
     Ok(())
 }
