@@ -78,14 +78,16 @@ impl LagTracker {
     }
 
     /// Ends read from the origin while the applier idles (no fetches, so no statistics
-    /// move): they stand in for the last stable offsets.
-    pub fn observe_ends(&self, ends: &HashMap<i32, i64>) {
-        if let Ok(mut state) = self.state.lock() {
-            for (partition, end) in ends {
-                let stable = state.stable.entry(*partition).or_insert(0);
-                *stable = (*stable).max(*end);
-            }
+    /// move): they stand in for the last stable offsets. Returns how many events the
+    /// origin holds past this applier's positions.
+    pub fn observe_ends(&self, ends: &HashMap<i32, i64>) -> i64 {
+        let Ok(mut state) = self.state.lock() else {
+            return 0;
+        };
+        for (partition, end) in ends {
+            raise(&mut state.stable, *partition, *end);
         }
+        events_behind(&state.stable, &state.next)
     }
 
     fn publish(&self, statistics: &Statistics) {
@@ -100,15 +102,10 @@ impl LagTracker {
             // The larger of the two: a paused partition's statistics stand still while
             // the idle applier's reads of the ends move on.
             if *partition >= 0 && stats.ls_offset >= 0 {
-                let stable = state.stable.entry(*partition).or_insert(0);
-                *stable = (*stable).max(stats.ls_offset);
+                raise(&mut state.stable, *partition, stats.ls_offset);
             }
         }
-        let behind: i64 = state
-            .stable
-            .iter()
-            .map(|(p, stable)| (stable - state.next.get(p).copied().unwrap_or(0)).max(0))
-            .sum();
+        let behind = events_behind(&state.stable, &state.next);
         self.metrics
             .lag_events
             .with_label_values(&[&self.origin])
@@ -124,6 +121,20 @@ impl LagTracker {
     }
 }
 
+/// Raises a partition's known end to `end` (ends only grow).
+fn raise(ends: &mut HashMap<i32, i64>, partition: i32, end: i64) {
+    let known = ends.entry(partition).or_insert(0);
+    *known = (*known).max(end);
+}
+
+/// Events the origin holds past the applier: per partition its end minus the next
+/// offset to apply (absent: nothing applied yet, so every event is unread).
+pub fn events_behind(ends: &HashMap<i32, i64>, next: &HashMap<i32, i64>) -> i64 {
+    ends.iter()
+        .map(|(partition, end)| (end - next.get(partition).copied().unwrap_or(0)).max(0))
+        .sum()
+}
+
 /// The applier consumer's context: statistics feed the lag gauges.
 pub struct LagContext(pub LagTracker);
 
@@ -134,3 +145,20 @@ impl ClientContext for LagContext {
 }
 
 impl ConsumerContext for LagContext {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behind_means_an_end_past_the_applier_s_position() {
+        let at = |pairs: &[(i32, i64)]| pairs.iter().copied().collect::<HashMap<_, _>>();
+        assert!(events_behind(&at(&[(0, 5), (1, 0)]), &at(&[(0, 5)])) == 0);
+        assert!(events_behind(&at(&[(0, 6), (1, 0)]), &at(&[(0, 5)])) > 0);
+        assert!(
+            events_behind(&at(&[(0, 5), (1, 1)]), &at(&[(0, 5)])) > 0,
+            "a partition never applied from holds one unread event"
+        );
+        assert!(events_behind(&at(&[]), &at(&[(0, 5)])) == 0);
+    }
+}

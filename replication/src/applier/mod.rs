@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use ledger_wire::events::{self, EventEnvelope};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -71,7 +72,7 @@ struct Applier<'a> {
     db: db::Session,
     consumer: Arc<StreamConsumer<LagContext>>,
     /// The topic's partitions (what pacing gives up and takes again).
-    assignment: TopicPartitionList,
+    partitions: Vec<i32>,
     /// Made at the first dead letter: an idle producer costs a polling thread that
     /// wakes every 100 ms (measured: two thirds of an idle replicator's CPU).
     dlq: Option<FutureProducer>,
@@ -113,14 +114,7 @@ async fn session(
         )
         .await?;
     let stored: HashMap<i32, i64> = stored.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let mut assignment = TopicPartitionList::new();
-    for partition in &partitions {
-        let offset = stored
-            .get(partition)
-            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-        assignment.add_partition_offset(&topic, *partition, offset)?;
-    }
-    consumer.assign(&assignment)?;
+    consumer.assign(&at_positions(&topic, &partitions, &stored)?)?;
     lag.start_at(&stored);
     tracing::info!(origin = %origin.name, %topic, partitions = partitions.len(), "applier reading");
     let applier = Applier {
@@ -130,7 +124,7 @@ async fn session(
         metrics,
         db,
         consumer,
-        assignment,
+        partitions,
         dlq: None,
         lag,
         pacing: Pacing::new(
@@ -180,6 +174,31 @@ async fn wait_for_partitions(
     }
 }
 
+/// The topic's partitions at the applier's next offsets (absent: nothing applied yet,
+/// from the beginning): where a session starts and where an idle applier fetches again.
+fn at_positions(
+    topic: &str,
+    partitions: &[i32],
+    next: &HashMap<i32, i64>,
+) -> Result<TopicPartitionList, KafkaError> {
+    partition_list(topic, partitions, |partition| {
+        next.get(&partition)
+            .map_or(Offset::Beginning, |offset| Offset::Offset(*offset))
+    })
+}
+
+fn partition_list(
+    topic: &str,
+    partitions: &[i32],
+    offset_of: impl Fn(i32) -> Offset,
+) -> Result<TopicPartitionList, KafkaError> {
+    let mut list = TopicPartitionList::new();
+    for partition in partitions {
+        list.add_partition_offset(topic, *partition, offset_of(*partition))?;
+    }
+    Ok(list)
+}
+
 /// One event of a batch: the database's input and the event id, or why it cannot be
 /// applied.
 type Decoded = Result<(Value, uuid::Uuid), String>;
@@ -200,8 +219,7 @@ impl Applier<'_> {
         let mut batch = Vec::new();
         while batch.is_empty() {
             let fetching_until = match self.pacing.pace() {
-                Pace::Fetching { .. } if self.pacing.always_fetching() => None,
-                Pace::Fetching { until } => Some(until),
+                Pace::Fetching { until } => until,
                 Pace::Idle => {
                     tokio::select! {
                         () = shutdown.cancelled() => return None,
@@ -270,20 +288,9 @@ impl Applier<'_> {
     /// application, which its event API (StreamConsumer's) never records, so a resume
     /// fetched the whole session's events again.
     fn fetch_again(&mut self) {
-        let positions = self.lag.positions();
-        let mut assignment = TopicPartitionList::new();
-        for element in self.assignment.elements() {
-            let offset = positions
-                .get(&element.partition())
-                .map_or(Offset::Beginning, |next| Offset::Offset(*next));
-            if let Err(error) =
-                assignment.add_partition_offset(element.topic(), element.partition(), offset)
-            {
-                tracing::warn!(origin = %self.origin.name, %error, "could not resume fetching");
-                return;
-            }
-        }
-        if let Err(error) = self.consumer.assign(&assignment) {
+        let assigned = at_positions(&self.topic, &self.partitions, &self.lag.positions())
+            .and_then(|assignment| self.consumer.assign(&assignment));
+        if let Err(error) = assigned {
             // Still idle: the next look at the origin's ends tries again.
             tracing::warn!(origin = %self.origin.name, %error, "could not resume fetching");
             return;
@@ -300,15 +307,9 @@ impl Applier<'_> {
     /// ListOffsets request. A broker that cannot say counts as "yes": fetching is how
     /// the applier notices it is back, and an applier must never sit idle on events.
     async fn origin_has_unread(&self) -> bool {
-        let mut latest = TopicPartitionList::new();
-        for element in self.assignment.elements() {
-            if latest
-                .add_partition_offset(element.topic(), element.partition(), Offset::End)
-                .is_err()
-            {
-                return true;
-            }
-        }
+        let Ok(latest) = partition_list(&self.topic, &self.partitions, |_| Offset::End) else {
+            return true;
+        };
         let consumer = self.consumer.clone();
         let answer =
             tokio::task::spawn_blocking(move || consumer.offsets_for_times(latest, ENDS_TIMEOUT))
@@ -316,7 +317,7 @@ impl Applier<'_> {
         let ends: HashMap<i32, i64> = match answer {
             Ok(Ok(list)) => {
                 let elements = list.elements();
-                if elements.len() < self.assignment.count()
+                if elements.len() < self.partitions.len()
                     || elements.iter().any(|e| e.error().is_err())
                 {
                     return true;
@@ -339,8 +340,7 @@ impl Applier<'_> {
                 return true;
             }
         };
-        self.lag.observe_ends(&ends);
-        pacing::has_unread(&ends, &self.lag.positions())
+        self.lag.observe_ends(&ends) > 0
     }
 
     fn decode(&self, message: &OwnedMessage) -> Decoded {

@@ -17,14 +17,14 @@
 //! goes idle only between batches, when every message handed to it has been applied, and
 //! it is assigned again at exactly the positions those batches stored.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Whether the applier fetches now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
-    /// Partitions assigned; go idle if no message arrives before the deadline.
-    Fetching { until: Instant },
+    /// Partitions assigned; go idle if no message arrives before the deadline (none:
+    /// never idle).
+    Fetching { until: Option<Instant> },
     /// Partitions given up; look at the origin's ends every `idle_poll`.
     Idle,
 }
@@ -41,28 +41,23 @@ pub struct Pacing {
 impl Pacing {
     /// Starts fetching. `idle_after` zero: never idle (always fetching).
     pub fn new(idle_after: Duration, idle_poll: Duration, now: Instant) -> Pacing {
-        Pacing {
+        let mut pacing = Pacing {
             idle_after,
             idle_poll,
-            pace: Pace::Fetching {
-                until: now + idle_after,
-            },
-        }
+            pace: Pace::Idle,
+        };
+        pacing.message(now);
+        pacing
     }
 
     pub fn pace(&self) -> Pace {
         self.pace
     }
 
-    /// Never goes idle.
-    pub fn always_fetching(&self) -> bool {
-        self.idle_after.is_zero()
-    }
-
     /// A message arrived: keep fetching for `idle_after` more.
     pub fn message(&mut self, now: Instant) {
         self.pace = Pace::Fetching {
-            until: now + self.idle_after,
+            until: (!self.idle_after.is_zero()).then(|| now + self.idle_after),
         };
     }
 
@@ -78,14 +73,6 @@ impl Pacing {
     }
 }
 
-/// Whether the origin holds events past where the applier stands: `ends` are the
-/// partitions' next offsets at the origin (ListOffsets "latest"), `next` the applier's
-/// next offset per partition (absent: nothing applied yet, so any event is unread).
-pub fn has_unread(ends: &HashMap<i32, i64>, next: &HashMap<i32, i64>) -> bool {
-    ends.iter()
-        .any(|(partition, end)| *end > next.get(partition).copied().unwrap_or(0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,14 +85,14 @@ mod tests {
         assert_eq!(
             pacing.pace(),
             Pace::Fetching {
-                until: start + 2 * second
+                until: Some(start + 2 * second)
             }
         );
         pacing.message(start + second);
         assert_eq!(
             pacing.pace(),
             Pace::Fetching {
-                until: start + 3 * second
+                until: Some(start + 3 * second)
             }
         );
         pacing.went_idle();
@@ -114,22 +101,13 @@ mod tests {
         assert_eq!(
             pacing.pace(),
             Pace::Fetching {
-                until: start + 7 * second
+                until: Some(start + 7 * second)
             }
         );
-        assert!(!pacing.always_fetching());
-        assert!(Pacing::new(Duration::ZERO, second, start).always_fetching());
-    }
-
-    #[test]
-    fn unread_means_an_end_past_the_applier_s_position() {
-        let at = |pairs: &[(i32, i64)]| pairs.iter().copied().collect::<HashMap<_, _>>();
-        assert!(!has_unread(&at(&[(0, 5), (1, 0)]), &at(&[(0, 5)])));
-        assert!(has_unread(&at(&[(0, 6), (1, 0)]), &at(&[(0, 5)])));
-        assert!(
-            has_unread(&at(&[(0, 5), (1, 1)]), &at(&[(0, 5)])),
-            "a partition never applied from holds one unread event"
+        assert_eq!(
+            Pacing::new(Duration::ZERO, second, start).pace(),
+            Pace::Fetching { until: None },
+            "idle after zero: always fetching"
         );
-        assert!(!has_unread(&at(&[]), &at(&[(0, 5)])));
     }
 }
