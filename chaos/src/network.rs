@@ -12,9 +12,8 @@
 //! ingress proxy could not tell which region a connection comes from) and Raft
 //! membership names one address per voter; in a namespace the address *is* the
 //! region. Costs: it needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and `ip` and
-//! `iptables`, which this machine kind has; this kernel has no `netem`, so a fixed
-//! latency on those links is not available (a slow link narrows them instead; the
-//! proxies still delay API and voter calls).
+//! `iptables`, which this machine kind has. This kernel has no `netem`: latency on
+//! those links comes from a user-space delay loop fed by `NFQUEUE` ([`crate::delay`]).
 //!
 //! Faults, named after Chaos Mesh's NetworkChaos `partition` action:
 //! - [`Network::partition`] of region X drops every packet between X and the others,
@@ -25,6 +24,9 @@
 //! - [`Network::reset_peer`] (flaky link) resets a random share of the TCP packets
 //!   between a region and the others; [`Network::bandwidth`] (slow link) puts its
 //!   links to the others through a token bucket (`tc` htb; no `netem` here).
+//! - [`Network::latency`] (long link) queues the packets between a region and the
+//!   others to a user-space delay loop ([`crate::delay`]): latency with jitter, on
+//!   every kind of link, without `netem`.
 //! - [`Network::heal`] flushes the rules and slow links of every region.
 //!
 //! The test process stays in the root namespace and reaches every region through the
@@ -276,7 +278,37 @@ impl Network {
         Ok(())
     }
 
-    /// Ends every network fault of every region: packet filters and slow links.
+    /// A long link (Toxiproxy's `latency`, Chaos Mesh's NetworkChaos `delay`): every
+    /// packet between region `i` and the others goes to netfilter queue `queue` in
+    /// `i`'s namespace, where a delay loop ([`crate::delay`]) holds it. Start the loop
+    /// first: until one is bound (`--queue-bypass`) packets pass undelayed.
+    pub fn latency(&self, i: usize, regions: usize, queue: u16) -> anyhow::Result<()> {
+        let namespace = self.fault_namespace(i)?;
+        let queue = queue.to_string();
+        for j in (0..regions).filter(|j| *j != i) {
+            let peer = self.host(j);
+            for side in ["-s", "-d"] {
+                iptables(
+                    &namespace,
+                    &[
+                        "-A",
+                        CHAIN,
+                        side,
+                        &peer,
+                        "-j",
+                        "NFQUEUE",
+                        "--queue-num",
+                        &queue,
+                        "--queue-bypass",
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every network fault of every region: packet filters (partitions, flaky
+    /// and long links) and slow links.
     pub fn heal(&self, regions: usize) -> anyhow::Result<()> {
         for i in 0..regions {
             let namespace = self.fault_namespace(i)?;
@@ -401,6 +433,7 @@ mod tests {
         assert_eq!(Network::Loopback.namespace(0), None);
         assert!(Network::Loopback.partition(0, 3).is_err());
         assert!(Network::Loopback.bandwidth(0, 3, 256).is_err());
+        assert!(Network::Loopback.latency(0, 3, 17).is_err());
         assert!(
             network.reset_peer(0, 3, 0.0).is_err(),
             "no resets is no fault"

@@ -4,7 +4,7 @@
 //! step's time while its workload writes (`ledger_wire::faults` is the contract).
 //!
 //! Kinds are named after Chaos Mesh's and Toxiproxy's (NetworkChaos `partition` and
-//! `bandwidth`, Toxiproxy `reset_peer`, PodChaos `container-kill`) and Jepsen's
+//! `bandwidth`, Toxiproxy `reset_peer` and `latency`, PodChaos `container-kill`) and Jepsen's
 //! `pause` nemesis for SIGSTOP.
 
 use std::fmt;
@@ -25,6 +25,8 @@ pub enum FaultKind {
     ResetPeer,
     /// A slow link: a region's traffic with the others through a narrow token bucket.
     Bandwidth,
+    /// A long link: every packet between a region and the others delayed, with jitter.
+    Latency,
     /// SIGKILL of one region's broker, started again at the heal.
     KillBroker,
     /// SIGKILL of one region's replicator (relay and appliers).
@@ -45,11 +47,12 @@ pub enum FaultKind {
     RegionFailover,
 }
 
-pub const ALL_KINDS: [FaultKind; 12] = [
+pub const ALL_KINDS: [FaultKind; 13] = [
     FaultKind::Partition,
     FaultKind::PartitionOneWay,
     FaultKind::ResetPeer,
     FaultKind::Bandwidth,
+    FaultKind::Latency,
     FaultKind::KillBroker,
     FaultKind::KillReplicator,
     FaultKind::KillVoter,
@@ -67,6 +70,7 @@ impl FaultKind {
             FaultKind::PartitionOneWay => "partition-one-way",
             FaultKind::ResetPeer => "reset-peer",
             FaultKind::Bandwidth => "bandwidth",
+            FaultKind::Latency => "latency",
             FaultKind::KillBroker => "kill-broker",
             FaultKind::KillReplicator => "kill-replicator",
             FaultKind::KillVoter => "kill-voter",
@@ -119,6 +123,11 @@ pub struct ScheduleSpec {
 const RESET_PROBABILITY: f64 = 0.02;
 /// A slow link's rate each way: a 1,500-byte packet takes 47 ms to pass.
 const SLOW_LINK_KBIT: u32 = 256;
+/// A long link's delay each way and its jitter: a round trip to the region grows by
+/// 160-240 ms, about eu-west to ap-south and back twice over; a lease renewal needs a
+/// few such trips and still fits the 2 s lease.
+const LONG_LINK_MS: u64 = 100;
+const LONG_LINK_JITTER_MS: u64 = 20;
 /// The clock rate of a drifting node: 1% slow, the nodes' default maximum drift
 /// (`LEDGER_MAX_CLOCK_DRIFT` 0.01). Slow is the unsafe direction: a slow clock keeps
 /// a lease past its real end, which the survivors' fence (ttl x 1.01 + margin) covers.
@@ -217,6 +226,16 @@ fn step(
         FaultKind::Bandwidth => (
             region.to_owned(),
             format!("{ll} slow {region} --kbit {SLOW_LINK_KBIT}"),
+            Some(heal_network),
+            Some(region),
+        ),
+        FaultKind::Latency => (
+            region.to_owned(),
+            // The jitter's seed follows from the run's, so a seed replays the delays too.
+            format!(
+                "{ll} delay {region} --ms {LONG_LINK_MS} --jitter-ms {LONG_LINK_JITTER_MS} --seed {}",
+                spec.seed ^ at_ms
+            ),
             Some(heal_network),
             Some(region),
         ),

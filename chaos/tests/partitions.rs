@@ -91,7 +91,7 @@ fn total(states: &std::collections::BTreeMap<String, (Decimal, i64)>) -> Decimal
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_region_loses_every_link_and_catches_up_after_the_heal() -> anyhow::Result<()>
 {
-    let regions = Regions::start_in_namespaces("partition").await?;
+    let mut regions = Regions::start_in_namespaces("partition").await?;
     let mut accounts = Vec::new();
     for home in 0..3 {
         accounts.push(regions.open(home, home, "100").await?);
@@ -185,7 +185,7 @@ async fn a_partitioned_region_loses_every_link_and_catches_up_after_the_heal() -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_one_way_partition_cuts_only_one_direction() -> anyhow::Result<()> {
-    let regions = Regions::start_in_namespaces("one-way").await?;
+    let mut regions = Regions::start_in_namespaces("one-way").await?;
     let mut accounts = Vec::new();
     for home in 0..3 {
         accounts.push(regions.open(home, home, "100").await?);

@@ -93,6 +93,19 @@ enum Action {
         #[arg(long, default_value_t = 256)]
         kbit: u32,
     },
+    /// A long link: every packet between the region and the others held `--ms` (±
+    /// up to `--jitter-ms`) each way, so a round trip to it grows by twice that, on
+    /// every link, Kafka and Raft included (`up --namespaces` only).
+    Delay {
+        region: String,
+        #[arg(long, default_value_t = 100)]
+        ms: u64,
+        #[arg(long, default_value_t = 20)]
+        jitter_ms: u64,
+        /// Seed of the jitter draws.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Restart a region's node with its clocks (monotonic included) running at `--rate`
     /// through libfaketime: 0.99 is 1% slow, the node's configured maximum drift;
     /// `--rate 1` restarts it on real time.
@@ -101,7 +114,7 @@ enum Action {
         #[arg(long)]
         rate: f64,
     },
-    /// End every partition, flaky link and slow link.
+    /// End every partition, flaky, long and slow link.
     Heal,
     /// CPU used by each process kind of each region (PostgreSQL with its backends)
     /// over `--seconds`, in cores: what the deployment costs idle or under traffic.
@@ -252,6 +265,26 @@ async fn main() -> anyhow::Result<()> {
             deployment.bandwidth(&region, kbit)?;
             println!("{region}'s links to the others carry {kbit} kbit/s each way");
         }
+        Action::Delay {
+            region,
+            ms,
+            jitter_ms,
+            seed,
+        } => {
+            let mut deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            if deployment.bin_dir.as_os_str().is_empty() {
+                deployment.bin_dir = bin_dir()?;
+            }
+            deployment
+                .latency(
+                    &region,
+                    Duration::from_millis(ms),
+                    Duration::from_millis(jitter_ms),
+                    seed,
+                )
+                .await?;
+            println!("{region}'s links to the others delay each packet {ms} ms ± {jitter_ms} ms each way");
+        }
         Action::Drift { region, rate } => {
             let mut deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
             if deployment.bin_dir.as_os_str().is_empty() {
@@ -261,7 +294,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{region}'s node runs its clocks at x{rate}");
         }
         Action::Heal => {
-            let deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
+            let mut deployment = Deployment::load(&cli.data_dir)?.context("nothing running")?;
             deployment.heal()?;
             println!("every network fault healed");
         }

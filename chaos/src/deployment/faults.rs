@@ -1,6 +1,6 @@
 //! Faults a deployment can take and heal: whole-region SIGKILL, one process killed and
 //! started again, a process paused (SIGSTOP) for a while, and network partitions,
-//! flaky and slow links (regions in namespaces only; see [`crate::network`]).
+//! flaky, long and slow links (regions in namespaces only; see [`crate::network`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,8 +11,11 @@ use nix::sys::signal::Signal;
 
 use crate::proc_stat::children_of;
 
-use super::start::{remove_stale_lock, start_postgres, start_process, wait_process};
+use super::start::{remove_stale_lock, start_delay, start_postgres, start_process, wait_process};
 use super::{raw_pid, Deployment, STOP_GRACE};
+
+/// How long a delay loop may take to bind its queue, or to stop.
+const DELAY_READY: Duration = Duration::from_secs(10);
 
 impl Deployment {
     /// Pauses one process of a region (SIGSTOP) for `pause`, then lets it go on.
@@ -144,9 +147,79 @@ impl Deployment {
         self.network.bandwidth(i, self.regions.len(), kbit)
     }
 
-    /// Ends every partition, flaky link and slow link.
-    pub fn heal(&self) -> anyhow::Result<()> {
-        self.network.heal(self.regions.len())
+    /// A long link between region `name` and the others: every packet each way held
+    /// for `latency` ± up to `jitter` (drawn from `seed`) by a delay loop in the
+    /// region's namespace ([`crate::delay`]), which this starts first and keeps as the
+    /// region's `delay` process until the heal.
+    pub async fn latency(
+        &mut self,
+        name: &str,
+        latency: Duration,
+        jitter: Duration,
+        seed: u64,
+    ) -> anyhow::Result<()> {
+        crate::delay::DelayLine::new(latency, jitter, seed)?;
+        let i = self.region(name)?.index;
+        self.network.namespace(i).context(
+            "a long link needs regions in network namespaces (`ledger-local up --network namespaces`)",
+        )?;
+        self.stop_delays()?;
+        let log = self.regions[i].dir.join("delay.log");
+        let logged_before = std::fs::read_to_string(&log).map_or(0, |t| t.len());
+        start_delay(self, i, latency, jitter, seed)?;
+        self.save()?;
+        let ready = harness::wait::wait_until(DELAY_READY, Duration::from_millis(20), || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                text.get(logged_before..)
+                    .is_some_and(|new| new.contains("delaying packets"))
+                    .then_some(())
+            }
+        })
+        .await;
+        ready.with_context(|| {
+            format!(
+                "the delay loop of {name} did not bind its queue within {DELAY_READY:?} (see {})",
+                log.display()
+            )
+        })?;
+        self.network
+            .latency(i, self.regions.len(), crate::delay::QUEUE)
+    }
+
+    /// Ends every partition, flaky link, long link and slow link: the packet filters
+    /// first (nothing more is queued), then the delay loops, which let what they hold
+    /// go as they stop.
+    pub fn heal(&mut self) -> anyhow::Result<()> {
+        self.network.heal(self.regions.len())?;
+        self.stop_delays()
+    }
+
+    /// Stops every region's delay loop (SIGTERM, SIGKILL after a grace) and forgets it.
+    fn stop_delays(&mut self) -> anyhow::Result<()> {
+        let pids: Vec<u32> = self
+            .regions
+            .iter_mut()
+            .filter_map(|r| r.pids.remove("delay"))
+            .collect();
+        if pids.is_empty() {
+            return Ok(());
+        }
+        for pid in &pids {
+            if pid_alive(*pid) {
+                let _ = nix::sys::signal::kill(raw_pid(*pid), Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + DELAY_READY;
+        while pids.iter().copied().any(pid_alive) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for pid in pids.iter().copied().filter(|p| pid_alive(*p)) {
+            let _ = nix::sys::signal::kill(raw_pid(pid), Signal::SIGKILL);
+        }
+        reap(&pids);
+        self.save()
     }
 
     /// The region whose voter leads the ownership cluster now, as its voters see it.

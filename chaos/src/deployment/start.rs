@@ -90,6 +90,24 @@ pub(super) fn start_process(
     spawn(deployment, i, what, command)
 }
 
+/// Starts region `i`'s delay loop (`ledger-delay`, in the region's namespace and
+/// group) for a long-link fault; the caller waits until it has bound its queue.
+pub(super) fn start_delay(
+    deployment: &mut Deployment,
+    i: usize,
+    latency: std::time::Duration,
+    jitter: std::time::Duration,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let mut delay = Command::new(bin(deployment, "ledger-delay"));
+    delay
+        .args(["--queue", &crate::delay::QUEUE.to_string()])
+        .args(["--latency-ms", &latency.as_millis().to_string()])
+        .args(["--jitter-ms", &jitter.as_millis().to_string()])
+        .args(["--seed", &seed.to_string()]);
+    spawn(deployment, i, "delay", delay)
+}
+
 fn bin(deployment: &Deployment, name: &str) -> PathBuf {
     deployment.bin_dir.join(name)
 }

@@ -12,6 +12,8 @@ use crate::audit::AckedWrite;
 
 /// Width of a timeline bucket.
 pub const BUCKET_MS: u64 = 250;
+/// Width of a per-region bucket: wide enough for a p99 of its attempts to mean something.
+pub const REGION_BUCKET_MS: u64 = 1_000;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Figures {
@@ -30,6 +32,18 @@ pub struct Figures {
     pub rpo_outcomes: BTreeMap<String, usize>,
     pub rpo_detail: Vec<(String, String)>,
     pub timeline: Vec<Bucket>,
+    /// Per region asked, in [`REGION_BUCKET_MS`] buckets by when attempts ended: what
+    /// the report's timeline plot draws.
+    pub per_region: BTreeMap<String, Vec<RegionBucket>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RegionBucket {
+    pub start_ms: u64,
+    pub ok: usize,
+    pub errors: usize,
+    /// p99 of the client-seen latency of every attempt in the bucket, answered or not.
+    pub p99_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -175,5 +189,93 @@ pub fn compute(
             }
         }
     }
+    figures.per_region = per_region(attempts, end);
     figures
+}
+
+/// Acknowledged writes, errors and p99 latency per region asked, per second.
+fn per_region(attempts: &[Attempt], end_ms: u64) -> BTreeMap<String, Vec<RegionBucket>> {
+    let buckets = (end_ms / REGION_BUCKET_MS + 1) as usize;
+    let mut latencies: BTreeMap<&str, Vec<Vec<u64>>> = BTreeMap::new();
+    let mut series: BTreeMap<String, Vec<RegionBucket>> = BTreeMap::new();
+    for attempt in attempts {
+        let region = series.entry(attempt.via.clone()).or_insert_with(|| {
+            (0..buckets)
+                .map(|i| RegionBucket {
+                    start_ms: i as u64 * REGION_BUCKET_MS,
+                    ..RegionBucket::default()
+                })
+                .collect()
+        });
+        let i = (attempt.end_ms / REGION_BUCKET_MS) as usize;
+        let Some(bucket) = region.get_mut(i) else {
+            continue;
+        };
+        if attempt.ok() {
+            bucket.ok += 1;
+        } else {
+            bucket.errors += 1;
+        }
+        latencies
+            .entry(attempt.via.as_str())
+            .or_insert_with(|| vec![Vec::new(); buckets])[i]
+            .push(attempt.end_ms.saturating_sub(attempt.start_ms));
+    }
+    for (region, per_bucket) in latencies {
+        if let Some(buckets) = series.get_mut(region) {
+            for (bucket, mut values) in buckets.iter_mut().zip(per_bucket) {
+                values.sort_unstable();
+                bucket.p99_ms = percentile(&values, 99.0);
+            }
+        }
+    }
+    series
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(via: &str, start_ms: u64, end_ms: u64, status: u16) -> Attempt {
+        Attempt {
+            start_ms,
+            end_ms,
+            account: "a".into(),
+            slot: 1,
+            via: via.into(),
+            key: "k".into(),
+            kind: "deposit",
+            status,
+            error: (status != 201).then(|| "unreachable".into()),
+            seq: None,
+            epoch: None,
+            to: None,
+            transfer_id: None,
+        }
+    }
+
+    #[test]
+    fn per_region_buckets_count_and_take_the_p99_of_their_attempts() {
+        let mut attempts: Vec<Attempt> = (0..99)
+            .map(|i| attempt("eu-west", 100 + i, 110 + i, 201))
+            .collect();
+        attempts.push(attempt("eu-west", 600, 1_200, 201));
+        attempts.push(attempt("us-east", 1_200, 1_700, 503));
+        attempts.push(attempt("us-east", 1_800, 1_820, 201));
+        let series = per_region(&attempts, 1_820);
+        let eu = &series["eu-west"];
+        assert_eq!(eu.len(), 2);
+        assert_eq!(
+            (eu[0].ok, eu[0].errors),
+            (99, 0),
+            "the slow one ended in second 1"
+        );
+        assert_eq!(eu[0].p99_ms, Some(10));
+        assert_eq!((eu[1].ok, eu[1].p99_ms), (1, Some(600)));
+        let us = &series["us-east"];
+        assert_eq!((us[0].ok, us[0].errors, us[0].p99_ms), (0, 0, None));
+        assert_eq!((us[1].ok, us[1].errors), (1, 1));
+        assert_eq!(us[1].start_ms, 1_000);
+        assert_eq!(us[1].p99_ms, Some(500));
+    }
 }

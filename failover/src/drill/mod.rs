@@ -7,6 +7,7 @@
 pub mod figures;
 pub mod in_flight;
 pub mod kill;
+pub mod plot;
 pub mod report;
 pub mod schedule;
 pub mod workload;

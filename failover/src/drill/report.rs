@@ -1,15 +1,13 @@
 //! Writing a drill's report: `report.json` (everything, for machines), the evidence
 //! `ledger-check` reads (`history.jsonl`, every HTTP attempt as one request line;
-//! `ownership-history.json`; `regions/<region>.json`), `report.html` (summary, the timeline as an inline SVG plot of
-//! successes and errors with the drill's moments marked, per-slot figures, RPO, and
-//! the invariants), and the terminal summary.
+//! `ownership-history.json`; `regions/<region>.json`), `report.html` (summary, the timeline plot of [`super::plot`]
+//! with its fault bands, per-slot figures, RPO, and the invariants), and the terminal summary.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
 
-use super::figures::BUCKET_MS;
 use ledger_checker::evidence::Evidence;
 
 use super::DrillReport;
@@ -140,93 +138,6 @@ pub fn summary(report: &DrillReport) -> String {
     out
 }
 
-fn svg(report: &DrillReport) -> String {
-    let buckets = &report.figures.timeline;
-    let (width, height, pad) = (900.0, 260.0, 40.0);
-    let max = buckets
-        .iter()
-        .map(|b| b.ok.max(b.errors))
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
-    let span = (buckets.len().max(1) as u64 * BUCKET_MS) as f64;
-    let x = |ms: f64| pad + ms / span * (width - 2.0 * pad);
-    let y = |count: f64| height - pad - count / max * (height - 2.0 * pad);
-    let line = |pick: &dyn Fn(&super::figures::Bucket) -> usize| {
-        buckets
-            .iter()
-            .map(|b| {
-                format!(
-                    "{:.1},{:.1}",
-                    x(b.start_ms as f64 + BUCKET_MS as f64 / 2.0),
-                    y(pick(b) as f64)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let mut out = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = write!(
-        out,
-        r#"<line x1="{pad}" y1="{0}" x2="{1}" y2="{0}" stroke="black"/>"#,
-        height - pad,
-        width - pad
-    );
-    let _ = write!(
-        out,
-        r#"<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{0}" stroke="black"/>"#,
-        height - pad
-    );
-    let _ = write!(
-        out,
-        r#"<text x="4" y="{pad}">{max:.0}/{BUCKET_MS}ms</text>"#
-    );
-    let _ = write!(
-        out,
-        r#"<polyline fill="none" stroke="green" stroke-width="1.5" points="{}"/>"#,
-        line(&|b| b.ok)
-    );
-    let _ = write!(
-        out,
-        r#"<polyline fill="none" stroke="red" stroke-width="1.5" points="{}"/>"#,
-        line(&|b| b.errors)
-    );
-    for (i, marker) in report.markers.iter().enumerate() {
-        let mx = x(marker.at_ms as f64);
-        let _ = write!(
-            out,
-            r#"<line x1="{mx:.1}" y1="{pad}" x2="{mx:.1}" y2="{:.1}" stroke="gray" stroke-dasharray="3,3"/>"#,
-            height - pad
-        );
-        let _ = write!(
-            out,
-            r#"<text x="{:.1}" y="{:.1}" fill="gray">{}</text>"#,
-            mx + 2.0,
-            12.0 + (i % 3) as f64 * 11.0,
-            i + 1
-        );
-    }
-    let _ = write!(
-        out,
-        r#"<text x="{pad}" y="{:.1}">0 s</text><text x="{:.1}" y="{:.1}">{:.1} s</text>"#,
-        height - pad + 14.0,
-        width - pad - 30.0,
-        height - pad + 14.0,
-        span / 1000.0
-    );
-    let _ = write!(
-        out,
-        r#"<text x="{:.1}" y="{:.1}" fill="green">successes</text><text x="{:.1}" y="{:.1}" fill="red">errors</text></svg>"#,
-        width - 160.0,
-        pad - 8.0,
-        width - 80.0,
-        pad - 8.0
-    );
-    out
-}
-
 fn html(report: &DrillReport) -> String {
     let mut out = String::from("<!doctype html><meta charset=\"utf-8\"><title>Failover drill report</title><body style=\"font-family:sans-serif;max-width:960px\">");
     let _ = write!(
@@ -243,7 +154,25 @@ fn html(report: &DrillReport) -> String {
             "FAILED: invariants broken"
         }
     );
-    let _ = write!(out, "<h2>Timeline</h2>{}<ol>", svg(report));
+    // A plot that cannot be drawn costs the picture, not the report.
+    let plot = super::plot::report_svg(report)
+        .unwrap_or_else(|e| format!("<p>(no plot: {})</p>", escape(&format!("{e:#}"))));
+    let _ = write!(out, "<h2>Timeline</h2>{plot}");
+    let bands = super::plot::bands(report);
+    if !bands.is_empty() {
+        out.push_str("<h3>Faults (the shaded bands)</h3><table border=1 cellpadding=3><tr><th>fault</th><th>from</th><th>to</th></tr>");
+        for band in &bands {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{:.2} s</td><td>{:.2} s</td></tr>",
+                escape(&band.label),
+                band.from_ms as f64 / 1000.0,
+                band.to_ms as f64 / 1000.0
+            );
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("<h3>Moments</h3><ol>");
     for marker in &report.markers {
         let _ = write!(
             out,
