@@ -1,8 +1,8 @@
 //! `chaos run` end to end, as an SRE runs it: a seeded schedule of process and link
 //! faults (killed PostgreSQL, a one-way partition, killed replicator, a slow link, a
 //! flaky link, killed broker, the Raft leader's voter paused, a node paused past its
-//! lease, a killed voter) against three regions in network namespaces under the bank workload; every
-//! invariant holds after the heal and every fault's region takes writes again within
+//! lease, a killed voter; then a slow clock and a long link) against three regions in
+//! network namespaces under the bank workload; every invariant holds after the heal and every fault's region takes writes again within
 //! the run's quiet end. The run's evidence, read back by `ledger-check`, gives the same
 //! verdicts, and fails once a violation is planted in it.
 
@@ -217,12 +217,14 @@ fn copy_evidence(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 /// A node restarted with its clocks 1% slow (libfaketime: monotonic clock and sleeps
 /// included), the configured maximum drift, believes its lease lasts longer than it
-/// does; the survivors' fence covers it, so every invariant holds and the region
-/// serves again after the heal (a restart on real time).
+/// does; the survivors' fence covers it. Then a long link (100 ± 20 ms each way on
+/// every link of one region). Every invariant holds, each region serves again after
+/// its heal, and the report's timeline plot shows both faults as bands.
 #[test]
-fn a_node_whose_clock_runs_slow_keeps_every_invariant() -> anyhow::Result<()> {
+fn a_slow_clock_and_a_long_link_keep_every_invariant() -> anyhow::Result<()> {
     let dir = WorkDir::temp("chaos-drift")?;
     let base = harness::free_block(chaos::topology::port_span(3))?;
+    // Seed 2 draws clock-drift on us-east, then latency on ap-south, in 25 s.
     let args = [
         "run",
         "--seed",
@@ -230,7 +232,7 @@ fn a_node_whose_clock_runs_slow_keeps_every_invariant() -> anyhow::Result<()> {
         "--seconds",
         "25",
         "--faults",
-        "clock-drift",
+        "clock-drift,latency",
     ];
     let output = chaos(dir.path(), base, &args)?;
     let printed = text(&output);
@@ -240,20 +242,34 @@ fn a_node_whose_clock_runs_slow_keeps_every_invariant() -> anyhow::Result<()> {
         printed.contains("node runs its clocks at x0.99") && printed.contains("at x1"),
         "the node ran drifted, then on real time"
     );
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
-        dir.join("seed-2/report/report.json"),
-    )?)?;
+    assert!(
+        printed.contains("delay each packet 100 ms ± 20 ms"),
+        "the long link was made"
+    );
+    let report_dir = dir.join("seed-2/report");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json"))?)?;
     let faults = report["faults"].as_array().context("faults")?;
-    assert_eq!(faults.len(), 2, "both drifts ran: {faults:?}");
+    let kinds: BTreeSet<&str> = faults.iter().filter_map(|f| f["fault"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["clock-drift", "latency"]),
+        "{faults:?}"
+    );
     for fault in faults {
         assert!(
             fault["recovery_ms"].as_u64().is_some(),
-            "the drifted region took writes again: {fault}"
+            "the faulted region took writes again: {fault}"
         );
     }
     let checks = report["invariants"]["checks"]
         .as_array()
         .context("checks")?;
     assert!(checks.iter().all(|c| c["ok"] == true), "{checks:?}");
+    let html = std::fs::read_to_string(report_dir.join("report.html"))?;
+    assert!(html.contains("<svg"), "the report has its timeline plot");
+    for band in ["clock-drift us-east", "latency ap-south"] {
+        assert!(html.contains(band), "the plot shows the {band} band");
+    }
     Ok(())
 }
