@@ -95,7 +95,8 @@ enum Action {
     },
     /// A long link: every packet between the region and the others held `--ms` (±
     /// up to `--jitter-ms`) each way, so a round trip to it grows by twice that, on
-    /// every link, Kafka and Raft included (`up --namespaces` only).
+    /// every link, Kafka and Raft included (`up --namespaces` only). `leader` names
+    /// the region whose voter leads.
     Delay {
         region: String,
         #[arg(long, default_value_t = 100)]
@@ -275,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
             if deployment.bin_dir.as_os_str().is_empty() {
                 deployment.bin_dir = bin_dir()?;
             }
+            let region = resolve(&deployment, &region).await?;
             deployment
                 .latency(
                     &region,
