@@ -25,8 +25,7 @@ pub struct RunOptions {
     pub kinds: Vec<FaultKind>,
     pub seconds: u64,
     pub rate: u32,
-    /// The bank workload (transfers only) instead of deposits and withdrawals.
-    pub transfers: bool,
+    pub workload: RunWorkload,
     pub ack_replicated: bool,
     pub regions: usize,
     pub base_port: u16,
@@ -34,6 +33,18 @@ pub struct RunOptions {
     pub dir: PathBuf,
     /// Where `ledger-local`, `failover` and the services are.
     pub bin_dir: PathBuf,
+}
+
+/// The drill workload a run writes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RunWorkload {
+    /// Transfers only, 100.00 per account (the workload that found the money bugs).
+    #[default]
+    Bank,
+    /// Deposits and withdrawals.
+    Deposits,
+    /// Transfers, deposits, withdrawals, opens, and reads with `min_seq` or `strong`.
+    Mixed,
 }
 
 /// One invariant's verdict, as the drill's report gives it.
@@ -177,9 +188,15 @@ fn drill(
         ])
         .args(["--heal-timeout-s", "120", "--report-dir"])
         .arg(report_dir);
-    if options.transfers {
-        // The bank workload that found the money bugs: 100.00 per account.
-        command.args(["--workload", "transfers", "--funding", "100.00"]);
+    match options.workload {
+        // Little money per account, so refusals and overdraft replays happen.
+        RunWorkload::Bank => {
+            command.args(["--workload", "transfers", "--funding", "100.00"]);
+        }
+        RunWorkload::Mixed => {
+            command.args(["--workload", "mixed", "--funding", "100.00"]);
+        }
+        RunWorkload::Deposits => {}
     }
     if options.ack_replicated {
         command.arg("--ack-replicated");

@@ -119,7 +119,7 @@ fn a_seeded_schedule_of_process_and_link_faults_keeps_every_invariant() -> anyho
     let checks = report["invariants"]["checks"]
         .as_array()
         .context("checks")?;
-    assert_eq!(checks.len(), 8, "every invariant was checked: {checks:?}");
+    assert_eq!(checks.len(), 9, "every invariant was checked: {checks:?}");
     for check in checks {
         assert_eq!(check["ok"], true, "invariant holds: {check}");
     }
@@ -161,7 +161,7 @@ fn the_checker_agrees_and_fails_on_planted_violations(report: &Path) -> anyhow::
     };
     let (code, printed) = check(report)?;
     assert_eq!(code, Some(0), "the evidence passes: {printed}");
-    assert_eq!(printed.matches("valid  ").count(), 8, "{printed}");
+    assert_eq!(printed.matches("valid  ").count(), 9, "{printed}");
     assert!(printed.contains("requests"), "{printed}");
 
     let planted = report.with_file_name("planted-balance");
@@ -218,8 +218,10 @@ fn copy_evidence(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// A node restarted with its clocks 1% slow (libfaketime: monotonic clock and sleeps
 /// included), the configured maximum drift, believes its lease lasts longer than it
 /// does; the survivors' fence covers it. Then a long link (100 ± 20 ms each way on
-/// every link of one region). Every invariant holds, each region serves again after
-/// its heal, and the report's timeline plot shows both faults as bands.
+/// every link of one region). Under the mixed workload (writes, opens, `min_seq` and
+/// strong reads) every invariant holds, reads included, each region serves again after
+/// its heal, and the report's timeline plot shows both faults as bands; a read planted
+/// in the evidence with an older seq than its `min_seq` fails `ledger-check`.
 #[test]
 fn a_slow_clock_and_a_long_link_keep_every_invariant() -> anyhow::Result<()> {
     let dir = WorkDir::temp("chaos-drift")?;
@@ -233,6 +235,8 @@ fn a_slow_clock_and_a_long_link_keep_every_invariant() -> anyhow::Result<()> {
         "25",
         "--faults",
         "clock-drift,latency",
+        "--workload",
+        "mixed",
     ];
     let output = chaos(dir.path(), base, &args)?;
     let printed = text(&output);
@@ -266,10 +270,59 @@ fn a_slow_clock_and_a_long_link_keep_every_invariant() -> anyhow::Result<()> {
         .as_array()
         .context("checks")?;
     assert!(checks.iter().all(|c| c["ok"] == true), "{checks:?}");
+    let reads = checks
+        .iter()
+        .find(|c| c["name"] == "reads keep their promises")
+        .context("the read check")?;
+    let summary = reads["summary"].as_str().unwrap_or_default();
+    assert!(
+        !summary.starts_with("0 reads") && !summary.contains(" 0 with min_seq"),
+        "reads with min_seq were checked: {summary}"
+    );
+    a_read_older_than_its_min_seq_fails_the_checker(&report_dir)?;
     let html = std::fs::read_to_string(report_dir.join("report.html"))?;
     assert!(html.contains("<svg"), "the report has its timeline plot");
     for band in ["clock-drift us-east", "latency ap-south"] {
         assert!(html.contains(band), "the plot shows the {band} band");
     }
+    Ok(())
+}
+
+/// The run's evidence with one answered `min_seq` read changed to have seen one seq
+/// less than it asked for: `ledger-check` exits 1 naming the read check.
+fn a_read_older_than_its_min_seq_fails_the_checker(report: &Path) -> anyhow::Result<()> {
+    let planted = report.with_file_name("planted-read");
+    copy_evidence(report, &planted)?;
+    let history = planted.join("history.jsonl");
+    let mut planted_one = false;
+    let mut lines = String::new();
+    for line in std::fs::read_to_string(&history)?.lines() {
+        let mut operation: serde_json::Value = serde_json::from_str(line)?;
+        let min_seq = operation["min_seq"].as_i64();
+        if !planted_one && operation["op"] == "read" && operation["status"] == 200 {
+            if let Some(min_seq) = min_seq {
+                operation["seq"] = (min_seq - 1).into();
+                planted_one = true;
+            }
+        }
+        lines.push_str(&format!("{operation}\n"));
+    }
+    assert!(planted_one, "the run answered a min_seq read");
+    std::fs::write(&history, lines)?;
+    let output = Command::new(bin_dir().join("ledger-check"))
+        .arg("--dir")
+        .arg(&planted)
+        .output()
+        .context("run ledger-check")?;
+    let printed = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a stale read fails: {printed}"
+    );
+    assert!(
+        printed.contains("INVALID reads keep their promises"),
+        "{printed}"
+    );
     Ok(())
 }

@@ -58,7 +58,7 @@ async fn start_load_homed(
         accounts_per_region: per_region,
         ack_replicated: replicated,
         concurrency: 32,
-        transfers: false,
+        mix: workload::Mix::Payments,
     };
     Ok(workload::start(nodes(regions), accounts, options))
 }

@@ -160,6 +160,9 @@ pub enum WorkloadName {
     Deposits,
     /// Only transfers between random pairs of accounts (the bank workload).
     Transfers,
+    /// Transfers, deposits, withdrawals, account opens, and reads with `min_seq` or
+    /// `consistency=strong` that the checker holds to their promise.
+    Mixed,
 }
 
 #[derive(Debug, clap::Args)]

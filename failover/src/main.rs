@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use failover::drill::{self, workload::WorkloadOptions, DrillOptions, Scenario};
+use failover::drill::{
+    self,
+    workload::{Mix, WorkloadOptions},
+    DrillOptions, Scenario,
+};
 use failover::promote::PromoteOptions;
 use failover::switchover::{MoveReport, SwitchoverOptions};
 use failover::{audit, status, Cluster, Targets};
@@ -389,7 +393,11 @@ async fn main() -> anyhow::Result<()> {
                     accounts_per_region: args.accounts_per_region,
                     ack_replicated: args.ack_replicated,
                     concurrency: 64,
-                    transfers: matches!(args.workload, WorkloadName::Transfers),
+                    mix: match args.workload {
+                        WorkloadName::Deposits => Mix::Payments,
+                        WorkloadName::Transfers => Mix::Bank,
+                        WorkloadName::Mixed => Mix::Mixed,
+                    },
                 },
                 warmup: Duration::from_secs(args.warmup_s),
                 observe: Duration::from_secs(args.observe_s),

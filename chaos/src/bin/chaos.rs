@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use chaos::run::{self, RunOptions};
+use chaos::run::{self, RunOptions, RunWorkload};
 use chaos::schedule::{FaultKind, ALL_KINDS};
 use clap::{Parser, Subcommand};
 
@@ -29,9 +29,9 @@ struct Shared {
     /// Workload writes per second.
     #[arg(long, default_value_t = 40)]
     rate: u32,
-    /// Deposits and withdrawals instead of the bank workload (transfers only).
-    #[arg(long)]
-    deposits: bool,
+    /// What the clients send.
+    #[arg(long, value_enum, default_value_t = RunWorkload::Bank)]
+    workload: RunWorkload,
     /// Ask for ack=replicated on every write.
     #[arg(long)]
     ack_replicated: bool,
@@ -78,7 +78,7 @@ fn options(
         kinds: kinds(shared),
         seconds,
         rate: shared.rate,
-        transfers: !shared.deposits,
+        workload: shared.workload,
         ack_replicated: shared.ack_replicated,
         regions: shared.regions,
         base_port: cli.base_port,

@@ -51,7 +51,11 @@ impl Evidence {
     pub fn check(&self) -> InvariantReport {
         let acked = history::acknowledged(&self.operations);
         let sent: HashSet<_> = history::sent_transfers(&self.operations);
-        check_invariants(&self.snapshots, &self.ownership, &acked, &sent)
+        let mut report = check_invariants(&self.snapshots, &self.ownership, &acked, &sent);
+        report
+            .checks
+            .push(crate::reads_consistent(&self.operations, &self.snapshots));
+        report
     }
 
     pub fn write(&self, dir: &Path) -> Result<(), EvidenceError> {

@@ -37,7 +37,7 @@ impl Outcome {
 /// One request of a workload: a line of `history.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Operation {
-    /// `transfer`, `deposit`, `withdraw`, ...
+    /// `transfer`, `deposit`, `withdrawal`, `open` or `read`.
     pub op: String,
     /// The Idempotency-Key (retries of one request share it).
     pub key: String,
@@ -63,6 +63,24 @@ pub struct Operation {
     pub epoch: Option<i64>,
     /// Whether the request asked for `ack: replicated`.
     pub replicated: bool,
+    /// A read's `min_seq` (the client's last acknowledged seq of the account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_seq: Option<i64>,
+    /// A read with `consistency=strong` (served by the account's home).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strong: bool,
+}
+
+impl Operation {
+    /// A write that moves money: what acknowledgements and idempotency are about.
+    pub fn is_write(&self) -> bool {
+        matches!(self.op.as_str(), "deposit" | "withdrawal" | "transfer")
+    }
+
+    /// A read of one account; its `seq` is the seq of the copy that answered.
+    pub fn is_read(&self) -> bool {
+        self.op == "read"
+    }
 }
 
 /// The writes acknowledged at least once, one per Idempotency-Key (the first
@@ -72,7 +90,7 @@ pub fn acknowledged(operations: &[Operation]) -> Vec<AckedWrite> {
     let mut seen = HashSet::new();
     operations
         .iter()
-        .filter(|o| o.outcome == Outcome::Ok && seen.insert(o.key.as_str()))
+        .filter(|o| o.is_write() && o.outcome == Outcome::Ok && seen.insert(o.key.as_str()))
         .map(|o| {
             let transfer = o.op == "transfer";
             AckedWrite {

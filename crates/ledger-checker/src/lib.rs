@@ -18,6 +18,7 @@ pub mod evidence;
 pub mod history;
 mod idempotency;
 mod money;
+mod reads;
 mod single_writer;
 mod transfers;
 
@@ -25,6 +26,7 @@ pub use acknowledged::acknowledged_kept;
 pub use convergence::converged;
 pub use idempotency::idempotent;
 pub use money::money_conserved;
+pub use reads::reads_consistent;
 pub use single_writer::single_writer;
 pub use transfers::{booked_once, saga_converged, transfer_of_key, transfers_settled};
 

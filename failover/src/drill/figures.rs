@@ -251,6 +251,8 @@ mod tests {
             epoch: None,
             to: None,
             transfer_id: None,
+            min_seq: None,
+            strong: false,
         }
     }
 

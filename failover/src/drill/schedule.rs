@@ -100,7 +100,9 @@ pub fn measure_recovery(reports: &mut [FaultReport], attempts: &[Attempt], accou
         };
         report.recovery_ms = attempts
             .iter()
-            .filter(|a| a.ok() && a.start_ms >= report.healed_at_ms && affected(&a.account))
+            .filter(|a| {
+                a.is_write() && a.ok() && a.start_ms >= report.healed_at_ms && affected(&a.account)
+            })
             .map(|a| a.end_ms - report.healed_at_ms)
             .min();
     }
@@ -125,6 +127,8 @@ mod tests {
             epoch: None,
             to: None,
             transfer_id: None,
+            min_seq: None,
+            strong: false,
         }
     }
 

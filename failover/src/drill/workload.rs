@@ -18,6 +18,8 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::mixed::{self, Sessions, Step};
+
 /// Pause before retrying a refused write.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// A write is given up after this long (and recorded as such).
@@ -29,9 +31,20 @@ pub struct WorkloadOptions {
     pub accounts_per_region: usize,
     pub ack_replicated: bool,
     pub concurrency: usize,
-    /// Only transfers between workload accounts (the bank workload), instead of
-    /// deposits and withdrawals.
-    pub transfers: bool,
+    pub mix: Mix,
+}
+
+/// What a workload sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Deposits and withdrawals.
+    Payments,
+    /// Only transfers between workload accounts (the bank workload): money only moves.
+    Bank,
+    /// Transfers, deposits, withdrawals, account opens, and reads with `min_seq` (the
+    /// last seq this workload saw acknowledged for the account, read at any region)
+    /// or `consistency=strong` (see [`super::reads`]).
+    Mixed,
 }
 
 /// One HTTP attempt of one write.
@@ -59,11 +72,26 @@ pub struct Attempt {
     /// The transfer id a 201 named.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer_id: Option<String>,
+    /// A read's `min_seq`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_seq: Option<i64>,
+    /// A read with `consistency=strong`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub strong: bool,
 }
 
 impl Attempt {
+    /// Answered as asked: a write acknowledged (201), a read or an open answered.
     pub fn ok(&self) -> bool {
-        self.status == 201
+        match self.kind {
+            "read" => self.status == 200,
+            _ => self.status == 201,
+        }
+    }
+
+    /// A write that moves money (what availability, recovery and RPO are about).
+    pub fn is_write(&self) -> bool {
+        matches!(self.kind, "deposit" | "withdrawal" | "transfer")
     }
 }
 
@@ -85,6 +113,8 @@ pub fn operations(attempts: &[Attempt], replicated: bool) -> Vec<Operation> {
             seq: a.seq,
             epoch: a.epoch,
             replicated,
+            min_seq: a.min_seq,
+            strong: a.strong,
         })
         .collect()
 }
@@ -121,7 +151,7 @@ impl Workload {
     }
 }
 
-fn ms(d: Duration) -> u64 {
+pub(super) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -178,7 +208,7 @@ pub async fn open_accounts(
     Ok(accounts)
 }
 
-async fn post(
+pub(super) async fn post(
     http: &reqwest::Client,
     base: &str,
     path: &str,
@@ -247,6 +277,7 @@ async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tasks = tokio::task::JoinSet::new();
     let regions: Vec<String> = nodes.keys().cloned().collect();
+    let sessions = Sessions::default();
     while !stop.is_cancelled() {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -255,56 +286,43 @@ async fn run(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
-        let (account, to, via, withdraw, cents) = {
+        let step = {
             let mut rng = rand::rng();
-            let pick = |rng: &mut rand::rngs::ThreadRng| {
-                accounts
-                    .get(rng.random_range(0..accounts.len().max(1)))
-                    .cloned()
-            };
-            let Some(account) = pick(&mut rng) else {
-                break;
-            };
-            let mut to = None;
-            while options.transfers && accounts.len() > 1 {
-                let other = pick(&mut rng);
-                if other.as_ref().is_some_and(|o| o.id != account.id) {
-                    to = other;
-                    break;
-                }
-            }
-            let via = regions[rng.random_range(0..regions.len())].clone();
-            let cents = if options.transfers {
-                rng.random_range(100..=3000)
-            } else {
-                rng.random_range(1..500)
-            };
-            (account, to, via, rng.random_bool(0.3), cents)
+            mixed::draw(&mut rng, options.mix, &accounts, &regions, &sessions)
         };
-        let amount = format!("{}.{:02}", cents / 100, cents % 100);
-        let (kind, path, body) = match &to {
-            Some(to) => (
-                "transfer",
-                "/v1/transfers".to_owned(),
-                json!({"from": account.id, "to": to.id, "amount": amount}),
-            ),
-            None if withdraw => (
-                "withdrawal",
-                format!("/v1/accounts/{}/withdrawals", account.id),
-                json!({ "amount": amount }),
-            ),
-            None => (
-                "deposit",
-                format!("/v1/accounts/{}/deposits", account.id),
-                json!({ "amount": amount }),
-            ),
+        let Some(step) = step else {
+            break;
+        };
+        let (account, to, via, kind, path, body) = match step {
+            Step::Write {
+                account,
+                to,
+                via,
+                kind,
+                path,
+                body,
+            } => (account, to, via, kind, path, body),
+            other => {
+                let call = mixed::Call {
+                    http: http.clone(),
+                    nodes: nodes.clone(),
+                    clock,
+                    records: records.clone(),
+                };
+                tasks.spawn(async move {
+                    call.run(other).await;
+                    drop(permit);
+                });
+                while tasks.try_join_next().is_some() {}
+                continue;
+            }
         };
         let write = Write {
             http: http.clone(),
             nodes: nodes.clone(),
             regions: regions.clone(),
             account,
-            to: to.map(|t| t.id),
+            to,
             via,
             kind,
             path,
@@ -313,6 +331,7 @@ async fn run(
             replicated: options.ack_replicated,
             clock,
             records: records.clone(),
+            sessions: sessions.clone(),
         };
         tasks.spawn(async move {
             write.run().await;
@@ -337,6 +356,7 @@ struct Write {
     replicated: bool,
     clock: Instant,
     records: Arc<Mutex<Vec<Attempt>>>,
+    sessions: Sessions,
 }
 
 impl Write {
@@ -391,7 +411,12 @@ impl Write {
                 epoch,
                 to: self.to.clone(),
                 transfer_id,
+                min_seq: None,
+                strong: false,
             };
+            if let Some(seq) = attempt.seq {
+                self.sessions.saw(&attempt.account, seq);
+            }
             if let Ok(mut records) = self.records.lock() {
                 records.push(attempt);
             }
