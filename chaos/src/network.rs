@@ -102,7 +102,7 @@ impl Network {
         ip(&["link", "set", &bridge, "up"])?;
         for i in 0..regions {
             let namespace = self.namespace(i).unwrap_or_default();
-            let (outside, inside) = (format!("lg{id}v{i}"), inside_veth(id, i));
+            let (outside, inside) = (outside_veth(id, i), inside_veth(id, i));
             ip(&["netns", "add", &namespace])?;
             ip(&[
                 "link", "add", &outside, "type", "veth", "peer", "name", &inside,
@@ -127,6 +127,10 @@ impl Network {
             if let Some(namespace) = self.namespace(i) {
                 let _ = ip(&["netns", "del", &namespace]);
             }
+            // A create that failed between making a veth pair and moving one end into
+            // its namespace leaves the pair in the root namespace; the next create
+            // with this id would fail on it ("File exists").
+            let _ = ip(&["link", "del", &outside_veth(id, i)]);
         }
         let _ = ip(&["link", "del", &bridge_name(id)]);
     }
@@ -371,6 +375,11 @@ fn prepare_filters(namespace: &str) -> anyhow::Result<()> {
 /// `10.A.B` for id `A*256+B` offset into 10.100.0.0 and up.
 fn subnet(id: u16) -> String {
     format!("10.{}.{}", 100 + id / 256, id % 256)
+}
+
+/// Region `i`'s veth end on the bridge, in the root namespace.
+fn outside_veth(id: u16, i: usize) -> String {
+    format!("lg{id}v{i}")
 }
 
 /// Region `i`'s end of its veth pair, inside its namespace.
