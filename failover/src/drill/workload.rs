@@ -1,7 +1,8 @@
 //! The drill's built-in workloads: accounts opened in every region, then, at a steady
-//! rate from clients "near" random regions, either deposits and withdrawals, or only
-//! transfers between random pairs of accounts (the bank workload: same-region and
-//! cross-region transfers, money only moves, so the total is fixed). A client whose
+//! rate from clients "near" random regions, one of three mixes ([`Mix`]): deposits and
+//! withdrawals; only transfers between random pairs of accounts (the bank workload:
+//! same-region and cross-region transfers, money only moves, so the total is fixed);
+//! or everything, reads and opens included ([`super::mixed`]). A client whose
 //! region does not answer goes to another one; a refused write (503) is retried with
 //! the same Idempotency-Key after a short pause (a transfer at another region, as a
 //! client of a global bank would). Every attempt is recorded.
