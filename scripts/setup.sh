@@ -30,6 +30,8 @@ command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 # rdkafka builds librdkafka from source (its cmake-build feature).
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+# promtool (the alert rules' unit tests): Debian ships it with the prometheus package.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 for pkg in libcurl4-openssl-dev libssl-dev zlib1g-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done

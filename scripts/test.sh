@@ -25,6 +25,9 @@ echo "[test] cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 # Real-process tests start every service binary (the failover tool included), not only
 # those of their own package.
+echo "[test] promtool: the alert rules and their unit tests"
+promtool check rules observability/prometheus/alerts.yml
+(cd observability/prometheus && promtool test rules alerts_test.yml)
 echo "[test] cargo build --bins"
 cargo build --locked --workspace --bins
 # Each test copies its process logs to target/test-logs/<its dir>/: start empty, so

@@ -83,6 +83,7 @@ pub async fn run(
         );
     }
     for origin in &config.apply_from {
+        metrics.start_origin(&origin.name);
         supervisor.spawn(
             "applier",
             applier::run(

@@ -177,6 +177,14 @@ impl Metrics {
         metrics
     }
 
+    /// Makes the alarm counters of an origin's applier exist at 0 from the start, so
+    /// an alert on `increase(...)` sees the first dead letter or skipped offset (a
+    /// series that first appears at 1 shows no increase).
+    pub fn start_origin(&self, origin: &str) {
+        self.dlq_events.with_label_values(&[origin]);
+        self.offsets_skipped.with_label_values(&[origin]);
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
