@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 #[derive(Debug, Clone)]
@@ -17,6 +17,7 @@ pub struct Metrics {
     pool_connections: IntGauge,
     pool_idle: IntGauge,
     lease_slots: IntGauge,
+    lease_remaining: Gauge,
     lease_renewals: IntCounterVec,
     /// Requests answered by another region: where, what, how it went.
     forwarded: IntCounterVec,
@@ -63,6 +64,11 @@ impl Metrics {
         let lease_slots = IntGauge::new(
             "lease_slots",
             "Slots of this region's last lease grant, once recorded in its database",
+        )
+        .expect("static");
+        let lease_remaining = Gauge::new(
+            "lease_remaining_seconds",
+            "Time left on this region's lease (last renewal sent + ttl), when scraped",
         )
         .expect("static");
         let lease_renewals = IntCounterVec::new(
@@ -152,6 +158,7 @@ impl Metrics {
             Box::new(pool_connections.clone()),
             Box::new(pool_idle.clone()),
             Box::new(lease_slots.clone()),
+            Box::new(lease_remaining.clone()),
             Box::new(lease_renewals.clone()),
             Box::new(forwarded.clone()),
             Box::new(forward_duration.clone()),
@@ -169,6 +176,7 @@ impl Metrics {
             pool_connections,
             pool_idle,
             lease_slots,
+            lease_remaining,
             lease_renewals,
             forwarded,
             forward_duration,
@@ -209,6 +217,12 @@ impl Metrics {
 
     pub fn reconciled(&self, outcome: &str) {
         self.reconciled.with_label_values(&[outcome]).inc();
+    }
+
+    /// Time left on the lease, set when scraped (+Inf for static ownership).
+    pub fn set_lease_remaining(&self, remaining: Option<Duration>) {
+        self.lease_remaining
+            .set(remaining.map_or(f64::INFINITY, |r| r.as_secs_f64()));
     }
 
     pub fn set_lease(&self, slots: usize) {

@@ -181,6 +181,13 @@ impl LeaseState {
         }
     }
 
+    /// Time until the lease runs out by the issuer's clock (last renewal sent + ttl),
+    /// before this node's safety margins; `None` for static ownership (no expiry).
+    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.sent_at
+            .map(|sent| (sent + self.ttl).saturating_duration_since(now))
+    }
+
     /// The epoch at which `account` may be written now, or why not. `map_epoch` is the
     /// epoch the map gives the account (slot or override).
     pub fn may_write(
@@ -409,6 +416,20 @@ mod tests {
             "2 s ttl sent 1.95 s ago leaves less than the margin"
         );
         assert!(lease.writable_slots(MARGIN).is_empty());
+        let left = lease
+            .remaining(Instant::now())
+            .expect("a lease with an expiry");
+        assert!(left <= Duration::from_millis(50), "{left:?}");
+        assert_eq!(
+            lease.remaining(sent + Duration::from_secs(5)),
+            Some(Duration::ZERO),
+            "run out is zero, not negative"
+        );
+        assert_eq!(
+            LeaseState::static_all(4, 1).remaining(Instant::now()),
+            None,
+            "static ownership has no expiry"
+        );
     }
 
     #[test]

@@ -232,6 +232,14 @@ impl Ownership {
         })
     }
 
+    /// Time left on the lease (`None`: static ownership, no expiry).
+    pub fn lease_remaining(&self) -> Option<std::time::Duration> {
+        self.lease
+            .read()
+            .ok()
+            .and_then(|l| l.remaining(std::time::Instant::now()))
+    }
+
     /// Slots the last renewal granted (frozen or not).
     pub fn held_slot_count(&self) -> usize {
         self.lease.read().map_or(0, |l| l.held_slot_count())

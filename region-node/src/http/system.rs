@@ -58,6 +58,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let status = state.store.pool().status();
     state.metrics.set_pool(status.size, status.available);
+    state
+        .metrics
+        .set_lease_remaining(state.ownership.lease_remaining());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
