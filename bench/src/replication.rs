@@ -22,7 +22,6 @@ use ledger_bench::percentile_ms;
 use nix::sys::signal::Signal;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
-use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use replication::envelope::header;
 use tokio_postgres::{Client, NoTls};
@@ -475,24 +474,18 @@ async fn broker_baseline(args: &Args, brokers: &str) -> anyhow::Result<Vec<u64>>
         tick.tick().await;
         let sent_us = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(0);
         let key = format!("{}:{sent_us}", n % 1000);
-        let mut record = FutureRecord::to(&topic).key(&key).payload(&payload);
         // The same two headers the relay sets.
-        record = record.headers(
-            rdkafka::message::OwnedHeaders::new_with_capacity(2)
-                .insert(header("content-type", ledger_wire::events::CONTENT_TYPE))
-                .insert(header("traceparent", TRACEPARENT)),
-        );
+        let headers = rdkafka::message::OwnedHeaders::new_with_capacity(2)
+            .insert(header("content-type", ledger_wire::events::CONTENT_TYPE))
+            .insert(header("traceparent", TRACEPARENT));
         deliveries.push(
             producer
-                .send_result(record)
-                .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?,
+                .send(&topic, Some(key.as_bytes()), &payload, headers)
+                .context("produce")?,
         );
     }
     for delivery in deliveries {
-        delivery
-            .await
-            .context("delivery")?
-            .map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
+        delivery.acknowledged().await.context("delivery")?;
     }
     let samples = reader.await.context("join reader")?;
     anyhow::ensure!(

@@ -8,9 +8,9 @@
 
 use ledger_wire::events::{self, headers};
 use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::envelope::header;
+use crate::producer::Producer;
 use crate::ReplicationError;
 
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ impl DeadLetter {
 
 /// Sends `letters` to `region`'s dead-letter topic and waits until all are stored.
 pub async fn send(
-    producer: &FutureProducer,
+    producer: &Producer,
     region: &str,
     letters: &[DeadLetter],
 ) -> Result<(), ReplicationError> {
@@ -86,28 +86,17 @@ pub async fn send(
                 value: Some(value.as_slice()),
             });
         }
-        let mut record = FutureRecord::to(&topic)
-            .payload(&letter.payload)
-            .headers(owned);
-        if let Some(key) = &letter.key {
-            record = record.key(key);
-        }
         deliveries.push(
             producer
-                .send_result(record)
-                .map_err(|(error, _)| ReplicationError::Kafka(error))?,
+                .send(&topic, letter.key.as_deref(), &letter.payload, owned)
+                .map_err(ReplicationError::Kafka)?,
         );
     }
     for delivery in deliveries {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => return Err(ReplicationError::Kafka(error)),
-            Err(_) => {
-                return Err(ReplicationError::Kafka(
-                    rdkafka::error::KafkaError::Canceled,
-                ))
-            }
-        }
+        delivery
+            .acknowledged()
+            .await
+            .map_err(ReplicationError::Kafka)?;
     }
     Ok(())
 }

@@ -7,9 +7,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::producer::Producer;
 use crate::ReplicationError;
 
 /// An idempotent producer: the broker drops retried duplicates and keeps each
@@ -19,8 +19,9 @@ pub fn producer(
     brokers: &str,
     client_id: &str,
     linger_ms: u64,
-) -> Result<FutureProducer, ReplicationError> {
-    ClientConfig::new()
+) -> Result<Producer, ReplicationError> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("client.id", client_id)
         .set("enable.idempotence", "true")
@@ -28,9 +29,8 @@ pub fn producer(
         .set("partitioner", "murmur2_random")
         .set("message.timeout.ms", "30000")
         .set("queue.buffering.max.messages", "200000")
-        .set("reconnect.backoff.max.ms", "1000")
-        .create()
-        .map_err(ReplicationError::Kafka)
+        .set("reconnect.backoff.max.ms", "1000");
+    Producer::new(&config).map_err(ReplicationError::Kafka)
 }
 
 /// A consumer that is given its partitions and offsets (`assign`), never commits on its

@@ -22,6 +22,7 @@ pub mod housekeeping;
 pub mod kafka;
 pub mod lag;
 pub mod metrics;
+pub mod producer;
 pub mod relay;
 mod status;
 

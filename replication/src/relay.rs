@@ -24,13 +24,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::OutboxRow;
+use crate::producer::{Delivery, Producer};
 use crate::{db, kafka, Metrics, ReplicationError, ReplicatorConfig};
 
 /// Advisory lock key of the region's relay (one per database).
@@ -220,7 +220,7 @@ fn joined(
 
 struct Reader<'a> {
     client: &'a Client,
-    producer: &'a FutureProducer,
+    producer: &'a Producer,
     topic: &'a str,
     batch: i64,
     metrics: &'a Metrics,
@@ -233,7 +233,7 @@ struct Reader<'a> {
 impl Reader<'_> {
     async fn run(
         mut self,
-        sent: mpsc::Sender<(i64, DeliveryFuture)>,
+        sent: mpsc::Sender<(i64, Delivery)>,
         notify: &Notify,
         (poll, busy_poll): (Duration, Duration),
         closed: &mut tokio::sync::watch::Receiver<bool>,
@@ -317,23 +317,25 @@ impl Reader<'_> {
     }
 
     /// Hands one row to the producer; waits while its queue is full.
-    async fn send(&self, row: OutboxRow) -> Result<DeliveryFuture, ReplicationError> {
+    async fn send(&self, row: OutboxRow) -> Result<Delivery, ReplicationError> {
         let headers = row.headers();
         let envelope = row.into_envelope();
         let payload = serde_json::to_vec(&envelope)
             .map_err(|e| ReplicationError::Config(format!("encode envelope: {e}")))?;
         loop {
-            let record = FutureRecord::to(self.topic)
-                .key(&envelope.subject)
-                .payload(&payload)
-                .headers(headers.clone());
-            match self.producer.send_result(record) {
+            let sent = self.producer.send(
+                self.topic,
+                Some(envelope.subject.as_bytes()),
+                &payload,
+                headers.clone(),
+            );
+            match sent {
                 Ok(delivery) => return Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     // The local queue drains as the broker acknowledges; back off briefly.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((error, _)) => return Err(ReplicationError::Kafka(error)),
+                Err(error) => return Err(ReplicationError::Kafka(error)),
             }
         }
     }
@@ -343,7 +345,7 @@ impl Reader<'_> {
 /// published, many per statement. The first failed delivery ends the session.
 async fn mark_published(
     client: Arc<Client>,
-    mut sent: mpsc::Receiver<(i64, DeliveryFuture)>,
+    mut sent: mpsc::Receiver<(i64, Delivery)>,
     metrics: Metrics,
 ) -> Result<(), ReplicationError> {
     let mark = client
@@ -357,15 +359,11 @@ async fn mark_published(
     while sent.recv_many(&mut batch, 1_000).await > 0 {
         ids.clear();
         for (id, delivery) in batch.drain(..) {
-            match delivery.await {
-                Ok(Ok(_)) => ids.push(id),
-                Ok(Err((error, _))) => {
+            match delivery.acknowledged().await {
+                Ok(()) => ids.push(id),
+                Err(error) => {
                     mark_acknowledged(&client, &mark, &ids, &metrics).await?;
                     return Err(ReplicationError::Kafka(error));
-                }
-                Err(_) => {
-                    mark_acknowledged(&client, &mark, &ids, &metrics).await?;
-                    return Err(ReplicationError::Kafka(KafkaError::Canceled));
                 }
             }
         }

@@ -29,7 +29,6 @@ use ledger_wire::events::{self, EventEnvelope};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RemoteRegion;
 use crate::dlq::{self, DeadLetter};
 use crate::lag::{LagContext, LagTracker};
+use crate::producer::Producer;
 use crate::{db, kafka, Metrics, ReplicationError, ReplicatorConfig};
 use pacing::{Pace, Pacing};
 
@@ -75,7 +75,7 @@ struct Applier<'a> {
     partitions: Vec<i32>,
     /// Made at the first dead letter: an idle producer costs a polling thread that
     /// wakes every 100 ms (measured: two thirds of an idle replicator's CPU).
-    dlq: Option<FutureProducer>,
+    dlq: Option<Producer>,
     lag: LagTracker,
     pacing: Pacing,
 }
