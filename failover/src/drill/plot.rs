@@ -109,7 +109,7 @@ fn panel(
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 14))
         .margin(6)
-        .x_label_area_size(22)
+        .x_label_area_size(34)
         .y_label_area_size(48)
         .build_cartesian_2d(0.0..seconds(end_ms), 0.0..top)
         .map_err(plot_error)?;
