@@ -163,7 +163,9 @@ impl Deployment {
         self.network.namespace(i).context(
             "a long link needs regions in network namespaces (`ledger-local up --network namespaces`)",
         )?;
-        self.stop_delays()?;
+        // A second long link on the same region replaces the first (its rules stay
+        // and feed the new loop); other regions' long links go on.
+        self.stop_delays(Some(i))?;
         let log = self.regions[i].dir.join("delay.log");
         let logged_before = std::fs::read_to_string(&log).map_or(0, |t| t.len());
         start_delay(self, i, latency, jitter, seed)?;
@@ -193,14 +195,16 @@ impl Deployment {
     /// go as they stop.
     pub fn heal(&mut self) -> anyhow::Result<()> {
         self.network.heal(self.regions.len())?;
-        self.stop_delays()
+        self.stop_delays(None)
     }
 
-    /// Stops every region's delay loop (SIGTERM, SIGKILL after a grace) and forgets it.
-    fn stop_delays(&mut self) -> anyhow::Result<()> {
+    /// Stops the delay loop of region `only` (or of every region), SIGTERM then SIGKILL
+    /// after a grace, and forgets it.
+    fn stop_delays(&mut self, only: Option<usize>) -> anyhow::Result<()> {
         let pids: Vec<u32> = self
             .regions
             .iter_mut()
+            .filter(|r| only.is_none_or(|i| r.index == i))
             .filter_map(|r| r.pids.remove("delay"))
             .collect();
         if pids.is_empty() {
