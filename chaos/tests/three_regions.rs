@@ -524,5 +524,49 @@ async fn cross_region_transfers_complete_or_are_refunded_and_money_is_conserved(
         Decimal::new(10000, 2),
         "money is conserved across regions"
     );
+    // The steps other regions took later (credit, rejections, refunds) continue the
+    // trace of the request that debited: same trace id as the debit's event.
+    let trace_of = |traceparent: Option<String>| {
+        traceparent.and_then(|t| t.split('-').nth(1).map(str::to_owned))
+    };
+    let debits = regions.db(0).await?;
+    for id in &transfers {
+        let id: uuid::Uuid = id.parse()?;
+        let debit: Option<String> = debits
+            .query_one(
+                "SELECT traceparent FROM ledger.outbox
+                 WHERE event_type = 'TransferDebited' AND (payload->'transfer'->>'id')::uuid = $1",
+                &[&id],
+            )
+            .await?
+            .get(0);
+        let trace = trace_of(debit).context("the debit's event carries the request's trace")?;
+        let mut steps = 0;
+        for region in 0..2 {
+            let later = regions
+                .db(region)
+                .await?
+                .query(
+                    "SELECT event_type, traceparent FROM ledger.outbox
+                     WHERE event_type IN ('TransferCredited', 'TransferRejected', 'TransferRefunded')
+                       AND (payload->'transfer'->>'id')::uuid = $1",
+                    &[&id],
+                )
+                .await?;
+            for row in later {
+                steps += 1;
+                let step: String = row.get(0);
+                assert_eq!(
+                    trace_of(row.get(1)).as_deref(),
+                    Some(trace.as_str()),
+                    "{step} of transfer {id} in region {region} continues the debit's trace"
+                );
+            }
+        }
+        assert!(
+            steps > 0,
+            "transfer {id} took a later step (credit or rejection)"
+        );
+    }
     Ok(())
 }

@@ -51,6 +51,13 @@ LANGUAGE sql STABLE AS $$
         'created_at', ledger.ts_text(t.created_at), 'updated_at', ledger.ts_text(t.updated_at))
 $$;
 
+-- A transfer as its events carry it: the API's body plus the trace context of the
+-- request that started it, which the regions taking its later steps continue.
+CREATE OR REPLACE FUNCTION ledger.transfer_event_json(t ledger.transfers) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT ledger.transfer_json(t) || jsonb_strip_nulls(jsonb_build_object('traceparent', t.traceparent))
+$$;
+
 CREATE OR REPLACE FUNCTION ledger.problem(p_slug text, p_title text, p_status integer, p_detail text)
 RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT jsonb_build_object('type', '/problems/' || p_slug, 'title', p_title,

@@ -225,11 +225,11 @@ BEGIN
         result := ledger.insufficient_funds(src, amount);
     ELSE
         INSERT INTO ledger.transfers (id, from_account, to_account, amount, currency, state,
-                                      reference, created_at, updated_at)
+                                      reference, created_at, updated_at, traceparent)
         VALUES (ledger.transfer_of_key(p_key), src.id, dst.id, amount, src.currency,
-                'completed', p_reference, at, at)
+                'completed', p_reference, at, at, p_traceparent)
         RETURNING * INTO transfer;
-        carried := jsonb_build_object('transfer', ledger.transfer_json(transfer));
+        carried := jsonb_build_object('transfer', ledger.transfer_event_json(transfer));
         PERFORM ledger.book_event(src, -amount, 'transfer_debit', 'TransferDebited', txn,
                                   p_reference, transfer.id, p_from_epoch, p_region,
                                   p_traceparent, at, carried);

@@ -16,11 +16,11 @@ $$;
 CREATE OR REPLACE FUNCTION ledger.note_transfer(t jsonb) RETURNS void
 LANGUAGE sql AS $$
     INSERT INTO ledger.transfers (id, from_account, to_account, amount, currency, state,
-                                  reference, reason, created_at, updated_at)
+                                  reference, reason, created_at, updated_at, traceparent)
     VALUES ((t->>'id')::uuid, ledger.account_id_value(t->>'from'),
             ledger.account_id_value(t->>'to'), (t->>'amount')::numeric, t->>'currency',
             t->>'state', t->>'reference', t->>'reason', (t->>'created_at')::timestamptz,
-            (t->>'updated_at')::timestamptz)
+            (t->>'updated_at')::timestamptz, t->>'traceparent')
     ON CONFLICT (id) DO UPDATE
     SET state = EXCLUDED.state, reason = coalesce(EXCLUDED.reason, ledger.transfers.reason),
         updated_at = EXCLUDED.updated_at
@@ -89,14 +89,14 @@ BEGIN
         result := ledger.insufficient_funds(src, amount);
     ELSE
         INSERT INTO ledger.transfers (id, from_account, to_account, amount, currency, state,
-                                      reference, created_at, updated_at)
+                                      reference, created_at, updated_at, traceparent)
         VALUES (ledger.transfer_of_key(p_key), src.id, p_to, amount, src.currency, 'debited',
-                p_reference, at, at)
+                p_reference, at, at, p_traceparent)
         RETURNING * INTO transfer;
         PERFORM ledger.book_event(src, -amount, 'transfer_debit', 'TransferDebited',
                                   gen_random_uuid(), p_reference, transfer.id, p_from_epoch,
                                   p_region, p_traceparent, at,
-                                  jsonb_build_object('transfer', ledger.transfer_json(transfer)));
+                                  jsonb_build_object('transfer', ledger.transfer_event_json(transfer)));
         result := (201, ledger.transfer_json(transfer), false);
     END IF;
     PERFORM ledger.finish_key(p_key, result);
@@ -134,17 +134,18 @@ BEGIN
         UPDATE ledger.transfers SET state = 'completed', updated_at = at WHERE id = t.id
         RETURNING * INTO t;
         PERFORM ledger.book_event(dst, t.amount, 'transfer_credit', 'TransferCredited',
-                                  gen_random_uuid(), t.reference, t.id, epoch, p_region, NULL,
-                                  at, jsonb_build_object('transfer', ledger.transfer_json(t)));
+                                  gen_random_uuid(), t.reference, t.id, epoch, p_region,
+                                  t.traceparent, at,
+                                  jsonb_build_object('transfer', ledger.transfer_event_json(t)));
         PERFORM ledger.check_lease((t.to_account >> 48)::integer, epoch);
         RETURN 'completed';
     END IF;
     UPDATE ledger.transfers SET state = 'rejected', reason = why, updated_at = at
     WHERE id = t.id RETURNING * INTO t;
     INSERT INTO ledger.outbox (event_id, event_type, account_id, seq, epoch, origin_region,
-                               payload, created_at)
+                               payload, traceparent, created_at)
     VALUES (gen_random_uuid(), 'TransferRejected', t.from_account, 0, epoch, p_region,
-            jsonb_build_object('transfer', ledger.transfer_json(t)), at);
+            jsonb_build_object('transfer', ledger.transfer_event_json(t)), t.traceparent, at);
     PERFORM ledger.check_lease((t.to_account >> 48)::integer, epoch);
     RETURN 'rejected';
 END $$;
@@ -168,8 +169,9 @@ BEGIN
         UPDATE ledger.transfers SET state = 'refunded', updated_at = at WHERE id = t.id
         RETURNING * INTO t;
         PERFORM ledger.book_event(src, t.amount, 'transfer_refund', 'TransferRefunded',
-                                  gen_random_uuid(), t.reference, t.id, epoch, p_region, NULL,
-                                  at, jsonb_build_object('transfer', ledger.transfer_json(t)));
+                                  gen_random_uuid(), t.reference, t.id, epoch, p_region,
+                                  t.traceparent, at,
+                                  jsonb_build_object('transfer', ledger.transfer_event_json(t)));
         PERFORM ledger.check_lease((t.from_account >> 48)::integer, epoch);
     ELSE
         UPDATE ledger.transfers SET state = 'refunded', updated_at = at WHERE id = t.id;
@@ -228,7 +230,7 @@ $$;
 -- `{"transfer": ...}` for a saga entry whose transfer this region knows, else `{}`.
 CREATE OR REPLACE FUNCTION ledger.carried_transfer(p_transfer uuid) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT coalesce((SELECT jsonb_build_object('transfer', ledger.transfer_json(t))
+    SELECT coalesce((SELECT jsonb_build_object('transfer', ledger.transfer_event_json(t))
                      FROM ledger.transfers t WHERE t.id = p_transfer), '{}'::jsonb)
 $$;
 
