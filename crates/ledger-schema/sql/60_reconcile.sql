@@ -96,7 +96,10 @@ BEGIN
     flagged := delta < 0 AND acct.balance + delta < 0;
     entry := ledger.book_event(acct, delta, late_kind, ledger.event_type_of(late_kind),
                                (d->>'txn_id')::uuid, d->>'reference',
-                               (d->>'transfer_id')::uuid, epoch, p_region, NULL, at,
+                               -- A transfer step's replay continues the transfer's
+                               -- trace (its events carry it); a deposit's has none here.
+                               (d->>'transfer_id')::uuid, epoch, p_region,
+                               d->'transfer'->>'traceparent', at,
                                jsonb_build_object('reconciles', l.event_id, 'review', flagged)
                                || CASE WHEN d ? 'transfer'
                                        THEN jsonb_build_object('transfer', d->'transfer')
