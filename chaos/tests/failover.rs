@@ -550,7 +550,8 @@ async fn drill_reports_and_fails_when_an_invariant_breaks() -> anyhow::Result<()
         serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json"))?)?;
     assert_eq!(
         report["invariants"]["checks"].as_array().map(Vec::len),
-        Some(8)
+        Some(9),
+        "the nine invariants, reads included"
     );
     assert!(std::fs::read_to_string(report_dir.join("report.html"))?.contains("<svg"));
 
