@@ -137,11 +137,20 @@ impl Network {
 
     /// Drops every packet between region `i` and the other regions, both ways.
     pub fn partition(&self, i: usize, regions: usize) -> anyhow::Result<()> {
+        self.both_ways(i, regions, &["-j", "DROP"])
+    }
+
+    /// Adds to region `i`'s fault chain, for every other region's address as source
+    /// and as destination, a rule ending in `rule` (matches and target).
+    fn both_ways(&self, i: usize, regions: usize, rule: &[&str]) -> anyhow::Result<()> {
         let namespace = self.fault_namespace(i)?;
         for j in (0..regions).filter(|j| *j != i) {
             let peer = self.host(j);
-            iptables(&namespace, &["-A", CHAIN, "-s", &peer, "-j", "DROP"])?;
-            iptables(&namespace, &["-A", CHAIN, "-d", &peer, "-j", "DROP"])?;
+            for side in ["-s", "-d"] {
+                let mut args = vec!["-A", CHAIN, side, &peer];
+                args.extend_from_slice(rule);
+                iptables(&namespace, &args)?;
+            }
         }
         Ok(())
     }
@@ -174,35 +183,25 @@ impl Network {
         if !(0.0..=1.0).contains(&probability) || probability == 0.0 {
             bail!("a reset probability is in (0, 1], not {probability}");
         }
-        let namespace = self.fault_namespace(i)?;
         let probability = probability.to_string();
-        for j in (0..regions).filter(|j| *j != i) {
-            let peer = self.host(j);
-            for side in ["-s", "-d"] {
-                iptables(
-                    &namespace,
-                    &[
-                        "-A",
-                        CHAIN,
-                        "-p",
-                        "tcp",
-                        side,
-                        &peer,
-                        "-m",
-                        "statistic",
-                        "--mode",
-                        "random",
-                        "--probability",
-                        &probability,
-                        "-j",
-                        "REJECT",
-                        "--reject-with",
-                        "tcp-reset",
-                    ],
-                )?;
-            }
-        }
-        Ok(())
+        self.both_ways(
+            i,
+            regions,
+            &[
+                "-p",
+                "tcp",
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &probability,
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
+            ],
+        )
     }
 
     /// A slow link (Chaos Mesh's and Toxiproxy's `bandwidth`): what region `i` sends to
@@ -287,28 +286,12 @@ impl Network {
     /// `i`'s namespace, where a delay loop ([`crate::delay`]) holds it. Start the loop
     /// first: until one is bound (`--queue-bypass`) packets pass undelayed.
     pub fn latency(&self, i: usize, regions: usize, queue: u16) -> anyhow::Result<()> {
-        let namespace = self.fault_namespace(i)?;
         let queue = queue.to_string();
-        for j in (0..regions).filter(|j| *j != i) {
-            let peer = self.host(j);
-            for side in ["-s", "-d"] {
-                iptables(
-                    &namespace,
-                    &[
-                        "-A",
-                        CHAIN,
-                        side,
-                        &peer,
-                        "-j",
-                        "NFQUEUE",
-                        "--queue-num",
-                        &queue,
-                        "--queue-bypass",
-                    ],
-                )?;
-            }
-        }
-        Ok(())
+        self.both_ways(
+            i,
+            regions,
+            &["-j", "NFQUEUE", "--queue-num", &queue, "--queue-bypass"],
+        )
     }
 
     /// Ends every network fault of every region: packet filters (partitions, flaky

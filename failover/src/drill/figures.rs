@@ -247,12 +247,7 @@ mod tests {
             kind: "deposit",
             status,
             error: (status != 201).then(|| "unreachable".into()),
-            seq: None,
-            epoch: None,
-            to: None,
-            transfer_id: None,
-            min_seq: None,
-            strong: false,
+            ..Attempt::default()
         }
     }
 

@@ -36,15 +36,24 @@ impl Sessions {
 /// One operation of a workload.
 #[derive(Debug, Clone)]
 pub enum Step {
-    /// A deposit, withdrawal or transfer, retried with its key until answered.
-    Write {
-        account: Account,
-        to: Option<String>,
-        via: String,
-        kind: &'static str,
-        path: String,
-        body: Value,
-    },
+    Write(WriteSpec),
+    Once(Once),
+}
+
+/// A deposit, withdrawal or transfer, retried with its key until answered.
+#[derive(Debug, Clone)]
+pub struct WriteSpec {
+    pub account: Account,
+    pub to: Option<String>,
+    pub via: String,
+    pub kind: &'static str,
+    pub path: String,
+    pub body: Value,
+}
+
+/// A read or an open, sent once.
+#[derive(Debug, Clone)]
+pub enum Once {
     Read {
         account: Account,
         via: String,
@@ -80,13 +89,15 @@ pub fn draw(
         rng.random_range(1..500)
     };
     let amount = format!("{}.{:02}", cents / 100, cents % 100);
-    let write = |kind: &'static str, path: String, body: Value, to: Option<String>| Step::Write {
-        account: account.clone(),
-        to,
-        via: via.clone(),
-        kind,
-        path,
-        body,
+    let write = |kind: &'static str, path: String, body: Value, to: Option<String>| {
+        Step::Write(WriteSpec {
+            account: account.clone(),
+            to,
+            via: via.clone(),
+            kind,
+            path,
+            body,
+        })
     };
     Some(match share {
         0..25 => match (0..16)
@@ -119,25 +130,25 @@ pub fn draw(
             json!({ "amount": amount }),
             None,
         ),
-        55..60 => Step::Open {
+        55..60 => Step::Once(Once::Open {
             via,
             home: regions[rng.random_range(0..regions.len())].clone(),
-        },
+        }),
         60..80 => {
             let min_seq = sessions.last(&account.id);
-            Step::Read {
+            Step::Once(Once::Read {
                 strong: min_seq.is_none(),
                 account,
                 via,
                 min_seq,
-            }
+            })
         }
-        _ => Step::Read {
+        _ => Step::Once(Once::Read {
             account,
             via,
             min_seq: None,
             strong: true,
-        },
+        }),
     })
 }
 
@@ -150,11 +161,11 @@ pub struct Call {
 }
 
 impl Call {
-    pub async fn run(&self, step: Step) {
+    pub async fn run(&self, step: Once) {
         let key = uuid::Uuid::new_v4().to_string();
         let started = self.clock.elapsed();
         let (attempt, answer) = match step {
-            Step::Read {
+            Once::Read {
                 account,
                 via,
                 min_seq,
@@ -176,13 +187,14 @@ impl Call {
                     slot: account.slot,
                     via,
                     kind: "read",
+                    key: key.clone(),
                     min_seq,
                     strong,
-                    ..blank(&key)
+                    ..Attempt::default()
                 };
                 (attempt, answer)
             }
-            Step::Open { via, home } => {
+            Once::Open { via, home } => {
                 let base = self.nodes.get(&via).cloned().unwrap_or_default();
                 let body = json!({"currency": "EUR", "home_region": home});
                 let answer = post(&self.http, &base, "/v1/accounts", &body, &key, false)
@@ -196,11 +208,11 @@ impl Call {
                         .to_owned(),
                     via,
                     kind: "open",
-                    ..blank(&key)
+                    key: key.clone(),
+                    ..Attempt::default()
                 };
                 (attempt, answer)
             }
-            Step::Write { .. } => return,
         };
         let (status, body) = answer.unwrap_or((0, Value::Null));
         let attempt = Attempt {
@@ -231,25 +243,5 @@ impl Call {
             status,
             response.json::<Value>().await.unwrap_or(Value::Null),
         ))
-    }
-}
-
-fn blank(key: &str) -> Attempt {
-    Attempt {
-        start_ms: 0,
-        end_ms: 0,
-        account: String::new(),
-        slot: 0,
-        via: String::new(),
-        key: key.to_owned(),
-        kind: "read",
-        status: 0,
-        error: None,
-        seq: None,
-        epoch: None,
-        to: None,
-        transfer_id: None,
-        min_seq: None,
-        strong: false,
     }
 }

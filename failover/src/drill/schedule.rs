@@ -123,12 +123,7 @@ mod tests {
             kind: "deposit",
             status,
             error: None,
-            seq: None,
-            epoch: None,
-            to: None,
-            transfer_id: None,
-            min_seq: None,
-            strong: false,
+            ..Attempt::default()
         }
     }
 

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::mixed::{self, Sessions, Step};
+use super::mixed::{self, Sessions, Step, WriteSpec};
 
 /// Pause before retrying a refused write.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
@@ -48,8 +48,8 @@ pub enum Mix {
     Mixed,
 }
 
-/// One HTTP attempt of one write.
-#[derive(Debug, Clone, Serialize)]
+/// One HTTP attempt of one operation.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Attempt {
     /// Start and end, in ms since the workload's clock started.
     pub start_ms: u64,
@@ -294,16 +294,25 @@ async fn run(
         let Some(step) = step else {
             break;
         };
-        let (account, to, via, kind, path, body) = match step {
-            Step::Write {
-                account,
-                to,
-                via,
-                kind,
-                path,
-                body,
-            } => (account, to, via, kind, path, body),
-            other => {
+        match step {
+            Step::Write(spec) => {
+                let write = Write {
+                    http: http.clone(),
+                    nodes: nodes.clone(),
+                    regions: regions.clone(),
+                    spec,
+                    key: uuid::Uuid::new_v4().to_string(),
+                    replicated: options.ack_replicated,
+                    clock,
+                    records: records.clone(),
+                    sessions: sessions.clone(),
+                };
+                tasks.spawn(async move {
+                    write.run().await;
+                    drop(permit);
+                });
+            }
+            Step::Once(once) => {
                 let call = mixed::Call {
                     http: http.clone(),
                     nodes: nodes.clone(),
@@ -311,33 +320,11 @@ async fn run(
                     records: records.clone(),
                 };
                 tasks.spawn(async move {
-                    call.run(other).await;
+                    call.run(once).await;
                     drop(permit);
                 });
-                while tasks.try_join_next().is_some() {}
-                continue;
             }
-        };
-        let write = Write {
-            http: http.clone(),
-            nodes: nodes.clone(),
-            regions: regions.clone(),
-            account,
-            to,
-            via,
-            kind,
-            path,
-            body,
-            key: uuid::Uuid::new_v4().to_string(),
-            replicated: options.ack_replicated,
-            clock,
-            records: records.clone(),
-            sessions: sessions.clone(),
-        };
-        tasks.spawn(async move {
-            write.run().await;
-            drop(permit);
-        });
+        }
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
@@ -347,12 +334,7 @@ struct Write {
     http: reqwest::Client,
     nodes: Arc<BTreeMap<String, String>>,
     regions: Vec<String>,
-    account: Account,
-    to: Option<String>,
-    via: String,
-    kind: &'static str,
-    path: String,
-    body: Value,
+    spec: WriteSpec,
     key: String,
     replicated: bool,
     clock: Instant,
@@ -364,15 +346,15 @@ impl Write {
     /// Sends until answered 201 or 4xx, or the deadline passes.
     async fn run(self) {
         let first = Instant::now();
-        let mut via = self.via.clone();
+        let mut via = self.spec.via.clone();
         loop {
             let start = self.clock.elapsed();
             let base = self.nodes.get(&via).cloned().unwrap_or_default();
             let answer = post(
                 &self.http,
                 &base,
-                &self.path,
-                &self.body,
+                &self.spec.path,
+                &self.spec.body,
                 &self.key,
                 self.replicated,
             )
@@ -401,19 +383,18 @@ impl Write {
             let attempt = Attempt {
                 start_ms: ms(start),
                 end_ms: ms(end),
-                account: self.account.id.clone(),
-                slot: self.account.slot,
+                account: self.spec.account.id.clone(),
+                slot: self.spec.account.slot,
                 via: via.clone(),
                 key: self.key.clone(),
-                kind: self.kind,
+                kind: self.spec.kind,
                 status,
                 error,
                 seq,
                 epoch,
-                to: self.to.clone(),
+                to: self.spec.to.clone(),
                 transfer_id,
-                min_seq: None,
-                strong: false,
+                ..Attempt::default()
             };
             if let Some(seq) = attempt.seq {
                 self.sessions.saw(&attempt.account, seq);
@@ -425,7 +406,7 @@ impl Write {
             if !retry || first.elapsed() > WRITE_DEADLINE {
                 return;
             }
-            if status == 0 || (self.to.is_some() && (status == 503 || status == 504)) {
+            if status == 0 || (self.spec.to.is_some() && (status == 503 || status == 504)) {
                 // A client whose nearest region is gone (or, for a transfer, refused or
                 // timed out) is routed to another one, with the same key.
                 let others: Vec<&String> = self.regions.iter().filter(|r| **r != via).collect();
