@@ -1,7 +1,8 @@
 //! Names, ports and links of a local deployment, all derived from the region index.
 //!
 //! Region `i` owns ports `base + 40 i + k`: k = 0 PostgreSQL, 1 node API, 2 broker,
-//! 3 ownership voter, 4 replicator metrics, 5 proxy admin, and from 10 on its outgoing
+//! 3 ownership voter, 4 replicator metrics, 5 proxy admin, 6 (region 0 only) the
+//! deployment's Prometheus when monitored, and from 10 on its outgoing
 //! links: to region `j`, `10 + 2 j` (node API) and `11 + 2 j` (ownership voter).
 
 pub const REGION_NAMES: [&str; 5] = ["eu-west", "us-east", "ap-south", "sa-east", "af-south"];
@@ -79,6 +80,10 @@ impl Topology {
     pub fn proxy_admin(&self, i: usize) -> u16 {
         self.port(i, 5)
     }
+    /// The deployment's Prometheus (`up --monitoring`), in region 0's block.
+    pub fn prometheus(&self) -> u16 {
+        self.port(0, 6)
+    }
 
     /// Port on which region `from`'s proxy carries `kind` traffic to region `to`.
     pub fn link(&self, from: usize, to: usize, kind: LinkKind) -> u16 {
@@ -96,7 +101,7 @@ impl Topology {
 
     /// Every port region `i` listens on (to check they are free before starting).
     pub fn ports_of(&self, i: usize) -> Vec<u16> {
-        let mut ports: Vec<u16> = (0..6).map(|k| self.port(i, k)).collect();
+        let mut ports: Vec<u16> = (0..7).map(|k| self.port(i, k)).collect();
         for j in (0..self.regions).filter(|j| *j != i) {
             ports.push(self.link(i, j, LinkKind::Api));
             ports.push(self.link(i, j, LinkKind::Voter));

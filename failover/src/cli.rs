@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ledger_wire::dlq::LetterId;
 use ledger_wire::AccountId;
 use service_kit::telemetry::LogFormat;
 
@@ -32,6 +33,14 @@ pub struct Cli {
         global = true
     )]
     pub nodes: Vec<String>,
+    /// A region's replicator: region=http://host:port (repeat; the `dlq` commands).
+    #[arg(
+        long = "replicator",
+        env = "LEDGER_REPLICATORS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub replicators: Vec<String>,
     /// The deployment's internal secret (signs calls to the nodes' /internal API).
     #[arg(
         long,
@@ -139,8 +148,48 @@ pub enum Command {
     },
     /// Check the invariants on every region now.
     Audit,
+    /// Dead letters: events a region's appliers could not apply, and their replay.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Run a scenario under load and write a report.
     Drill(DrillArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Per region: how many letters, how many wait, the oldest waiting; each letter's
+    /// id, age, error and event.
+    List {
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One letter whole: its headers (the error, where it was read) and payload.
+    Show {
+        #[arg(long)]
+        region: String,
+        /// partition:offset, as `list` prints it.
+        letter: LetterId,
+    },
+    /// Put letters through the normal apply rules again, after a fix: the ones named,
+    /// or every one still waiting. A settled letter is never replayed twice; each
+    /// replay is recorded with --by. Exits non-zero if a letter stays waiting.
+    Replay {
+        #[arg(long)]
+        region: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        letters: Vec<LetterId>,
+        #[arg(long)]
+        all: bool,
+        /// Who replays (recorded with the replay).
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

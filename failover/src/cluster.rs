@@ -23,6 +23,8 @@ pub struct Targets {
     pub voters: Vec<String>,
     /// Region name -> node base URL.
     pub nodes: BTreeMap<String, String>,
+    /// Region name -> the region's replicator base URL (its dead-letter routes).
+    pub replicators: BTreeMap<String, String>,
     pub secret: String,
 }
 
@@ -38,6 +40,7 @@ struct LocalRegion {
     name: String,
     api_url: String,
     voter: String,
+    replicator_metrics: String,
 }
 
 impl Targets {
@@ -54,6 +57,11 @@ impl Targets {
             .map_err(|e| FailoverError::Invalid(format!("{}: {e}", path.display())))?;
         Ok(Targets {
             voters: state.regions.iter().map(|r| r.voter.clone()).collect(),
+            replicators: state
+                .regions
+                .iter()
+                .map(|r| (r.name.clone(), format!("http://{}", r.replicator_metrics)))
+                .collect(),
             nodes: state
                 .regions
                 .into_iter()
@@ -69,6 +77,7 @@ impl Targets {
 pub struct Cluster {
     pub ownership: OwnershipClient,
     nodes: SignedCaller,
+    replicators: SignedCaller,
 }
 
 impl Cluster {
@@ -87,7 +96,18 @@ impl Cluster {
             Duration::from_millis(500),
         )
         .map_err(|e| FailoverError::Invalid(format!("HTTP client: {e}")))?;
-        Ok(Cluster { ownership, nodes })
+        let replicators = SignedCaller::new(
+            CALLER,
+            &targets.secret,
+            targets.replicators.clone(),
+            Duration::from_millis(500),
+        )
+        .map_err(|e| FailoverError::Invalid(format!("HTTP client: {e}")))?;
+        Ok(Cluster {
+            ownership,
+            nodes,
+            replicators,
+        })
     }
 
     pub fn regions(&self) -> impl Iterator<Item = &str> {
@@ -129,6 +149,50 @@ impl Cluster {
             .await
     }
 
+    /// A signed GET of `/internal{path}` at `region`'s replicator.
+    pub async fn replicator_get<T: DeserializeOwned>(
+        &self,
+        region: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, FailoverError> {
+        signed_json(
+            &self.replicators,
+            region,
+            reqwest::Method::GET,
+            path,
+            Vec::new(),
+            timeout,
+        )
+        .await
+    }
+
+    /// A signed POST of `body` as JSON to `/internal{path}` at `region`'s replicator.
+    pub async fn replicator_post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        region: &str,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, FailoverError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| FailoverError::Invalid(format!("encode request: {e}")))?;
+        signed_json(
+            &self.replicators,
+            region,
+            reqwest::Method::POST,
+            path,
+            bytes,
+            timeout,
+        )
+        .await
+    }
+
+    /// Regions whose replicator the tool knows.
+    pub fn replicator_regions(&self) -> impl Iterator<Item = &str> {
+        self.replicators.regions()
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         region: &str,
@@ -137,28 +201,41 @@ impl Cluster {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<T, FailoverError> {
-        self.node_url(region)?;
-        let node_error = |detail: String| FailoverError::Node {
-            region: region.to_owned(),
-            detail,
-        };
-        let json = (
-            reqwest::header::CONTENT_TYPE,
-            reqwest::header::HeaderValue::from_static("application/json"),
-        );
-        let answer = self
-            .nodes
-            .call(region, method, path, vec![json], Bytes::from(body), timeout)
-            .await
-            .map_err(|e| node_error(e.to_string()))?;
-        if !answer.is_success() {
-            return Err(node_error(format!(
-                "{}: {}",
-                answer.status,
-                answer.detail()
-            )));
-        }
-        serde_json::from_slice(&answer.body)
-            .map_err(|e| node_error(format!("unreadable answer: {e}")))
+        signed_json(&self.nodes, region, method, path, body, timeout).await
     }
+}
+
+/// A signed JSON call to `/internal{path}` of `region`'s process in `to`; anything but
+/// a success is an error naming the region.
+async fn signed_json<T: DeserializeOwned>(
+    to: &SignedCaller,
+    region: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<T, FailoverError> {
+    if to.node_url(region).is_none() {
+        return Err(FailoverError::UnknownRegion(region.to_owned()));
+    }
+    let node_error = |detail: String| FailoverError::Node {
+        region: region.to_owned(),
+        detail,
+    };
+    let json = (
+        reqwest::header::CONTENT_TYPE,
+        reqwest::header::HeaderValue::from_static("application/json"),
+    );
+    let answer = to
+        .call(region, method, path, vec![json], Bytes::from(body), timeout)
+        .await
+        .map_err(|e| node_error(e.to_string()))?;
+    if !answer.is_success() {
+        return Err(node_error(format!(
+            "{}: {}",
+            answer.status,
+            answer.detail()
+        )));
+    }
+    serde_json::from_slice(&answer.body).map_err(|e| node_error(format!("unreadable answer: {e}")))
 }

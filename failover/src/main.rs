@@ -21,6 +21,7 @@ use ledger_wire::internal::failover as paths;
 use service_kit::telemetry;
 
 mod cli;
+mod dead_letters;
 
 use cli::{Cli, Command, ScenarioName, WorkloadName};
 
@@ -42,9 +43,19 @@ fn targets(cli: &Cli) -> anyhow::Result<Targets> {
         "give --deployment, or --voters and --node"
     );
     anyhow::ensure!(!nodes.is_empty(), "give --node region=url for every region");
+    let replicators = cli
+        .replicators
+        .iter()
+        .map(|spec| {
+            spec.split_once('=')
+                .map(|(r, u)| (r.to_owned(), u.trim_end_matches('/').to_owned()))
+                .with_context(|| format!("--replicator {spec}: expected region=http://host:port"))
+        })
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
     Ok(Targets {
         voters: cli.voters.clone(),
         nodes,
+        replicators,
         secret: cli
             .secret
             .clone()
@@ -339,6 +350,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             print_moves(&finish_moves(moves)?);
         }
+        Command::Dlq { action } => dead_letters::run(&cluster, action).await?,
         Command::Audit => {
             let snapshots = audit::snapshots(&cluster).await?;
             let history = audit::history(&cluster).await?;

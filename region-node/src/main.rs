@@ -26,7 +26,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let region = cli.node.region.clone();
+    let _telemetry =
+        telemetry::init_service(cli.log_format, "region-node", &[("ledger.region", &region)]);
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("bind API listener on {}", cli.listen))?;

@@ -18,6 +18,8 @@ pub struct Metrics {
     pool_idle: IntGauge,
     lease_slots: IntGauge,
     lease_remaining: Gauge,
+    clock_drift: Gauge,
+    max_clock_drift: Gauge,
     lease_renewals: IntCounterVec,
     /// Requests answered by another region: where, what, how it went.
     forwarded: IntCounterVec,
@@ -69,6 +71,16 @@ impl Metrics {
         let lease_remaining = Gauge::new(
             "lease_remaining_seconds",
             "Time left on this region's lease (last renewal sent + ttl), when scraped",
+        )
+        .expect("static");
+        let clock_drift = Gauge::new(
+            "clock_drift_ratio",
+            "This node's clock rate against the ownership leader's over the last minute, minus one (negative: slow), from lease grants",
+        )
+        .expect("static");
+        let max_clock_drift = Gauge::new(
+            "clock_drift_max_ratio",
+            "The clock-rate drift this node's fencing delay assumes at most (--max-clock-drift)",
         )
         .expect("static");
         let lease_renewals = IntCounterVec::new(
@@ -159,6 +171,8 @@ impl Metrics {
             Box::new(pool_idle.clone()),
             Box::new(lease_slots.clone()),
             Box::new(lease_remaining.clone()),
+            Box::new(clock_drift.clone()),
+            Box::new(max_clock_drift.clone()),
             Box::new(lease_renewals.clone()),
             Box::new(forwarded.clone()),
             Box::new(forward_duration.clone()),
@@ -177,6 +191,8 @@ impl Metrics {
             pool_idle,
             lease_slots,
             lease_remaining,
+            clock_drift,
+            max_clock_drift,
             lease_renewals,
             forwarded,
             forward_duration,
@@ -223,6 +239,14 @@ impl Metrics {
     pub fn set_lease_remaining(&self, remaining: Option<Duration>) {
         self.lease_remaining
             .set(remaining.map_or(f64::INFINITY, |r| r.as_secs_f64()));
+    }
+
+    pub fn set_clock_drift(&self, ratio: f64) {
+        self.clock_drift.set(ratio);
+    }
+
+    pub fn set_max_clock_drift(&self, ratio: f64) {
+        self.max_clock_drift.set(ratio);
     }
 
     pub fn set_lease(&self, slots: usize) {

@@ -62,12 +62,45 @@ async fn pass(pool: &Pool, region: &str, metrics: &Metrics) -> Result<usize, Nod
             tracing::warn!(%transfer, %error, "transfer saga step failed; retrying next pass");
             metrics.saga_step("failed");
         } else {
-            tracing::info!(%transfer, %step, "transfer saga step");
+            let span = step_span(&client, transfer, &step).await;
+            span.in_scope(|| tracing::info!(%transfer, %step, "transfer saga step"));
             metrics.saga_step(&step);
             taken += 1;
         }
     }
     Ok(taken)
+}
+
+/// A span for a step taken, in the trace of the request that started the transfer
+/// (`ledger.transfers.traceparent`), when spans are exported: the credit or refund in
+/// this region shows up in the same trace as the debit in the source's home.
+async fn step_span(
+    client: &deadpool_postgres::Object,
+    transfer: uuid::Uuid,
+    step: &str,
+) -> tracing::Span {
+    let make = || {
+        tracing::info_span!(
+            "saga",
+            otel.name = %format!("transfer {step}"),
+            ledger.transfer_id = %transfer,
+            ledger.saga_step = %step,
+        )
+    };
+    if !service_kit::telemetry::exporting() || step == "not_ours" {
+        return tracing::Span::none();
+    }
+    let parent = client
+        .query_opt(
+            "SELECT traceparent FROM ledger.transfers WHERE id = $1",
+            &[&transfer],
+        )
+        .await
+        .ok()
+        .flatten()
+        .and_then(|row| row.get::<_, Option<String>>(0))
+        .and_then(|header| ledger_wire::TraceParent::parse(&header));
+    service_kit::telemetry::span_in_trace(parent.as_ref(), make).0
 }
 
 /// Keeps a LISTEN session open, reconnecting after failures, and wakes the worker on

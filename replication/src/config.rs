@@ -126,6 +126,33 @@ pub struct ReplicatorConfig {
     /// How long tasks may take to finish after a shutdown signal, in ms.
     #[arg(long, env = "LEDGER_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+
+    /// The deployment's internal secret: the failover tool signs its calls to this
+    /// replicator's `/internal/v1/dlq` routes with it. Without it those routes refuse
+    /// every call.
+    #[arg(long, env = "LEDGER_INTERNAL_SECRET", hide_env_values = true)]
+    pub internal_secret: Option<Secret>,
+}
+
+/// A secret that never shows in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.len() < 16 {
+            return Err("the internal secret must be at least 16 characters".into());
+        }
+        Ok(Secret(text.to_owned()))
+    }
 }
 
 impl ReplicatorConfig {
@@ -157,6 +184,7 @@ impl ReplicatorConfig {
             commit_offsets_to_broker: false,
             gap_alert_s: 30,
             shutdown_grace_ms: 10_000,
+            internal_secret: None,
         }
     }
 

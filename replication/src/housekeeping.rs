@@ -1,5 +1,5 @@
-//! Periodic work on the region's database: backlog and waiting-event gauges (with a log
-//! line for events stuck behind a gap), and the cleanup schedule (published outbox rows
+//! Periodic work on the region's database: backlog, waiting-event and dead-letter gauges
+//! (with a log line for events stuck behind a gap), and the cleanup schedule (published outbox rows
 //! and expired idempotency records).
 
 use std::time::{Duration, Instant};
@@ -12,6 +12,9 @@ use crate::{db, Metrics, ReplicationError, ReplicatorConfig};
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 /// Rows deleted per statement, so cleanup never holds long locks.
 const CLEANUP_CHUNK: i64 = 5_000;
+/// How often the dead letters still waiting are counted (one metadata and watermark
+/// request to this region's broker).
+const DLQ_COUNT_INTERVAL: Duration = Duration::from_secs(15);
 /// A stuck gap is logged again at most this often.
 const GAP_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -22,6 +25,7 @@ pub async fn run(
 ) -> Result<(), ReplicationError> {
     let mut last_cleanup = Instant::now();
     let mut last_gap_log: Option<Instant> = None;
+    let mut last_dlq_count: Option<Instant> = None;
     let mut session: Option<db::Session> = None;
     let mut tick = tokio::time::interval(GAUGE_INTERVAL);
     loop {
@@ -44,8 +48,15 @@ pub async fn run(
         };
         let cleanup_due = config.relay
             && last_cleanup.elapsed() >= Duration::from_secs(config.cleanup_interval_s);
+        let dlq_count_due = last_dlq_count.is_none_or(|at| at.elapsed() >= DLQ_COUNT_INTERVAL);
         let result = async {
             update_gauges(client, &config, &metrics, &mut last_gap_log).await?;
+            if dlq_count_due {
+                metrics
+                    .dlq_waiting
+                    .set(crate::dlq_admin::count_waiting(&config, client).await?);
+                last_dlq_count = Some(Instant::now());
+            }
             if cleanup_due {
                 cleanup(client, &config, &metrics).await?;
             }

@@ -16,6 +16,7 @@ pub mod applier;
 pub mod config;
 pub mod db;
 pub mod dlq;
+pub mod dlq_admin;
 pub mod envelope;
 pub mod error;
 pub mod housekeeping;
@@ -75,7 +76,7 @@ pub async fn run(
     let address = listener.local_addr().map_err(ReplicationError::Serve)?;
     supervisor.spawn(
         "http",
-        status::serve(listener, metrics.clone(), shutdown.clone()),
+        status::serve(listener, config.clone(), metrics.clone(), shutdown.clone()),
     );
     if config.relay {
         supervisor.spawn(

@@ -33,7 +33,12 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let region = cli.replicator.region.clone();
+    let _telemetry = telemetry::init_service(
+        cli.log_format,
+        "ledger-replicator",
+        &[("ledger.region", &region)],
+    );
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("bind metrics listener on {}", cli.listen))?;

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub lag_events: IntGaugeVec,
     pub applier_idle: IntGaugeVec,
     pub dlq_events: IntCounterVec,
+    pub dlq_waiting: IntGauge,
     pub offsets_skipped: IntCounterVec,
     pub late_events_stored: IntGauge,
     pub waiting_events: IntGauge,
@@ -129,6 +130,11 @@ impl Metrics {
                 "Events sent to the dead-letter topic",
                 &["origin"],
             ),
+            dlq_waiting: IntGauge::new(
+                "dlq_waiting",
+                "Letters in this region's dead-letter topic that no replay has settled",
+            )
+            .expect("static"),
             offsets_skipped: counter_vec(
                 "offsets_skipped_total",
                 "Offsets of an origin's topic an applier found deleted before it read them (an alarm: those events were never applied here)",
@@ -163,6 +169,7 @@ impl Metrics {
             Box::new(metrics.lag_events.clone()),
             Box::new(metrics.applier_idle.clone()),
             Box::new(metrics.dlq_events.clone()),
+            Box::new(metrics.dlq_waiting.clone()),
             Box::new(metrics.offsets_skipped.clone()),
             Box::new(metrics.late_events_stored.clone()),
             Box::new(metrics.waiting_events.clone()),

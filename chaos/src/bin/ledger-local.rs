@@ -40,6 +40,10 @@ enum Action {
         /// `iptables`), so `partition` can cut every link, Kafka and Raft included.
         #[arg(long)]
         namespaces: bool,
+        /// Also start a Prometheus (Debian's package) scraping every process with the
+        /// shipped alert rules loaded; the dashboard is observability/grafana/ledger.json.
+        #[arg(long)]
+        monitoring: bool,
     },
     /// Stop every process of the deployment (data is kept).
     Down,
@@ -162,9 +166,11 @@ async fn main() -> anyhow::Result<()> {
             base_port,
             lease_ttl_ms,
             namespaces,
+            monitoring,
         } => {
             let mut options = UpOptions::new(regions, base_port, bin_dir()?);
             options.lease_ttl_ms = lease_ttl_ms;
+            options.monitoring = monitoring;
             if namespaces {
                 options.network = chaos::Network::namespaces_for(base_port);
             }
@@ -445,6 +451,18 @@ fn print_status(deployment: &Deployment) {
             r.api_url,
             r.database_url,
             processes.join(", ")
+        );
+    }
+    if let Some(monitoring) = &deployment.monitoring {
+        let alive = if pid_alive(monitoring.pid) {
+            ""
+        } else {
+            " (✗ gone)"
+        };
+        println!(
+            "prometheus {}{alive}: alerts at {0}/alerts, rules at {0}/rules, targets at {0}/targets; \
+             dashboard: import observability/grafana/ledger.json into Grafana with this Prometheus as its data source",
+            monitoring.url
         );
     }
     println!("logs: <region dir>/<process>.log; stop with `ledger-local down`");

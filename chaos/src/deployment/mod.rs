@@ -8,6 +8,7 @@
 //! `<data>/regions/<name>`.
 
 mod faults;
+pub mod monitoring;
 mod start;
 
 use std::collections::BTreeMap;
@@ -47,6 +48,8 @@ pub struct UpOptions {
     pub bin_dir: PathBuf,
     /// Loopback, or one network namespace per region (see [`Network`]).
     pub network: Network,
+    /// Also start a Prometheus scraping every process, rules loaded.
+    pub monitoring: bool,
 }
 
 impl UpOptions {
@@ -59,6 +62,7 @@ impl UpOptions {
             node_env: Vec::new(),
             bin_dir,
             network: Network::Loopback,
+            monitoring: false,
         }
     }
 }
@@ -110,6 +114,9 @@ pub struct Deployment {
     pub bin_dir: PathBuf,
     #[serde(default)]
     pub network: Network,
+    /// The deployment's Prometheus, when started with monitoring.
+    #[serde(default)]
+    pub monitoring: Option<monitoring::Monitoring>,
 }
 
 impl Deployment {
@@ -160,12 +167,19 @@ impl Deployment {
             node_env: options.node_env.clone(),
             bin_dir: options.bin_dir.clone(),
             network: options.network,
+            monitoring: None,
         };
         options
             .network
             .create(options.regions)
             .context("create the regions' network namespaces")?;
-        let started = start_all(&mut deployment, &topology, &storage, options).await;
+        let mut started = start_all(&mut deployment, &topology, &storage, options).await;
+        if started.is_ok() && options.monitoring {
+            match monitoring::start(&deployment, topology.prometheus()).await {
+                Ok(running) => deployment.monitoring = Some(running),
+                Err(error) => started = Err(error.context("start Prometheus")),
+            }
+        }
         if let Err(error) = started {
             deployment.stop();
             return Err(error);
@@ -229,6 +243,9 @@ impl Deployment {
     /// Stops the processes of this value and removes its namespaces (tests: in place
     /// of `down`).
     pub fn stop(&self) {
+        if let Some(monitoring) = &self.monitoring {
+            stop_pids(&[monitoring.pid], Signal::SIGTERM);
+        }
         stop_regions(&self.regions);
         self.network.destroy(self.regions.len());
     }
@@ -353,20 +370,25 @@ fn stop_regions(regions: &[RegionState]) {
             Signal::SIGTERM
         };
         let pids: Vec<u32> = regions.iter().filter_map(|r| r.pid(process)).collect();
-        for pid in &pids {
-            if pid_alive(*pid) {
-                let _ = nix::sys::signal::kill(raw_pid(*pid), signal);
-            }
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        while pids.iter().copied().any(pid_alive) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        stop_pids(&pids, signal);
     }
     for region in regions {
         if region.alive() {
             let _ = signal_group(region.pgid, Signal::SIGKILL);
         }
+    }
+}
+
+/// Signals `pids` and waits until they are gone (or the grace is over).
+fn stop_pids(pids: &[u32], signal: Signal) {
+    for pid in pids {
+        if pid_alive(*pid) {
+            let _ = nix::sys::signal::kill(raw_pid(*pid), signal);
+        }
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while pids.iter().copied().any(pid_alive) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

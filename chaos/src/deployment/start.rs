@@ -214,7 +214,8 @@ fn replicator_command(deployment: &Deployment, i: usize) -> Command {
         .env("LEDGER_REGION", &region.name)
         .env("LEDGER_DATABASE_URL", &region.database_url)
         .env("LEDGER_BROKERS", &region.broker)
-        .env("LEDGER_REPLICATOR_LISTEN", &region.replicator_metrics);
+        .env("LEDGER_REPLICATOR_LISTEN", &region.replicator_metrics)
+        .env("LEDGER_INTERNAL_SECRET", &deployment.secret);
     // One region alone has no one to apply from (an empty list is not a valid value).
     if !apply_from.is_empty() {
         replicator.env("LEDGER_APPLY_FROM", apply_from.join(" "));

@@ -62,11 +62,26 @@ impl Regions {
         Regions::start_on(label, 3, &[], true).await
     }
 
+    /// Three regions and a Prometheus scraping them (`up --monitoring`).
+    pub async fn start_monitored(label: &str) -> anyhow::Result<Regions> {
+        Regions::start_with(label, 3, &[], false, true).await
+    }
+
     async fn start_on(
         label: &str,
         count: usize,
         node_env: &[(&str, &str)],
         namespaces: bool,
+    ) -> anyhow::Result<Regions> {
+        Regions::start_with(label, count, node_env, namespaces, false).await
+    }
+
+    async fn start_with(
+        label: &str,
+        count: usize,
+        node_env: &[(&str, &str)],
+        namespaces: bool,
+        monitoring: bool,
     ) -> anyhow::Result<Regions> {
         let dir = WorkDir::temp(label)?;
         // A block of ports claimed by this test process (harness::ports): a deployment of
@@ -78,6 +93,7 @@ impl Regions {
             options.network = chaos::Network::namespaces_for(base);
         }
         options.slot_count = 64;
+        options.monitoring = monitoring;
         options.node_env = node_env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

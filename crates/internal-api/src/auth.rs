@@ -44,6 +44,34 @@ pub struct Credentials {
     pub signature: String,
 }
 
+impl Credentials {
+    /// The credentials a signed request carries in its headers.
+    pub fn from_headers(headers: &reqwest::header::HeaderMap) -> Result<Credentials, String> {
+        use ledger_wire::{HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (Some(caller), Some(signed_at), Some(signature)) = (
+            header(HEADER_CALLER_REGION),
+            header(HEADER_SIGNED_AT),
+            header(HEADER_SIGNATURE),
+        ) else {
+            return Err(AuthError::Missing.to_string());
+        };
+        let signed_at_ms = signed_at
+            .parse()
+            .map_err(|_| format!("{HEADER_SIGNED_AT} must be Unix milliseconds"))?;
+        Ok(Credentials {
+            caller,
+            signed_at_ms,
+            signature,
+        })
+    }
+}
+
 impl Signer {
     pub fn new(secret: &str) -> Self {
         Signer {

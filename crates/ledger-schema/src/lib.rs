@@ -25,7 +25,7 @@ mod embedded {
 const MIGRATION_LOCK_KEY: i64 = 0x6c65_6467_6572_0001;
 
 /// The newest migration version this build knows.
-pub const SCHEMA_VERSION: i32 = 8;
+pub const SCHEMA_VERSION: i32 = 9;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {

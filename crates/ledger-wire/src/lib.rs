@@ -6,6 +6,7 @@
 
 pub mod account_id;
 pub mod api;
+pub mod dlq;
 pub mod events;
 pub mod failover;
 pub mod faults;

@@ -42,7 +42,9 @@ pub struct RegionBucket {
     pub start_ms: u64,
     pub ok: usize,
     pub errors: usize,
-    /// p99 of the client-seen latency of every attempt in the bucket, answered or not.
+    /// p50 and p99 of the client-seen latency of every attempt in the bucket, answered
+    /// or not.
+    pub p50_ms: Option<u64>,
     pub p99_ms: Option<u64>,
 }
 
@@ -225,6 +227,7 @@ fn per_region(attempts: &[Attempt], end_ms: u64) -> BTreeMap<String, Vec<RegionB
         if let Some(buckets) = series.get_mut(region) {
             for (bucket, mut values) in buckets.iter_mut().zip(per_bucket) {
                 values.sort_unstable();
+                bucket.p50_ms = percentile(&values, 50.0);
                 bucket.p99_ms = percentile(&values, 99.0);
             }
         }

@@ -53,16 +53,39 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    /// One line for headers: a schedule is named by its seed, not printed whole (the
-    /// report lists its faults).
+    /// One line of prose for headers: a schedule is named by its seed, not printed
+    /// whole (the report lists its faults).
     pub fn title(&self) -> String {
         match self {
-            Scenario::Schedule { schedule } => format!(
-                "schedule (seed {}, {} faults)",
-                schedule.seed,
-                schedule.steps.len()
+            Scenario::Switchover { region, to } => {
+                format!("Planned switchover of everything homed in {region} to {to}")
+            }
+            Scenario::KillPromoteReturn {
+                region,
+                down_for_ms,
+            } => format!(
+                "{region} killed and promoted away, back after {:.1} s",
+                *down_for_ms as f64 / 1_000.0
             ),
-            other => format!("{other:?}"),
+            Scenario::Rehome { region, to } => {
+                format!("One account of {region} rehomed to {to}")
+            }
+            Scenario::KillCycles {
+                regions,
+                cycles,
+                down_for_ms,
+            } => format!(
+                "{cycles} kill-promote-failback cycle{} over {}, each region down {:.1} s",
+                if *cycles == 1 { "" } else { "s" },
+                regions.join(", "),
+                *down_for_ms as f64 / 1_000.0
+            ),
+            Scenario::Schedule { schedule } => format!(
+                "Fault schedule of seed {} ({} fault{})",
+                schedule.seed,
+                schedule.steps.len(),
+                if schedule.steps.len() == 1 { "" } else { "s" }
+            ),
         }
     }
 }

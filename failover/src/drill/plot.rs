@@ -1,5 +1,6 @@
-//! The drill's timeline plot (`report.html`): acknowledged writes, errors and p99
-//! latency per second for each region asked, one panel each, with every fault's
+//! The drill's timeline plot (`report.html`): acknowledged writes, errors, and the
+//! median and p99 latency clients saw, per second for each region asked, one panel
+//! each, with every fault's
 //! interval (from injection to heal; a failover cycle from the kill to the return)
 //! drawn as a band across all three, and the drill's other moments as dashed lines.
 //! Drawn with plotters into an inline SVG string.
@@ -12,7 +13,7 @@ use plotters::prelude::*;
 use super::figures::{RegionBucket, REGION_BUCKET_MS};
 use super::DrillReport;
 
-const SIZE: (u32, u32) = (960, 760);
+const SIZE: (u32, u32) = (960, 980);
 
 /// A shaded interval of the plot.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,14 +47,28 @@ pub fn bands(report: &DrillReport) -> Vec<Band> {
 
 type Pick = fn(&RegionBucket) -> Option<f64>;
 
-const PANELS: [(&str, Pick); 3] = [
-    ("acknowledged writes/s by region asked", |b| {
-        Some(b.ok as f64)
-    }),
-    ("errors/s by region asked", |b| Some(b.errors as f64)),
-    ("p99 latency (ms) by region asked", |b| {
-        b.p99_ms.map(|ms| ms as f64)
-    }),
+/// Each panel: its title, the unit of its y axis, and what it plots.
+const PANELS: [(&str, &str, Pick); 4] = [
+    (
+        "Acknowledged writes per second, by the region asked",
+        "writes/s",
+        |b| Some(b.ok as f64),
+    ),
+    (
+        "Errors per second (refused or unanswered), by the region asked",
+        "errors/s",
+        |b| Some(b.errors as f64),
+    ),
+    (
+        "Median latency clients saw, by the region asked",
+        "ms",
+        |b| b.p50_ms.map(|ms| ms as f64),
+    ),
+    (
+        "99th-percentile latency clients saw, by the region asked",
+        "ms",
+        |b| b.p99_ms.map(|ms| ms as f64),
+    ),
 ];
 
 /// The plot of `report` as an SVG document.
@@ -81,8 +96,8 @@ pub fn timeline_svg(
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
         let panels = root.split_evenly((PANELS.len(), 1));
-        for (area, (title, pick)) in panels.iter().zip(PANELS) {
-            panel(area, title, pick, series, bands, markers, end_ms)
+        for (area, (title, unit, pick)) in panels.iter().zip(PANELS) {
+            panel(area, (title, unit), pick, series, bands, markers, end_ms)
                 .with_context(|| format!("draw the panel {title:?}"))?;
         }
         root.present().map_err(plot_error)?;
@@ -92,7 +107,7 @@ pub fn timeline_svg(
 
 fn panel(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
-    title: &str,
+    (title, unit): (&str, &str),
     pick: Pick,
     series: &BTreeMap<String, Vec<RegionBucket>>,
     bands: &[Band],
@@ -110,13 +125,14 @@ fn panel(
         .caption(title, ("sans-serif", 14))
         .margin(6)
         .x_label_area_size(34)
-        .y_label_area_size(48)
+        .y_label_area_size(58)
         .build_cartesian_2d(0.0..seconds(end_ms), 0.0..top)
         .map_err(plot_error)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_desc("s since the workload started")
+        .x_desc("seconds since the workload started")
+        .y_desc(unit)
         .draw()
         .map_err(plot_error)?;
     let band_style = RGBColor(255, 140, 0).mix(0.18).filled();
@@ -180,6 +196,7 @@ mod tests {
             start_ms,
             ok,
             errors,
+            p50_ms: p99_ms.map(|ms| ms / 2),
             p99_ms,
         }
     }
@@ -210,10 +227,18 @@ mod tests {
         for text in ["eu-west", "us-east", "partition eu-west", "latency us-east"] {
             assert!(svg.contains(text), "the plot shows {text:?}");
         }
-        // Three panels, each with a band per fault (same fill), each a <rect>.
+        // Four panels, each with a band per fault (same fill), each a <rect>.
         let band_fill = svg.matches("opacity=\"0.18\"").count();
-        assert_eq!(band_fill, 6, "two bands in each of three panels");
+        assert_eq!(band_fill, 8, "two bands in each of four panels");
+        for text in [
+            "writes/s",
+            "errors/s",
+            "ms",
+            "seconds since the workload started",
+        ] {
+            assert!(svg.contains(text), "an axis is labelled {text:?}");
+        }
         let empty = timeline_svg(&BTreeMap::new(), &[], &[]).expect("an empty plot draws");
-        assert!(empty.contains("p99 latency"));
+        assert!(empty.contains("Median latency") && empty.contains("99th-percentile latency"));
     }
 }

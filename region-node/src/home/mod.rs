@@ -8,6 +8,7 @@
 //! lease) refuses it. Without an ownership service the node owns every slot at a fixed
 //! epoch (single-region mode).
 
+pub mod drift;
 pub mod lease;
 pub mod sync;
 

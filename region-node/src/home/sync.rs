@@ -10,6 +10,7 @@ use ledger_wire::ownership::{ChangeKind, ChangeRecord, OwnershipMap, Target};
 use ownership_client::{ClientError, OwnershipClient};
 use tokio_util::sync::CancellationToken;
 
+use super::drift::DriftEstimator;
 use super::lease::LeaseSnapshot;
 use super::Ownership;
 use crate::metrics::Metrics;
@@ -69,12 +70,17 @@ pub async fn renew_loop(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
+    let mut drift = DriftEstimator::default();
+    metrics.set_max_clock_drift(timing.max_clock_drift);
     loop {
         let ttl = Duration::from_millis(ownership.map().lease_ttl_ms.max(300));
         let sent_at = Instant::now();
         let renewal = tokio::time::timeout(ttl, client.renew_lease(ownership.region())).await;
         match renewal {
             Ok(Ok(grant)) => {
+                if let Some(estimate) = drift.observe(Instant::now(), grant.granted_at_ms) {
+                    metrics.set_clock_drift(estimate);
+                }
                 let fence = timing.fence_delay(Duration::from_millis(grant.ttl_ms));
                 let (snapshot, held) = {
                     let released = ownership

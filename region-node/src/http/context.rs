@@ -43,14 +43,19 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .get(HEADER_TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceParent::parse);
-    let trace = TraceParent::child_of(parent.as_ref(), &mut rand::rng());
-    let span = tracing::info_span!(
-        "http",
-        method = %method,
-        route = %route,
-        request_id = %request_id,
-        trace_id = %trace.trace_id,
-    );
+    // Named after the OpenTelemetry HTTP server conventions ("{method} {route}").
+    let (span, trace) = service_kit::telemetry::span_in_trace(parent.as_ref(), || {
+        tracing::info_span!(
+            "http",
+            otel.name = %format!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = %route,
+            request_id = %request_id,
+            trace_id = tracing::field::Empty,
+        )
+    });
+    span.record("trace_id", trace.trace_id.as_str());
     request.extensions_mut().insert(RequestContext {
         request_id: request_id.clone(),
         traceparent: trace.header(),

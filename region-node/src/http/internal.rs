@@ -10,7 +10,7 @@ use axum::extract::{OriginalUri, Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ledger_wire::{ProblemType, HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};
+use ledger_wire::ProblemType;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -76,28 +76,7 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
 }
 
 fn credentials(request: &Request) -> Result<Credentials, String> {
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (Some(caller), Some(signed_at), Some(signature)) = (
-        header(HEADER_CALLER_REGION),
-        header(HEADER_SIGNED_AT),
-        header(HEADER_SIGNATURE),
-    ) else {
-        return Err(internal_api::AuthError::Missing.to_string());
-    };
-    let signed_at_ms = signed_at
-        .parse()
-        .map_err(|_| format!("{HEADER_SIGNED_AT} must be Unix milliseconds"))?;
-    Ok(Credentials {
-        caller,
-        signed_at_ms,
-        signature,
-    })
+    Credentials::from_headers(request.headers())
 }
 
 #[derive(Debug, Deserialize)]

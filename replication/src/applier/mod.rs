@@ -32,6 +32,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::RemoteRegion;
 use crate::dlq::{self, DeadLetter};
@@ -209,7 +210,8 @@ impl Applier<'_> {
             if *self.db.closed.borrow() {
                 return Err(ReplicationError::LockLost);
             }
-            self.apply(&batch).await?;
+            let span = batch_span(&self.topic, &batch);
+            self.apply(&batch).instrument(span).await?;
         }
         Ok(())
     }
@@ -522,4 +524,40 @@ impl Applier<'_> {
             tracing::debug!(%error, "offset commit to the origin broker failed");
         }
     }
+}
+
+/// Most events one batch span links to (a link per event, as the messaging conventions
+/// ask, but bounded: a backlog batch holds hundreds).
+const MAX_LINKS: usize = 128;
+
+/// The span of one applied batch ("{topic} process", a consumer span) linked to the
+/// span of each event's writer, when spans are exported.
+fn batch_span(topic: &str, batch: &[OwnedMessage]) -> tracing::Span {
+    if !service_kit::telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "apply",
+        otel.name = %format!("{topic} process"),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = %topic,
+        messaging.batch.message_count = batch.len(),
+    );
+    let traces: Vec<ledger_wire::TraceParent> = batch
+        .iter()
+        .filter_map(|m| {
+            use rdkafka::message::Headers;
+            let headers = m.headers()?;
+            let value = headers
+                .iter()
+                .find(|h| h.key == events::headers::TRACEPARENT)?
+                .value?;
+            ledger_wire::TraceParent::parse(std::str::from_utf8(value).ok()?)
+        })
+        .take(MAX_LINKS)
+        .collect();
+    service_kit::telemetry::link_all(&span, &traces);
+    span
 }
