@@ -5,7 +5,8 @@
 //! (child of the client's), the home's request span (child of that: the forward carried
 //! the trace), and the credit the saga takes in the destination's region (child of the
 //! home's span: the transfer keeps its trace). The trace context stored with the
-//! transfer names the home's exported span.
+//! transfer names the home's exported span. An `ack: replicated` write's wait is a span
+//! whose children are the replica checks it sent to other regions.
 
 mod common;
 
@@ -167,6 +168,51 @@ async fn one_cross_region_transfer_is_one_trace_across_two_regions() -> anyhow::
         stored,
         Some(format!("00-{trace_id}-{}-01", home.span_id)),
         "the transfer keeps the context of the home's exported span"
+    );
+
+    // ack: replicated: the wait is a span of the request, and the replica checks it
+    // sends are its children in the regions asked.
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/accounts/{from}/deposits",
+            regions.deployment.regions[0].api_url
+        ))
+        .header("idempotency-key", "trace-export-2")
+        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
+        .header("ack", "replicated")
+        .json(&json!({"amount": "1.00"}))
+        .send()
+        .await?;
+    assert_eq!(answer.status(), 201, "{}", answer.text().await?);
+    let spans = eventually(
+        "the replicated wait's spans",
+        Duration::from_secs(30),
+        || async {
+            let spans = spans_of_trace(&received, trace_id);
+            spans
+                .iter()
+                .any(|s| s.region != eu && s.name.contains("/internal/v1/replicas/"))
+                .then_some(spans)
+        },
+    )
+    .await
+    .with_context(|| format!("spans: {:#?}", spans_of_trace(&received, trace_id)))?;
+    let request = spans
+        .iter()
+        .find(|s| s.region == eu && s.name.starts_with("POST "))
+        .context("the deposit's span")?;
+    let wait = spans
+        .iter()
+        .find(|s| s.name == "ack replicated wait")
+        .context("the wait's span")?;
+    assert_eq!(wait.parent, request.span_id, "{spans:#?}");
+    assert!(
+        spans
+            .iter()
+            .filter(|s| s.name.contains("/internal/v1/replicas/"))
+            .all(|s| s.parent == wait.span_id && s.region != eu),
+        "every replica check is a child of the wait, in another region: {spans:#?}"
     );
     collector.abort();
     Ok(())

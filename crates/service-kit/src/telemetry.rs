@@ -102,8 +102,13 @@ fn provider(
         .build())
 }
 
+/// Logs and exported spans are filtered apart: `LEDGER_LOG` (default `info`) for the
+/// logs, `LEDGER_OTLP_FILTER` (default `info`) for the spans, so quiet logs still
+/// export every request's span.
 fn install(format: LogFormat, provider: Option<SdkTracerProvider>) -> Telemetry {
-    let filter = EnvFilter::try_from_env("LEDGER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = |variable: &str| {
+        EnvFilter::try_from_env(variable).unwrap_or_else(|_| EnvFilter::new("info"))
+    };
     let logs = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -115,13 +120,14 @@ fn install(format: LogFormat, provider: Option<SdkTracerProvider>) -> Telemetry 
             .with_writer(std::io::stderr)
             .boxed(),
     };
-    let export = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("ledger")));
+    let export = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("ledger"))
+            .with_filter(filter("LEDGER_OTLP_FILTER"))
+    });
     EXPORTING.store(provider.is_some(), Ordering::Relaxed);
     let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(logs)
+        .with(logs.with_filter(filter("LEDGER_LOG")))
         .with(export)
         .try_init();
     Telemetry { provider }

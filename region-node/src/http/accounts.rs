@@ -99,7 +99,7 @@ pub async fn create_account(
                 if ack == Ack::Replicated && outcome.status == 201 {
                     let opened = written_account(&outcome.body)?;
                     let events = state.store.event_of(opened, 0).await?;
-                    forward::await_replicated(&state, events.into_iter().collect()).await?;
+                    forward::await_replicated(&state, &ctx, events.into_iter().collect()).await?;
                 }
                 return Ok(write_response(outcome, state.ownership.region()));
             }

@@ -8,11 +8,13 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode}
 use axum::response::Response;
 use bytes::Bytes;
 use internal_api::CallError;
+use ledger_wire::TraceParent;
 use ledger_wire::{
     ProblemType, HEADER_ACK, HEADER_FORWARDED_TO, HEADER_HOME_REGION, HEADER_IDEMPOTENCY_KEY,
     HEADER_IDEMPOTENT_REPLAYED, HEADER_REQUEST_ID, HEADER_TRACEPARENT,
 };
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::context::RequestContext;
 use super::error::ApiError;
@@ -176,7 +178,11 @@ pub async fn forward(
 }
 
 /// Waits until another region holds a copy of every event, or answers 504.
-pub async fn await_replicated(state: &AppState, events: Vec<EventRef>) -> Result<(), ApiError> {
+pub async fn await_replicated(
+    state: &AppState,
+    ctx: &RequestContext,
+    events: Vec<EventRef>,
+) -> Result<(), ApiError> {
     if state.peers.regions().is_empty() {
         return Err(ApiError::new(
             ProblemType::Unavailable,
@@ -185,6 +191,19 @@ pub async fn await_replicated(state: &AppState, events: Vec<EventRef>) -> Result
     }
     let started = Instant::now();
     let wait: Duration = state.settings.ack_timeout;
+    // The wait is a span of the request's trace; the replica checks it sends are its
+    // children in the regions asked.
+    let (span, trace) = service_kit::telemetry::span_in_trace(
+        TraceParent::parse(&ctx.traceparent).as_ref(),
+        || {
+            tracing::info_span!(
+                "ack",
+                otel.name = "ack replicated wait",
+                events = events.len()
+            )
+        },
+    );
+    let traceparent = trace.header();
     let confirmations = events.iter().map(|e| {
         let query = ReplicaQuery {
             account: e.account,
@@ -192,9 +211,17 @@ pub async fn await_replicated(state: &AppState, events: Vec<EventRef>) -> Result
             event_id: e.event_id,
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
         };
-        async move { state.peers.confirm_replicated(&query, wait).await }
+        let traceparent = traceparent.as_str();
+        async move {
+            state
+                .peers
+                .confirm_replicated(&query, wait, traceparent)
+                .await
+        }
     });
-    let all = futures::future::join_all(confirmations).await;
+    let all = futures::future::join_all(confirmations)
+        .instrument(span)
+        .await;
     let confirmed = all.iter().all(|c| *c);
     state
         .metrics

@@ -57,7 +57,7 @@ where
         let outcome = state.record_write(call.operation, result)?;
         if call.ack == Ack::Replicated && outcome.status == 201 {
             let refs = events(outcome.clone()).await?;
-            forward::await_replicated(state, refs).await?;
+            forward::await_replicated(state, call.ctx, refs).await?;
         }
         return Ok(write_response(outcome, state.ownership.region()));
     }

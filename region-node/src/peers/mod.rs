@@ -83,7 +83,12 @@ impl Peers {
 
     /// Asks every peer whether it holds the event; true as soon as one does, false if
     /// none did within `wait`.
-    pub async fn confirm_replicated(&self, query: &ReplicaQuery, wait: Duration) -> bool {
+    pub async fn confirm_replicated(
+        &self,
+        query: &ReplicaQuery,
+        wait: Duration,
+        traceparent: &str,
+    ) -> bool {
         let path = ledger_wire::internal::replica(
             query.account,
             query.seq,
@@ -94,11 +99,14 @@ impl Peers {
             .regions
             .iter()
             .map(|region| {
+                let trace = HeaderValue::from_str(traceparent)
+                    .map(|v| vec![(HeaderName::from_static(ledger_wire::HEADER_TRACEPARENT), v)])
+                    .unwrap_or_default();
                 self.call(
                     region,
                     Method::GET,
                     &path,
-                    Vec::new(),
+                    trace,
                     Bytes::new(),
                     wait + Duration::from_secs(1),
                 )
