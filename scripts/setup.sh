@@ -31,7 +31,10 @@ command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 # promtool (the alert rules' unit tests): Debian ships it with the prometheus package.
+# The same package's server backs `ledger-local up --monitoring` and its test.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# Headless Chromium renders the drill report in a test (a screenshot is checked).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 for pkg in libcurl4-openssl-dev libssl-dev zlib1g-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done

@@ -1,5 +1,7 @@
 //! Helpers shared by the benchmark binaries.
 
+pub mod otlp_sink;
+
 /// The `p`-th percentile (0-100, nearest rank) of microsecond samples, in ms.
 pub fn percentile_ms(samples_us: &[u64], p: f64) -> f64 {
     let mut sorted = samples_us.to_vec();

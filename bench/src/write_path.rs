@@ -41,6 +41,10 @@ struct Args {
     /// Run PostgreSQL with fsync off (measures CPU paths rather than the disk).
     #[arg(long)]
     no_fsync: bool,
+    /// Also run a second node that exports every span over OTLP (to a counting sink in
+    /// this process), in each round after the first node: the cost of trace export.
+    #[arg(long)]
+    trace_export: bool,
 }
 
 #[derive(Debug)]
@@ -101,7 +105,24 @@ async fn main() -> anyhow::Result<()> {
     let (mut pg, database_url) = PgCluster::start_with_database(dir.path(), &options, "ledger")
         .await
         .context("start PostgreSQL")?;
-    let (node, base) = start_node(&bin_dir, &database_url, args.clients, dir.path()).await?;
+    let (node, base) = start_node(&bin_dir, &database_url, args.clients, dir.path(), &[]).await?;
+    let exporting = if args.trace_export {
+        let port = free_port()?;
+        let sink = ledger_bench::otlp_sink::start(port).await?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let env = [("LEDGER_OTLP_ENDPOINT", endpoint.as_str())];
+        let (node, base) = start_node(
+            &bin_dir,
+            &database_url,
+            args.clients,
+            &dir.join("exporting"),
+            &env,
+        )
+        .await?;
+        Some((node, base, sink))
+    } else {
+        None
+    };
     seed_accounts(&database_url, args.accounts)
         .await
         .context("seed accounts")?;
@@ -116,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.seconds);
     let mut sql = Figures::empty("pgbench (same SQL)");
     let mut http = Figures::empty("node (HTTP API)");
+    let mut exported = Figures::empty("node exporting spans");
     for round in 1..=args.rounds {
         prepare_round(&database_url).await?;
         let sql_round = run_pgbench(&pgbench, &pg, &args, dir.path(), duration, round)?;
@@ -129,6 +151,16 @@ async fn main() -> anyhow::Result<()> {
         );
         sql.absorb(sql_round);
         http.absorb(http_round);
+        if let Some((_, base, _)) = &exporting {
+            prepare_round(&database_url).await?;
+            // Distinct keys: the same key on the second node would be a replay.
+            let export_round = run_http(base, &args, duration, round + 1_000).await?;
+            println!(
+                "round {round}: node exporting spans {:.1} tx/s",
+                export_round.throughput()
+            );
+            exported.absorb(export_round);
+        }
     }
     drop(node);
     pg.stop();
@@ -138,7 +170,11 @@ async fn main() -> anyhow::Result<()> {
         "{:<22} {:>10} {:>9} {:>9} {:>8}",
         "", "tx/s", "p50 ms", "p99 ms", "errors"
     );
-    for f in [&sql, &http] {
+    let mut rows = vec![&sql, &http];
+    if exporting.is_some() {
+        rows.push(&exported);
+    }
+    for f in rows {
         println!(
             "{:<22} {:>10.1} {:>9.2} {:>9.2} {:>8}",
             f.label,
@@ -150,6 +186,23 @@ async fn main() -> anyhow::Result<()> {
     }
     let ratio = http.throughput() / sql.throughput();
     println!("\nnode / pgbench throughput: {ratio:.3} (target >= 0.85)");
+    if let Some((node, _, sink)) = exporting {
+        // Let the last batch go out before counting.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        drop(node);
+        use std::sync::atomic::Ordering::Relaxed;
+        println!(
+            "trace export: throughput {:.3} of the node without it, p50 {:+.2} ms, p99 {:+.2} ms; \
+             {} spans for {} requests in {} OTLP requests, {:.1} MB",
+            exported.throughput() / http.throughput(),
+            exported.percentile_ms(50.0) - http.percentile_ms(50.0),
+            exported.percentile_ms(99.0) - http.percentile_ms(99.0),
+            sink.spans.load(Relaxed),
+            exported.transactions + exported.errors,
+            sink.requests.load(Relaxed),
+            sink.bytes.load(Relaxed) as f64 / 1e6
+        );
+    }
     println!("SQL of both sides: {}", region_node::POST_ENTRY_SQL);
     if http.errors > 0 || sql.errors > 0 {
         bail!("errors during the run; see {}", dir.path().display());
@@ -162,13 +215,16 @@ async fn start_node(
     database_url: &str,
     clients: usize,
     dir: &Path,
+    env: &[(&str, &str)],
 ) -> anyhow::Result<(ChildGuard, String)> {
     let node_bin = bin_dir.join("region-node");
     let port = free_port()?;
     let mut command = region_node_command(&node_bin, "bench", database_url, port);
     command
         .env("LEDGER_DB_POOL_SIZE", clients.to_string())
-        .env("LEDGER_LOG", "warn");
+        .env("LEDGER_LOG", "warn")
+        .envs(env.iter().copied());
+    std::fs::create_dir_all(dir).context("make the node's dir")?;
     let node = start_region_node(
         "region-node",
         command,

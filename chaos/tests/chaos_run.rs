@@ -285,6 +285,18 @@ fn a_slow_clock_and_a_long_link_keep_every_invariant() -> anyhow::Result<()> {
     for band in ["clock-drift us-east", "latency ap-south"] {
         assert!(html.contains(band), "the plot shows the {band} band");
     }
+    // In a real browser: a page that is not blank, with the fault bands drawn.
+    let picture =
+        common::browser::screenshot(&report_dir.join("report.html"), &dir.join("report.png"))?;
+    println!("report screenshot: {picture:?}");
+    assert!(
+        picture.not_white > (picture.width * picture.height / 50) as usize,
+        "the rendered report is nearly blank: {picture:?}"
+    );
+    assert!(
+        picture.band > 2_000,
+        "the fault bands are visible: {picture:?}"
+    );
     Ok(())
 }
 
