@@ -19,6 +19,8 @@ pub struct Metrics {
     lease_slots: IntGauge,
     lease_remaining: Gauge,
     clock_drift: Gauge,
+    fenced_slots: IntGauge,
+    fence_remaining: Gauge,
     max_clock_drift: Gauge,
     lease_renewals: IntCounterVec,
     /// Requests answered by another region: where, what, how it went.
@@ -76,6 +78,16 @@ impl Metrics {
         let clock_drift = Gauge::new(
             "clock_drift_ratio",
             "This node's clock rate against the ownership leader's over the last minute, minus one (negative: slow), from lease grants",
+        )
+        .expect("static");
+        let fenced_slots = IntGauge::new(
+            "lease_fenced_slots",
+            "Slots granted to this region that wait out their fencing delay (an unplanned gain), when scraped",
+        )
+        .expect("static");
+        let fence_remaining = Gauge::new(
+            "lease_fence_remaining_seconds",
+            "Longest fencing wait left among those slots, when scraped",
         )
         .expect("static");
         let max_clock_drift = Gauge::new(
@@ -172,6 +184,8 @@ impl Metrics {
             Box::new(lease_slots.clone()),
             Box::new(lease_remaining.clone()),
             Box::new(clock_drift.clone()),
+            Box::new(fenced_slots.clone()),
+            Box::new(fence_remaining.clone()),
             Box::new(max_clock_drift.clone()),
             Box::new(lease_renewals.clone()),
             Box::new(forwarded.clone()),
@@ -192,6 +206,8 @@ impl Metrics {
             lease_slots,
             lease_remaining,
             clock_drift,
+            fenced_slots,
+            fence_remaining,
             max_clock_drift,
             lease_renewals,
             forwarded,
@@ -239,6 +255,12 @@ impl Metrics {
     pub fn set_lease_remaining(&self, remaining: Option<Duration>) {
         self.lease_remaining
             .set(remaining.map_or(f64::INFINITY, |r| r.as_secs_f64()));
+    }
+
+    pub fn set_fenced(&self, (slots, longest): (usize, Duration)) {
+        self.fenced_slots
+            .set(i64::try_from(slots).unwrap_or(i64::MAX));
+        self.fence_remaining.set(longest.as_secs_f64());
     }
 
     pub fn set_clock_drift(&self, ratio: f64) {

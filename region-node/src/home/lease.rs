@@ -277,6 +277,18 @@ impl LeaseState {
         self.slots.iter().filter(|s| s.is_some()).count()
     }
 
+    /// Slots granted but still fenced at `now` (a fencing wait after an unplanned gain),
+    /// and the longest wait left among them.
+    pub fn fenced(&self, now: Instant) -> (usize, Duration) {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|h| !h.frozen && h.usable_from > now)
+            .fold((0, Duration::ZERO), |(count, longest), h| {
+                (count + 1, longest.max(h.usable_from - now))
+            })
+    }
+
     pub fn map_version(&self) -> u64 {
         self.map_version
     }
@@ -386,6 +398,9 @@ mod tests {
         ));
         assert_eq!(lease.may_write(account(6), 9, MARGIN), Ok(9));
         assert_eq!(lease.writable_slots(MARGIN).len(), 5);
+        let (fenced, longest) = lease.fenced(Instant::now());
+        assert_eq!(fenced, 2, "slots 4 and 5 wait out their fence");
+        assert!(longest > FENCE - Duration::from_secs(1) && longest <= FENCE);
 
         // A later renewal keeps the fence where it was and drops what it omits.
         lease.apply_grant(

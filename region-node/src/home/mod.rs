@@ -241,6 +241,15 @@ impl Ownership {
             .and_then(|l| l.remaining(std::time::Instant::now()))
     }
 
+    /// Slots in a fencing wait now, and the longest wait left.
+    pub fn fenced(&self) -> (usize, std::time::Duration) {
+        self.lease
+            .read()
+            .map_or((0, std::time::Duration::ZERO), |l| {
+                l.fenced(std::time::Instant::now())
+            })
+    }
+
     /// Slots the last renewal granted (frozen or not).
     pub fn held_slot_count(&self) -> usize {
         self.lease.read().map_or(0, |l| l.held_slot_count())

@@ -61,6 +61,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     state
         .metrics
         .set_lease_remaining(state.ownership.lease_remaining());
+    state.metrics.set_fenced(state.ownership.fenced());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
