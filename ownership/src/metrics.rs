@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use ledger_wire::ownership::Outcome;
+use ledger_wire::ownership::{ChangeKind, Outcome};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::types::NodeId;
@@ -23,6 +24,7 @@ pub struct Metrics {
     pub snapshot_bytes: IntGauge,
     applied: IntCounterVec,
     lease_renewals: IntCounterVec,
+    region_slots: IntGaugeVec,
     ownership_changes: IntCounterVec,
     request_duration: HistogramVec,
 }
@@ -44,6 +46,14 @@ impl Metrics {
                 "Commands applied by this voter's state machine",
             ),
             &["command", "outcome"],
+        )
+        .expect("static metric definition");
+        let region_slots = IntGaugeVec::new(
+            Opts::new(
+                "region_slots",
+                "Slots each region's last applied lease renewal granted it (0 once promoted away)",
+            ),
+            &["region"],
         )
         .expect("static metric definition");
         let lease_renewals = IntCounterVec::new(
@@ -87,6 +97,7 @@ impl Metrics {
             snapshot_bytes: gauge("snapshot_bytes", "Size of the latest snapshot's state"),
             applied,
             lease_renewals,
+            region_slots,
             ownership_changes,
             request_duration,
             registry,
@@ -102,6 +113,7 @@ impl Metrics {
             Box::new(metrics.snapshot_bytes.clone()),
             Box::new(metrics.applied.clone()),
             Box::new(metrics.lease_renewals.clone()),
+            Box::new(metrics.region_slots.clone()),
             Box::new(metrics.ownership_changes.clone()),
             Box::new(metrics.request_duration.clone()),
         ] {
@@ -118,6 +130,11 @@ impl Metrics {
                     self.ownership_changes
                         .with_label_values(&[change.kind.name()])
                         .inc();
+                    if let ChangeKind::Promote { region, .. } = &change.kind {
+                        self.region_slots
+                            .with_label_values(&[region.as_str()])
+                            .set(0);
+                    }
                 }
                 "applied"
             }
@@ -125,6 +142,9 @@ impl Metrics {
                 self.lease_renewals
                     .with_label_values(&[grant.region.as_str()])
                     .inc();
+                self.region_slots
+                    .with_label_values(&[grant.region.as_str()])
+                    .set(i64::try_from(grant.slot_numbers().count()).unwrap_or(i64::MAX));
                 "applied"
             }
             Outcome::Rejected { .. } => "rejected",
