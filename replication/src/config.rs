@@ -33,6 +33,9 @@ impl FromStr for RemoteRegion {
     }
 }
 
+/// Seven days: longer than any region stays down before it is rebuilt.
+pub const DEFAULT_TOPIC_RETENTION_MS: u64 = 7 * 24 * 3_600 * 1_000;
+
 #[derive(Debug, Clone, Args)]
 pub struct ReplicatorConfig {
     /// The region this replicator serves (its database, its broker).
@@ -60,6 +63,14 @@ pub struct ReplicatorConfig {
     /// Partitions of the topics this replicator creates when they are missing.
     #[arg(long, env = "LEDGER_TOPIC_PARTITIONS", default_value_t = 4)]
     pub topic_partitions: i32,
+
+    /// Events older than this are deleted from this region's events topic by the
+    /// broker's retention pass (`cleanup.policy=delete`, `retention.ms`), set when the
+    /// relay creates the topic; 0 keeps them forever. Appliers further behind than this
+    /// lose events: they raise `ledger_replication_offsets_skipped_total`, never skip
+    /// silently. The DLQ topic keeps its letters.
+    #[arg(long, env = "LEDGER_TOPIC_RETENTION_MS", default_value_t = DEFAULT_TOPIC_RETENTION_MS)]
+    pub topic_retention_ms: u64,
 
     /// Outbox rows the relay reads per query.
     #[arg(long, env = "LEDGER_RELAY_BATCH", default_value_t = 500)]
@@ -169,6 +180,7 @@ impl ReplicatorConfig {
             relay: true,
             apply_from: Vec::new(),
             topic_partitions: 4,
+            topic_retention_ms: DEFAULT_TOPIC_RETENTION_MS,
             relay_batch: 500,
             relay_window: 10_000,
             relay_poll_ms: 1_000,

@@ -77,13 +77,29 @@ pub async fn ensure_topics(
     topics: &[String],
     partitions: i32,
 ) -> Result<(), ReplicationError> {
+    ensure_topics_with(brokers, topics, partitions, &[]).await
+}
+
+/// [`ensure_topics`], creating missing topics with `configs` (e.g. retention); topics
+/// that exist keep the configuration they have.
+pub async fn ensure_topics_with(
+    brokers: &str,
+    topics: &[String],
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), ReplicationError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .map_err(ReplicationError::Kafka)?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
-        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
+        .map(|name| {
+            configs.iter().fold(
+                NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics(&new_topics, &options).await?;

@@ -54,10 +54,17 @@ pub async fn run(
     let (config, metrics, topic, token) = (&*config, &metrics, topic.as_str(), &shutdown);
     crate::restart_sessions("relay", &shutdown, move || async move {
         let result = async {
-            kafka::ensure_topics(
+            let retention = config.topic_retention_ms.to_string();
+            let configs: &[(&str, &str)] = if config.topic_retention_ms > 0 {
+                &[("cleanup.policy", "delete"), ("retention.ms", &retention)]
+            } else {
+                &[]
+            };
+            kafka::ensure_topics_with(
                 &config.brokers,
                 &[topic.to_owned()],
                 config.topic_partitions,
+                configs,
             )
             .await?;
             session(config, metrics, topic, token).await

@@ -105,7 +105,13 @@ pub struct Broker {
     process: Option<ChildGuard>,
     /// Whether [`index_headers`] runs after each start (off only to measure without it).
     index: bool,
+    maintenance: Duration,
 }
+
+/// How often every broker the project starts runs its maintenance (the retention pass
+/// that deletes records older than a topic's `retention.ms`, when its `cleanup.policy`
+/// is `delete`). Tansu's default is 10 minutes; shorter passes delete less each.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Broker {
     /// Starts a broker on a free port with its data under `dir`, and waits until it
@@ -117,6 +123,15 @@ impl Broker {
     /// [`Broker::start`], with or without [`index_headers`] (the benchmark measures
     /// both).
     pub async fn start_with(dir: &Path, index: bool) -> Result<Broker, HarnessError> {
+        Broker::start_maintained(dir, index, MAINTENANCE_INTERVAL).await
+    }
+
+    /// [`Broker::start_with`], running its maintenance (retention) every `maintenance`.
+    pub async fn start_maintained(
+        dir: &Path,
+        index: bool,
+        maintenance: Duration,
+    ) -> Result<Broker, HarnessError> {
         let port = free_port()?;
         std::fs::create_dir_all(dir.join("data"))
             .map_err(io_context(format!("make broker dir {}", dir.display())))?;
@@ -126,6 +141,7 @@ impl Broker {
             port,
             process: None,
             index,
+            maintenance,
         };
         broker.spawn().await?;
         Ok(broker)
@@ -137,22 +153,44 @@ impl Broker {
     }
 
     /// The command that runs Tansu on `host:port` (which it also advertises) with its
-    /// sqlite data under `dir/data`.
+    /// sqlite data under `dir/data`, maintained every [`MAINTENANCE_INTERVAL`].
     pub fn command(bin: &Path, dir: &Path, host: &str, port: u16) -> Command {
+        Broker::command_maintained(bin, dir, host, port, MAINTENANCE_INTERVAL)
+    }
+
+    /// [`Broker::command`] with its own maintenance interval.
+    pub fn command_maintained(
+        bin: &Path,
+        dir: &Path,
+        host: &str,
+        port: u16,
+        maintenance: Duration,
+    ) -> Command {
         let url = format!("tcp://{host}:{port}");
+        // Tansu reads the interval from the storage URL's query (humantime).
+        let storage = format!(
+            "sqlite://data/tansu.db?maintenance_interval={}ms",
+            maintenance.as_millis()
+        );
         let mut command = Command::new(bin);
         command
             .current_dir(dir)
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             // data_file(dir) is this path.
-            .args(["--storage-engine", "sqlite://data/tansu.db"])
+            .args(["--storage-engine", &storage])
             .env("RUST_LOG", "warn");
         command
     }
 
     async fn spawn(&mut self) -> Result<(), HarnessError> {
-        let command = Broker::command(&self.bin, &self.dir, "127.0.0.1", self.port);
+        let command = Broker::command_maintained(
+            &self.bin,
+            &self.dir,
+            "127.0.0.1",
+            self.port,
+            self.maintenance,
+        );
         let log = self.dir.join("broker.log");
         let mut child = ChildGuard::spawn(
             format!("broker:{}", self.port),
@@ -202,6 +240,60 @@ impl Broker {
         };
         delete().map_err(|e| HarnessError::Command {
             what: format!("delete records of {topic}/{partition} from the broker's storage"),
+            detail: e.to_string(),
+        })
+    }
+
+    /// The configuration stored with `topic` (name, value), as the broker keeps it.
+    pub fn topic_configuration(&self, topic: &str) -> Result<Vec<(String, String)>, HarnessError> {
+        let read = || -> rusqlite::Result<Vec<(String, String)>> {
+            let db = open_storage(&data_file(&self.dir))?;
+            let mut statement = db.prepare(
+                "SELECT tc.name, tc.value FROM topic_configuration tc
+                 JOIN topic t ON t.id = tc.topic WHERE t.name = ?1 ORDER BY tc.name",
+            )?;
+            let rows = statement.query_map([topic], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        };
+        read().map_err(|e| HarnessError::Command {
+            what: format!("read the configuration of {topic} from the broker's storage"),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Records of `topic` the broker's storage still holds.
+    pub fn record_count(&self, topic: &str) -> Result<i64, HarnessError> {
+        let count = || -> rusqlite::Result<i64> {
+            open_storage(&data_file(&self.dir))?.query_row(
+                "SELECT count(*) FROM record r JOIN topition tp ON tp.id = r.topition
+                 JOIN topic t ON t.id = tp.topic WHERE t.name = ?1",
+                [topic],
+                |r| r.get(0),
+            )
+        };
+        count().map_err(|e| HarnessError::Command {
+            what: format!("count the records of {topic} in the broker's storage"),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Changes one configuration value of `topic` in the broker's storage (Tansu 0.6
+    /// has no AlterConfigs): what an operator's config change would do.
+    pub fn set_topic_configuration(
+        &self,
+        topic: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<usize, HarnessError> {
+        let update = || -> rusqlite::Result<usize> {
+            open_storage(&data_file(&self.dir))?.execute(
+                "UPDATE topic_configuration SET value = ?3
+                 WHERE name = ?2 AND topic = (SELECT id FROM topic WHERE name = ?1)",
+                rusqlite::params![topic, name, value],
+            )
+        };
+        update().map_err(|e| HarnessError::Command {
+            what: format!("set {name} of {topic} in the broker's storage"),
             detail: e.to_string(),
         })
     }

@@ -47,6 +47,8 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// An idle applier's ListOffsets request. Long: Tansu 0.6's storage loop stops for good
 /// when a caller gives up on a request (`Storage(UnableToSend)`).
 const ENDS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on asking one partition's log start when a session starts.
+const LOG_START_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the applier for `origin` until `shutdown`, starting a new session after any
 /// failure (database or broker unreachable).
@@ -115,6 +117,15 @@ async fn session(
         )
         .await?;
     let stored: HashMap<i32, i64> = stored.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let stored = past_log_start(
+        &consumer,
+        &topic,
+        &partitions,
+        stored,
+        &origin.name,
+        metrics,
+    )
+    .await;
     consumer.assign(&at_positions(&topic, &partitions, &stored)?)?;
     lag.start_at(&stored);
     tracing::info!(origin = %origin.name, %topic, partitions = partitions.len(), "applier reading");
@@ -177,6 +188,69 @@ async fn wait_for_partitions(
 
 /// The topic's partitions at the applier's next offsets (absent: nothing applied yet,
 /// from the beginning): where a session starts and where an idle applier fetches again.
+/// Positions below a partition's log start are events the origin's retention deleted
+/// before this region applied them: an alarm (error log, `offsets_skipped_total`), never
+/// a silent reset to the log start. A partition with no stored position is read from
+/// offset 0, so a fresh region that starts after a retention pass raises it too. The
+/// positions returned start at the log start where it is past them. A broker that cannot
+/// say leaves the positions as they are (the message-past-offset check still holds).
+async fn past_log_start(
+    consumer: &Arc<StreamConsumer<LagContext>>,
+    topic: &str,
+    partitions: &[i32],
+    mut stored: HashMap<i32, i64>,
+    origin: &str,
+    metrics: &Metrics,
+) -> HashMap<i32, i64> {
+    let starts = {
+        let (consumer, topic, partitions) =
+            (consumer.clone(), topic.to_owned(), partitions.to_vec());
+        tokio::task::spawn_blocking(move || {
+            partitions
+                .iter()
+                .map(|p| {
+                    consumer
+                        .fetch_watermarks(&topic, *p, LOG_START_TIMEOUT)
+                        .map(|(low, _)| (*p, low))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+    };
+    let starts = match starts {
+        Ok(Ok(starts)) => starts,
+        Ok(Err(error)) => {
+            tracing::debug!(%origin, %error, "could not read the origin's log starts");
+            return stored;
+        }
+        Err(error) => {
+            tracing::debug!(%origin, %error, "log start task failed");
+            return stored;
+        }
+    };
+    for (partition, start) in starts {
+        let next = stored.get(&partition).copied().unwrap_or(0);
+        if start > next {
+            tracing::error!(
+                %origin,
+                %topic,
+                partition,
+                from = next,
+                to = start,
+                "events gone from the origin's topic before this region applied them \
+                 (retention ran past this region's position); their accounts wait for the \
+                 missing seqs until re-seeded from the origin's database"
+            );
+            metrics
+                .offsets_skipped
+                .with_label_values(&[origin])
+                .inc_by(u64::try_from(start - next).unwrap_or(0));
+            stored.insert(partition, start);
+        }
+    }
+    stored
+}
+
 fn at_positions(
     topic: &str,
     partitions: &[i32],

@@ -70,6 +70,14 @@ pub struct TwoRegions {
 
 impl TwoRegions {
     pub async fn start(label: &str) -> anyhow::Result<TwoRegions> {
+        TwoRegions::start_maintained(label, harness::broker::MAINTENANCE_INTERVAL).await
+    }
+
+    /// Two regions whose brokers run their retention pass every `maintenance`.
+    pub async fn start_maintained(
+        label: &str,
+        maintenance: Duration,
+    ) -> anyhow::Result<TwoRegions> {
         let dir = WorkDir::temp(label).context("make test dir")?;
         let (label_a, label_b) = (format!("{label}-a"), format!("{label}-b"));
         let (a, b) = tokio::try_join!(
@@ -79,10 +87,10 @@ impl TwoRegions {
             }),
             TestRegion::start_with(&label_b, |c| c.region = B.into()),
         )?;
-        let broker_a = Broker::start(&dir.join("broker-a"))
+        let broker_a = Broker::start_maintained(&dir.join("broker-a"), true, maintenance)
             .await
             .context("start broker a")?;
-        let broker_b = Broker::start(&dir.join("broker-b"))
+        let broker_b = Broker::start_maintained(&dir.join("broker-b"), true, maintenance)
             .await
             .context("start broker b")?;
         Ok(TwoRegions {
