@@ -35,7 +35,7 @@ pub async fn read_topic(
     let (brokers, topic) = (brokers.to_owned(), events::dlq_topic(region));
     tokio::task::spawn_blocking(move || read_blocking(&brokers, &topic))
         .await
-        .map_err(|e| ReplicationError::Config(format!("DLQ reader task: {e}")))?
+        .map_err(|e| ReplicationError::DeadLetters(format!("reader task: {e}")))?
 }
 
 fn reader(brokers: &str) -> Result<BaseConsumer, ReplicationError> {
@@ -90,7 +90,7 @@ fn read_blocking(brokers: &str, topic: &str) -> Result<Vec<OwnedMessage>, Replic
     let deadline = Instant::now() + READ_TIMEOUT;
     while !remaining.is_empty() {
         if Instant::now() >= deadline {
-            return Err(ReplicationError::Config(format!(
+            return Err(ReplicationError::DeadLetters(format!(
                 "could not read {topic} to its end within {} s",
                 READ_TIMEOUT.as_secs()
             )));
@@ -128,7 +128,7 @@ pub async fn count_waiting(
         )
     })
     .await
-    .map_err(|e| ReplicationError::Config(format!("DLQ watermark task: {e}")))??;
+    .map_err(|e| ReplicationError::DeadLetters(format!("watermark task: {e}")))??;
     let settled: i64 = client
         .query_one(
             "SELECT count(*) FROM ledger.dlq_replays WHERE outcome <> 'poison'",

@@ -12,6 +12,8 @@ pub enum ReplicationError {
     Schema(#[from] ledger_schema::SchemaError),
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    #[error("dead letters: {0}")]
+    DeadLetters(String),
     #[error("the relay's database session ended, so it no longer holds the relay lock")]
     LockLost,
     #[error("serving HTTP: {0}")]
