@@ -23,10 +23,11 @@ pub const MAX_PAGE_LIMIT: u32 = 500;
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountRequest {
     /// ISO 4217 code of a supported currency, e.g. `EUR`.
-    #[schema(example = "EUR")]
+    #[schema(value_type = crate::api_schema::CurrencyCode)]
     pub currency: String,
     /// Region that should own the account; defaults to the region that receives the request.
     #[serde(default)]
+    #[schema(value_type = Option<crate::api_schema::RegionName>)]
     pub home_region: Option<String>,
 }
 
@@ -35,21 +36,29 @@ pub struct CreateAccountRequest {
 #[serde(deny_unknown_fields)]
 pub struct AmountRequest {
     /// Positive decimal string at most at the currency's scale, e.g. `"12.50"`.
-    #[schema(example = "12.50")]
+    #[schema(value_type = crate::api_schema::AmountText)]
     pub amount: String,
     /// Free text for the account holder, at most 140 characters.
     #[serde(default)]
+    #[schema(value_type = Option<crate::api_schema::ReferenceText>)]
     pub reference: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"from": "ac_0a3f_00d1e2f3a4b5", "to": "ac_1b20_00a9b8c7d6e5", "amount": "12.50"}))]
 pub struct CreateTransferRequest {
+    /// The account debited.
+    #[schema(value_type = String, pattern = "^ac_[0-9a-f]{4}_[0-9a-f]{12}$", example = "ac_0a3f_00d1e2f3a4b5")]
     pub from: AccountId,
+    /// The account credited: another account than `from` (the same one is refused with
+    /// 422 same-account-transfer), in the same currency.
+    #[schema(value_type = String, pattern = "^ac_[0-9a-f]{4}_[0-9a-f]{12}$", example = "ac_1b20_00a9b8c7d6e5")]
     pub to: AccountId,
-    #[schema(example = "12.50")]
+    #[schema(value_type = crate::api_schema::AmountText)]
     pub amount: String,
     #[serde(default)]
+    #[schema(value_type = Option<crate::api_schema::ReferenceText>)]
     pub reference: Option<String>,
 }
 
@@ -191,8 +200,10 @@ pub struct LedgerPage {
 #[into_params(parameter_in = Query)]
 pub struct LedgerQuery {
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
     /// Entries per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -209,9 +220,13 @@ pub enum Consistency {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AccountQuery {
+    /// `local` (default): this region's copy with its staleness; `strong`: read at the
+    /// account's home.
     #[serde(default)]
+    #[param(inline)]
     pub consistency: Option<Consistency>,
     /// Answer only with a copy that has at least this seq.
+    #[param(minimum = 0, maximum = 9007199254740991_i64)]
     pub min_seq: Option<i64>,
 }
 

@@ -32,13 +32,16 @@ const MIN_SEQ_POLL: Duration = Duration::from_millis(10);
 
 #[utoipa::path(
     post, path = "/v1/accounts", tag = "accounts",
-    params(("Idempotency-Key" = String, Header, description = "Unique per intended operation")),
+    params(("Idempotency-Key" = inline(ledger_wire::api_schema::IdempotencyKeyText), Header, description = "Unique per intended operation: 1 to 255 visible ASCII characters")),
     request_body = CreateAccountRequest,
     responses(
         (status = 201, description = "Account opened", body = Account),
         (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown currency or region", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Region cannot open accounts now", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Request body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Request body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "ack: replicated: committed at the home, but no other region confirmed a copy in time", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_account(
@@ -127,11 +130,13 @@ pub(super) fn written_account(body: &str) -> Result<AccountId, ApiError> {
 
 #[utoipa::path(
     get, path = "/v1/accounts/{id}", tag = "accounts",
-    params(("id" = String, Path, description = "Account id"), AccountQuery),
+    params(("id" = inline(ledger_wire::AccountId), Path, description = "Account id"), AccountQuery),
     responses(
         (status = 200, description = "The account as this region sees it", body = Account),
         (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The account has not reached min_seq", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request: bad JSON, a missing or unacceptable Idempotency-Key, a bad id or parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not answerable here now: the home is unreachable or not writable (retry, same Idempotency-Key for writes)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_account(
@@ -142,6 +147,12 @@ pub async fn get_account(
     QueryParams(query): QueryParams<AccountQuery>,
 ) -> Result<Response, ApiError> {
     let id = extract::account_id(&id, state.ownership.slot_count())?;
+    if query.min_seq.is_some_and(|n| n < 0) {
+        return Err(ApiError::new(
+            ProblemType::InvalidParameter,
+            "min_seq must be 0 or more",
+        ));
+    }
     let home = state
         .ownership
         .home_of(id)
@@ -217,13 +228,18 @@ async fn read_account(state: &AppState, id: AccountId) -> Result<Option<Account>
 
 #[utoipa::path(
     post, path = "/v1/accounts/{id}/deposits", tag = "accounts",
-    params(("id" = String, Path, description = "Account id"),
-           ("Idempotency-Key" = String, Header, description = "Unique per intended operation")),
+    params(("id" = inline(ledger_wire::AccountId), Path, description = "Account id"),
+           ("Idempotency-Key" = inline(ledger_wire::api_schema::IdempotencyKeyText), Header, description = "Unique per intended operation: 1 to 255 visible ASCII characters")),
     request_body = AmountRequest,
     responses(
         (status = 201, description = "Deposit booked", body = Entry),
         (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Amount not acceptable", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request: bad JSON, a missing or unacceptable Idempotency-Key, a bad id or parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Request body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Request body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not answerable here now: the home is unreachable or not writable (retry, same Idempotency-Key for writes)", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "ack: replicated: committed at the home, but no other region confirmed a copy in time", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn deposit(
@@ -246,9 +262,9 @@ pub async fn deposit(
 
 #[utoipa::path(
     post, path = "/v1/accounts/{id}/withdrawals", tag = "accounts",
-    params(("id" = String, Path, description = "Account id"),
-           ("Idempotency-Key" = String, Header, description = "Unique per intended operation"),
-           ("ack" = Option<String>, Header, description = "local (default) or replicated")),
+    params(("id" = inline(ledger_wire::AccountId), Path, description = "Account id"),
+           ("Idempotency-Key" = inline(ledger_wire::api_schema::IdempotencyKeyText), Header, description = "Unique per intended operation: 1 to 255 visible ASCII characters"),
+           ("ack" = inline(Option<ledger_wire::api_schema::AckMode>), Header, nullable = false, description = "local (default): answer after the home's commit; replicated: once another region holds a copy")),
     request_body = AmountRequest,
     responses(
         (status = 201, description = "Withdrawal booked", body = Entry),
@@ -256,6 +272,10 @@ pub async fn deposit(
         (status = 409, description = "Insufficient funds", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Amount not acceptable", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Home region unreachable or not writable now", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request: bad JSON, a missing or unacceptable Idempotency-Key, a bad id or parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Request body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Request body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "ack: replicated: committed at the home, but no other region confirmed a copy in time", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn withdraw(
@@ -384,7 +404,7 @@ fn written_seq(body: &str) -> Result<i64, ApiError> {
 
 #[utoipa::path(
     get, path = "/v1/accounts/{id}/ledger", tag = "accounts",
-    params(("id" = String, Path, description = "Account id"), LedgerQuery),
+    params(("id" = inline(ledger_wire::AccountId), Path, description = "Account id"), LedgerQuery),
     responses(
         (status = 200, description = "One page of entries in seq order", body = LedgerPage),
         (status = 400, description = "Bad cursor or limit", body = Problem, content_type = "application/problem+json"),

@@ -52,6 +52,26 @@ use crate::store::{LedgerStore, StoreError, WriteContext, WriteOutcome};
 )]
 struct ApiDoc;
 
+/// The OpenAPI document this node serves: the generated one with the deployment's region
+/// names as the values `home_region` may take (known only at run time).
+fn document(api: &utoipa::openapi::OpenApi, regions: &[String]) -> String {
+    let Ok(mut doc) = serde_json::to_value(api) else {
+        return String::new();
+    };
+    if let Some(field) =
+        doc.pointer_mut("/components/schemas/CreateAccountRequest/properties/home_region")
+    {
+        let one_of = serde_json::json!({
+            "type": ["string", "null"],
+            "enum": regions.iter().map(|r| serde_json::Value::from(r.as_str()))
+                .chain(std::iter::once(serde_json::Value::Null)).collect::<Vec<_>>(),
+            "description": "Region that should own the account (one of this deployment's regions); defaults to the region that receives the request.",
+        });
+        *field = one_of;
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
 /// Limits and waits of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -128,7 +148,10 @@ pub fn router(
         .routes(routes!(system::metrics))
         .routes(routes!(system::openapi))
         .split_for_parts();
-    let openapi = Arc::new(api.to_pretty_json().unwrap_or_default());
+    let mut regions = peers.regions();
+    regions.push(ownership.region().to_owned());
+    regions.sort();
+    let openapi = Arc::new(document(&api, &regions));
     let region_header = HeaderValue::from_str(ownership.region())
         .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     let max_body_bytes = settings.max_body_bytes;

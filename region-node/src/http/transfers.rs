@@ -24,8 +24,8 @@ use crate::store::StoreError;
 
 #[utoipa::path(
     post, path = "/v1/transfers", tag = "transfers",
-    params(("Idempotency-Key" = String, Header, description = "Unique per intended operation"),
-           ("ack" = Option<String>, Header, description = "local (default) or replicated")),
+    params(("Idempotency-Key" = inline(ledger_wire::api_schema::IdempotencyKeyText), Header, description = "Unique per intended operation: 1 to 255 visible ASCII characters"),
+           ("ack" = inline(Option<ledger_wire::api_schema::AckMode>), Header, nullable = false, description = "local (default): answer after the home's commit; replicated: once another region holds a copy")),
     request_body = CreateTransferRequest,
     responses(
         (status = 201, description = "Transfer booked (state completed), or saga started (state debited)", body = Transfer),
@@ -33,6 +33,10 @@ use crate::store::StoreError;
         (status = 409, description = "Insufficient funds", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Amount, currency or accounts not acceptable", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Source's home unreachable or not writable now", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request: bad JSON, a missing or unacceptable Idempotency-Key, a bad id or parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Request body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Request body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "ack: replicated: committed at the home, but no other region confirmed a copy in time", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_transfer(
@@ -120,10 +124,12 @@ pub async fn create_transfer(
 
 #[utoipa::path(
     get, path = "/v1/transfers/{id}", tag = "transfers",
-    params(("id" = String, Path, description = "Transfer id (UUID)")),
+    params(("id" = inline(uuid::Uuid), Path, description = "Transfer id (UUID)")),
     responses(
         (status = 200, description = "The transfer and its saga state", body = Transfer),
         (status = 404, description = "No such transfer", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request: bad JSON, a missing or unacceptable Idempotency-Key, a bad id or parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not answerable here now: the home is unreachable or not writable (retry, same Idempotency-Key for writes)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_transfer(
