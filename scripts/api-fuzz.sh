@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Fuzzes the public API against its own OpenAPI document with schemathesis (PyPI,
 # installed once per machine into the tools cache): starts two regions (debug build,
-# ports from $BASE_PORT, default 7500, outside the tests' 20000-32000), runs every check,
-# stops them. Not part of scripts/test.sh yet: it still reports failures (issue 16).
+# ports from $BASE_PORT, default 7500, outside the tests' 20000-32000), runs every check
+# (scripts/api-fuzz/schemathesis.toml says which 422s the money-moving writes may answer,
+# hooks.py gives each call its own Idempotency-Key), stops them; exits non-zero on any
+# failure. scripts/test.sh runs it with a fixed seed.
 #
-#   scripts/api-fuzz.sh [extra schemathesis arguments]
+#   scripts/api-fuzz.sh [extra schemathesis arguments, e.g. --seed N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS_DIR="${LEDGER_TOOLS_DIR:-$HOME/.cache/ledger-tools}"
@@ -18,5 +20,6 @@ cargo build -q --workspace --bins
 DATA_DIR="$(mktemp -d /tmp/ledger-api-fuzz.XXXXXX)"
 trap 'target/debug/ledger-local --data-dir "$DATA_DIR" down >/dev/null 2>&1 || true; rm -rf "$DATA_DIR"' EXIT
 target/debug/ledger-local --data-dir "$DATA_DIR" up --regions 2 --base-port "$BASE_PORT" >/dev/null
-"$VENV/bin/schemathesis" run "http://127.0.0.1:$((BASE_PORT + 1))/openapi.json" \
+SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$PWD/scripts/api-fuzz" "$VENV/bin/schemathesis" \
+  --config-file scripts/api-fuzz/schemathesis.toml run "http://127.0.0.1:$((BASE_PORT + 1))/openapi.json" \
   --checks all --max-examples 30 "$@"

@@ -33,6 +33,8 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 # promtool (the alert rules' unit tests): Debian ships it with the prometheus package.
 # The same package's server backs `ledger-local up --monitoring` and its test.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# schemathesis (the API fuzzing in scripts/api-fuzz.sh) goes into a Python venv.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # Headless Chromium renders the drill report in a test (a screenshot is checked).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 for pkg in libcurl4-openssl-dev libssl-dev zlib1g-dev; do

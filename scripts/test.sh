@@ -44,3 +44,10 @@ else
     cargo test --locked --workspace
   fi
 fi
+# The public API against its OpenAPI document (schemathesis, every check; two live
+# regions on ports 7500-7580). A fixed seed keeps CI's run the same every time;
+# scripts/api-fuzz.sh alone draws a new one.
+if [ ${#filter[@]} -eq 0 ]; then
+  echo "[test] schemathesis against two live regions"
+  scripts/api-fuzz.sh --seed 209135151745225662158691640749844160938
+fi

@@ -145,6 +145,13 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() -> anyhow::Re
             "invalid-body",
         ),
         post(
+            "a NUL in a reference (PostgreSQL text cannot hold one: was a 500)",
+            deposits.clone(),
+            r#"{"amount":"1.00","reference":"a\u0000b"}"#,
+            422,
+            "invalid-body",
+        ),
+        post(
             "unknown currency",
             "/v1/accounts".into(),
             r#"{"currency":"XXX"}"#,

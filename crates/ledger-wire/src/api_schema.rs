@@ -88,8 +88,9 @@ impl PartialSchema for ReferenceText {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .max_length(Some(crate::api::MAX_REFERENCE_LEN))
+            .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f]*$"))
             .description(Some(
-                "Free text for the account holder, at most 140 characters",
+                "Free text for the account holder, at most 140 characters, no control characters",
             ))
             .into()
     }

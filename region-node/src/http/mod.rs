@@ -246,6 +246,12 @@ fn check_reference(reference: Option<&str>) -> Result<(), ApiError> {
             ProblemType::InvalidBody,
             format!("reference must be at most {MAX_REFERENCE_LEN} characters"),
         )),
+        // PostgreSQL text cannot hold NUL (a fuzzer's reference with one was a 500), and
+        // no other control character belongs in text for an account holder.
+        Some(r) if r.chars().any(char::is_control) => Err(ApiError::new(
+            ProblemType::InvalidBody,
+            "reference must not contain control characters",
+        )),
         _ => Ok(()),
     }
 }
