@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::{eventually, Regions};
-use serde_json::json;
 
 /// Series that exist only while their condition holds, so an idle deployment cannot
 /// show them: money in flight is reported per currency only while a transfer is in
@@ -66,17 +65,8 @@ async fn every_metric_an_alert_rule_uses_is_exported() -> anyhow::Result<()> {
     let regions = Regions::start("alert-rules", &[]).await?;
     let from = regions.open(0, 0, "50").await?;
     let to = regions.open(1, 1, "0").await?;
-    let (sample, body) = regions
-        .client(0)
-        .post(
-            "transfer",
-            "/v1/transfers",
-            &json!({"from": from, "to": to, "amount": "5.00"}),
-            None,
-            None,
-        )
-        .await?;
-    assert_eq!(sample.status, 201, "{body}");
+    let (status, body) = regions.transfer(0, &from, &to, "5.00").await?;
+    assert_eq!(status, 201, "{body}");
     regions
         .wait_converged(&[0, 1, 2], Duration::from_secs(60))
         .await?;

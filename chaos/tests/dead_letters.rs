@@ -13,7 +13,6 @@ use std::time::Duration;
 use anyhow::Context;
 use common::{bin_dir, eventually, Regions};
 use ledger_wire::dlq::{DeadLetters, ReplayReport};
-use serde_json::json;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 /// B's database refuses entries of exactly this amount.
@@ -40,18 +39,17 @@ fn json_of<T: serde::de::DeserializeOwned>(output: &Output) -> anyhow::Result<T>
 }
 
 async fn deposit(regions: &Regions, account: &str, amount: &str) -> anyhow::Result<()> {
-    let (sample, body) = regions
-        .client(0)
-        .post(
-            "deposit",
-            &format!("/v1/accounts/{account}/deposits"),
-            &json!({"amount": amount}),
-            None,
-            None,
-        )
-        .await?;
-    anyhow::ensure!(sample.status == 201, "deposit {amount}: {body}");
+    let (status, body) = regions.deposit(0, account, amount).await?;
+    anyhow::ensure!(status == 201, "deposit {amount}: {body}");
     Ok(())
+}
+
+/// `failover dlq replay --region <region> <which> --by <by> --json`.
+fn replay(regions: &Regions, region: &str, which: &str, by: &str) -> anyhow::Result<Output> {
+    failover(
+        regions,
+        &["replay", "--region", region, which, "--by", by, "--json"],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -104,18 +102,7 @@ async fn a_dead_letter_is_listed_shown_and_replayed_once_after_a_fix() -> anyhow
     );
 
     // Before the fix: the replay is refused again, recorded, and the exit code says so.
-    let early = failover(
-        &regions,
-        &[
-            "replay",
-            "--region",
-            &b,
-            "--all",
-            "--by",
-            "sre-early",
-            "--json",
-        ],
-    )?;
+    let early = replay(&regions, &b, "--all", "sre-early")?;
     assert!(
         !early.status.success(),
         "a replay that left a letter waiting must fail"
@@ -127,12 +114,7 @@ async fn a_dead_letter_is_listed_shown_and_replayed_once_after_a_fix() -> anyhow
     // The fix, then the replay: B applies the deposit and releases the one behind it.
     b_db.batch_execute("ALTER TABLE ledger.entries DROP CONSTRAINT planted_refusal")
         .await?;
-    let fixed = failover(
-        &regions,
-        &[
-            "replay", "--region", &b, "--all", "--by", "sre-fix", "--json",
-        ],
-    )?;
+    let fixed = replay(&regions, &b, "--all", "sre-fix")?;
     assert!(
         fixed.status.success(),
         "{}",
@@ -152,32 +134,10 @@ async fn a_dead_letter_is_listed_shown_and_replayed_once_after_a_fix() -> anyhow
     );
 
     // Again: nothing waits, the named letter is already settled, balances unchanged.
-    let again = failover(
-        &regions,
-        &[
-            "replay",
-            "--region",
-            &b,
-            "--all",
-            "--by",
-            "sre-again",
-            "--json",
-        ],
-    )?;
+    let again = replay(&regions, &b, "--all", "sre-again")?;
     assert!(again.status.success());
     assert!(json_of::<ReplayReport>(&again)?.results.is_empty());
-    let named = failover(
-        &regions,
-        &[
-            "replay",
-            "--region",
-            &b,
-            &letter.id.to_string(),
-            "--by",
-            "sre-again",
-            "--json",
-        ],
-    )?;
+    let named = replay(&regions, &b, &letter.id.to_string(), "sre-again")?;
     let report: ReplayReport = json_of(&named)?;
     assert_eq!(report.results[0].outcome, "already", "{report:?}");
     assert_eq!(

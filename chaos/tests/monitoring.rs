@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::{eventually, Regions};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const SCRAPED: Duration = Duration::from_secs(60);
 
@@ -96,28 +96,10 @@ async fn prometheus_scrapes_every_process_and_every_dashboard_panel_has_data() -
     // Traffic: a cross-region transfer (saga steps) and a write forwarded to its home.
     let from = regions.open(0, 0, "50").await?;
     let to = regions.open(1, 1, "0").await?;
-    let (sample, body) = regions
-        .client(0)
-        .post(
-            "transfer",
-            "/v1/transfers",
-            &json!({"from": from, "to": to, "amount": "5.00"}),
-            None,
-            None,
-        )
-        .await?;
-    assert_eq!(sample.status, 201, "{body}");
-    let (sample, body) = regions
-        .client(0)
-        .post(
-            "deposit",
-            &format!("/v1/accounts/{to}/deposits"),
-            &json!({"amount": "1.00"}),
-            None,
-            None,
-        )
-        .await?;
-    assert_eq!(sample.status, 201, "{body}");
+    let (status, body) = regions.transfer(0, &from, &to, "5.00").await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = regions.deposit(0, &to, "1.00").await?;
+    assert_eq!(status, 201, "{body}");
 
     let http = reqwest::Client::new();
     eventually("Prometheus scrapes all nine processes", SCRAPED, || async {

@@ -131,8 +131,15 @@ impl Cluster {
         path: &str,
         timeout: Duration,
     ) -> Result<T, FailoverError> {
-        self.call(region, reqwest::Method::GET, path, Vec::new(), timeout)
-            .await
+        signed_json(
+            &self.nodes,
+            region,
+            reqwest::Method::GET,
+            path,
+            Vec::new(),
+            timeout,
+        )
+        .await
     }
 
     /// A signed POST of `body` as JSON to `/internal{path}` at `region`.
@@ -143,10 +150,15 @@ impl Cluster {
         body: &B,
         timeout: Duration,
     ) -> Result<T, FailoverError> {
-        let bytes = serde_json::to_vec(body)
-            .map_err(|e| FailoverError::Invalid(format!("encode request: {e}")))?;
-        self.call(region, reqwest::Method::POST, path, bytes, timeout)
-            .await
+        signed_json(
+            &self.nodes,
+            region,
+            reqwest::Method::POST,
+            path,
+            encode(body)?,
+            timeout,
+        )
+        .await
     }
 
     /// A signed GET of `/internal{path}` at `region`'s replicator.
@@ -175,14 +187,12 @@ impl Cluster {
         body: &B,
         timeout: Duration,
     ) -> Result<T, FailoverError> {
-        let bytes = serde_json::to_vec(body)
-            .map_err(|e| FailoverError::Invalid(format!("encode request: {e}")))?;
         signed_json(
             &self.replicators,
             region,
             reqwest::Method::POST,
             path,
-            bytes,
+            encode(body)?,
             timeout,
         )
         .await
@@ -192,17 +202,10 @@ impl Cluster {
     pub fn replicator_regions(&self) -> impl Iterator<Item = &str> {
         self.replicators.regions()
     }
+}
 
-    async fn call<T: DeserializeOwned>(
-        &self,
-        region: &str,
-        method: reqwest::Method,
-        path: &str,
-        body: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<T, FailoverError> {
-        signed_json(&self.nodes, region, method, path, body, timeout).await
-    }
+fn encode<B: Serialize>(body: &B) -> Result<Vec<u8>, FailoverError> {
+    serde_json::to_vec(body).map_err(|e| FailoverError::Invalid(format!("encode request: {e}")))
 }
 
 /// A signed JSON call to `/internal{path}` of `region`'s process in `to`; anything but

@@ -218,6 +218,13 @@ async fn session(config: &ReplicatorConfig) -> Result<db::Session, ReplicationEr
     .await
 }
 
+/// [`count_waiting`] on a session of its own: two watermark requests and one count,
+/// not a read of the whole topic.
+pub async fn waiting(config: &ReplicatorConfig) -> Result<i64, ReplicationError> {
+    let db = session(config).await?;
+    count_waiting(config, &db.client).await
+}
+
 pub async fn list(config: &ReplicatorConfig) -> Result<DeadLetters, ReplicationError> {
     let messages = read_topic(&config.brokers, &config.region).await?;
     let db = session(config).await?;

@@ -149,8 +149,8 @@ async fn replay(State(shared): State<Shared>, body: Bytes) -> Response {
     }
     match dlq_admin::replay(&shared.config, &request).await {
         Ok(report) => {
-            if let Ok(letters) = dlq_admin::list(&shared.config).await {
-                shared.metrics.dlq_waiting.set(letters.waiting() as i64);
+            if let Ok(waiting) = dlq_admin::waiting(&shared.config).await {
+                shared.metrics.dlq_waiting.set(waiting);
             }
             Json(report).into_response()
         }

@@ -115,13 +115,14 @@ async fn events_deleted_from_the_origin_s_topic_before_they_were_applied_raise_t
 
     // The fullest partition loses offsets 2..5, as a retention pass would delete them.
     let topic = events::events_topic(A);
-    let ends = tokio::task::spawn_blocking({
+    let marks = tokio::task::spawn_blocking({
         let (brokers, topic) = (regions.broker_a.addr(), topic.clone());
-        move || partition_ends(&brokers, &topic)
+        move || partition_marks(&brokers, &topic)
     })
     .await??;
-    let (partition, end) = ends
+    let (partition, end) = marks
         .into_iter()
+        .map(|(partition, _, end)| (partition, end))
         .max_by_key(|(_, end)| *end)
         .context("the topic has partitions")?;
     anyhow::ensure!(end >= 6, "partition {partition} holds only {end} events");
@@ -254,32 +255,6 @@ fn partition_marks(brokers: &str, topic: &str) -> anyhow::Result<Vec<(i32, i64, 
                 .fetch_watermarks(topic, partition, Duration::from_secs(10))
                 .context("read watermarks")?;
             Ok((partition, low, high))
-        })
-        .collect()
-}
-
-/// Each partition's end (next offset) of `topic`.
-fn partition_ends(brokers: &str, topic: &str) -> anyhow::Result<Vec<(i32, i64)>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("ends-{}", uuid::Uuid::new_v4()))
-        .create()
-        .context("create consumer")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .context("read metadata")?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    partitions
-        .into_iter()
-        .map(|partition| {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                .context("read watermarks")?;
-            Ok((partition, high))
         })
         .collect()
 }

@@ -147,18 +147,51 @@ impl Regions {
         anyhow::ensure!(sample.status == 201, "open failed: {account}");
         let id = account["id"].as_str().context("id")?.to_owned();
         if funds != "0" {
-            let (sample, body) = client
-                .post(
-                    "deposit",
-                    &format!("/v1/accounts/{id}/deposits"),
-                    &json!({"amount": funds}),
-                    None,
-                    None,
-                )
-                .await?;
-            anyhow::ensure!(sample.status == 201, "funding failed: {body}");
+            let (status, body) = self.deposit(via, &id, funds).await?;
+            anyhow::ensure!(status == 201, "funding failed: {body}");
         }
         Ok(id)
+    }
+
+    /// A deposit asked of region `via`: the answer's status and body.
+    pub async fn deposit(
+        &self,
+        via: usize,
+        account: &str,
+        amount: &str,
+    ) -> anyhow::Result<(u16, Value)> {
+        let (sample, body) = self
+            .client(via)
+            .post(
+                "deposit",
+                &format!("/v1/accounts/{account}/deposits"),
+                &json!({ "amount": amount }),
+                None,
+                None,
+            )
+            .await?;
+        Ok((sample.status, body))
+    }
+
+    /// A transfer asked of region `via`: the answer's status and body.
+    pub async fn transfer(
+        &self,
+        via: usize,
+        from: &str,
+        to: &str,
+        amount: &str,
+    ) -> anyhow::Result<(u16, Value)> {
+        let (sample, body) = self
+            .client(via)
+            .post(
+                "transfer",
+                "/v1/transfers",
+                &json!({ "from": from, "to": to, "amount": amount }),
+                None,
+                None,
+            )
+            .await?;
+        Ok((sample.status, body))
     }
 
     /// `id -> (balance, seq)` of every account in region `i`'s database.
