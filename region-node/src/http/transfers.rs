@@ -124,7 +124,7 @@ pub async fn create_transfer(
 
 #[utoipa::path(
     get, path = "/v1/transfers/{id}", tag = "transfers",
-    params(("id" = inline(uuid::Uuid), Path, description = "Transfer id (UUID)")),
+    params(("id" = inline(ledger_wire::api_schema::TransferIdText), Path, description = "Transfer id (UUID)")),
     responses(
         (status = 200, description = "The transfer and its saga state", body = Transfer),
         (status = 404, description = "No such transfer", body = Problem, content_type = "application/problem+json"),
