@@ -78,7 +78,11 @@ async fn main() -> anyhow::Result<()> {
     cluster
         .wait_leader(&[0, 1, 2], Duration::from_secs(20))
         .await?;
-    let client = Arc::new(OwnershipClient::new(cluster.addrs(), "bench")?);
+    let client = Arc::new(OwnershipClient::new(
+        cluster.addrs(),
+        "bench",
+        harness::voters::TEST_SECRET,
+    )?);
     let regions = region_specs();
     client
         .init_cluster(args.slots, 3_000, regions)

@@ -88,7 +88,7 @@ impl Cluster {
                     .into(),
             ));
         }
-        let ownership = OwnershipClient::new(targets.voters.clone(), actor)?;
+        let ownership = OwnershipClient::new(targets.voters.clone(), actor, &targets.secret)?;
         let nodes = SignedCaller::new(
             CALLER,
             &targets.secret,

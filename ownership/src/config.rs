@@ -5,6 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::types::NodeId;
+
+/// Shortest deployment secret a voter accepts (the same rule as region nodes').
+pub const MIN_SECRET_LEN: usize = 16;
 use crate::OwnershipError;
 
 /// One voter of the initial cluster: `id=host:port`.
@@ -76,6 +79,12 @@ pub struct VoterConfig {
     #[arg(long, env = "OWNERSHIP_COMMIT_TIMEOUT_MS", default_value_t = 3000)]
     pub commit_timeout_ms: u64,
 
+    /// The deployment's shared secret (at least 16 characters). Every request but
+    /// health and metrics must be signed with it: Raft RPCs between voters, and the
+    /// commands and reads of nodes and the failover tool.
+    #[arg(long, env = "LEDGER_INTERNAL_SECRET", hide_env_values = true)]
+    pub internal_secret: String,
+
     /// Grace period for in-flight requests on shutdown.
     #[arg(long, env = "OWNERSHIP_SHUTDOWN_GRACE_MS", default_value_t = 5000)]
     pub shutdown_grace_ms: u64,
@@ -92,6 +101,11 @@ impl VoterConfig {
             return Err(OwnershipError::Config(
                 "need heartbeat * 2 < election min < election max".into(),
             ));
+        }
+        if self.internal_secret.len() < MIN_SECRET_LEN {
+            return Err(OwnershipError::Config(format!(
+                "the internal secret must be at least {MIN_SECRET_LEN} characters (LEDGER_INTERNAL_SECRET)"
+            )));
         }
         if !self.bootstrap_voters.is_empty()
             && !self.bootstrap_voters.iter().any(|v| v.id == self.node_id)

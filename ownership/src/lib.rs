@@ -56,7 +56,7 @@ pub async fn run(
     let raft = Raft::new(
         config.node_id,
         Arc::new(config.raft_config()?),
-        HttpNetwork::new(),
+        HttpNetwork::new(config.node_id, &config.internal_secret),
         log_store.clone(),
         state_machine,
     )

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use ledger_wire::ownership::{ChangeKind, Outcome};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::types::NodeId;
@@ -27,6 +27,7 @@ pub struct Metrics {
     region_slots: IntGaugeVec,
     ownership_changes: IntCounterVec,
     request_duration: HistogramVec,
+    refused_calls: IntCounter,
 }
 
 fn gauge(name: &str, help: &str) -> IntGauge {
@@ -80,6 +81,11 @@ impl Metrics {
             &["route", "status"],
         )
         .expect("static metric definition");
+        let refused_calls = IntCounter::new(
+            "refused_calls_total",
+            "Calls refused for missing or wrong credentials (someone without the deployment's secret, or a misconfigured voter)",
+        )
+        .expect("static metric definition");
         let metrics = Metrics {
             is_leader: gauge("is_leader", "1 if this voter is the Raft leader"),
             current_leader: gauge(
@@ -100,6 +106,7 @@ impl Metrics {
             region_slots,
             ownership_changes,
             request_duration,
+            refused_calls,
             registry,
         };
         for collector in [
@@ -116,6 +123,7 @@ impl Metrics {
             Box::new(metrics.region_slots.clone()),
             Box::new(metrics.ownership_changes.clone()),
             Box::new(metrics.request_duration.clone()),
+            Box::new(metrics.refused_calls.clone()),
         ] {
             // Registration fails only for duplicate names, which the definitions above exclude.
             let _ = metrics.registry.register(collector);
@@ -150,6 +158,10 @@ impl Metrics {
             Outcome::Rejected { .. } => "rejected",
         };
         self.applied.with_label_values(&[command, label]).inc();
+    }
+
+    pub fn count_refused_call(&self) {
+        self.refused_calls.inc();
     }
 
     pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {

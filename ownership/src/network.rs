@@ -2,10 +2,14 @@
 //!
 //! Each RPC is one POST to the peer's `/raft/*` route; the body of the answer is the
 //! peer's `Result`, so a Raft-level refusal (a higher vote, say) comes back as a
-//! remote error rather than a transport failure.
+//! remote error rather than a transport failure. Every RPC is signed with the
+//! deployment's secret as `voter-{id}`: a voter obeys no AppendEntries or vote request
+//! from anyone without it.
 
 use std::time::Duration;
 
+use internal_api::Signer;
+use ledger_wire::{HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -28,23 +32,24 @@ pub const ROUTE_SNAPSHOT: &str = "/raft/snapshot";
 #[derive(Clone)]
 pub struct HttpNetwork {
     http: reqwest::Client,
+    caller: String,
+    signer: Signer,
 }
 
 impl HttpNetwork {
-    pub fn new() -> Self {
+    /// The network of voter `node_id`, signing with the deployment's `secret`.
+    pub fn new(node_id: NodeId, secret: &str) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        HttpNetwork { http }
-    }
-}
-
-impl Default for HttpNetwork {
-    fn default() -> Self {
-        Self::new()
+        HttpNetwork {
+            http,
+            caller: format!("voter-{node_id}"),
+            signer: Signer::new(secret),
+        }
     }
 }
 
@@ -56,6 +61,8 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
             target,
             base: format!("http://{}", node.addr),
             http: self.http.clone(),
+            caller: self.caller.clone(),
+            signer: self.signer.clone(),
         }
     }
 }
@@ -64,6 +71,8 @@ pub struct PeerClient {
     target: NodeId,
     base: String,
     http: reqwest::Client,
+    caller: String,
+    signer: Signer,
 }
 
 impl PeerClient {
@@ -78,11 +87,18 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let body =
+            serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let credentials = self.signer.sign(&self.caller, "POST", route, &body);
         let sent = self
             .http
             .post(format!("{}{route}", self.base))
             .timeout(option.hard_ttl())
-            .json(request)
+            .header(HEADER_CALLER_REGION, &credentials.caller)
+            .header(HEADER_SIGNED_AT, credentials.signed_at_ms.to_string())
+            .header(HEADER_SIGNATURE, &credentials.signature)
+            .header("content-type", "application/json")
+            .body(body)
             .send()
             .await;
         let response = match sent {
@@ -94,6 +110,14 @@ impl PeerClient {
             }
             Err(e) => return Err(RPCError::Network(NetworkError::new(&e))),
         };
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            let detail = response.text().await.unwrap_or_default();
+            let refused = std::io::Error::other(format!(
+                "voter {} refused this voter's signature (do all voters share LEDGER_INTERNAL_SECRET?): {detail}",
+                self.target
+            ));
+            return Err(RPCError::Network(NetworkError::new(&refused)));
+        }
         let answer: Result<Resp, RaftError<NodeId, E>> = response
             .json()
             .await

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use harness::voters::TEST_SECRET;
 use harness::{wait_until, VoterCluster, VoterTiming, WorkDir};
 use ledger_wire::ownership::{ChangeRecord, Outcome, OwnershipMap, RegionSpec, RejectCode, Target};
 use ledger_wire::AccountId;
@@ -40,17 +41,16 @@ async fn start(
     cluster
         .wait_leader(&[0, 1, 2], Duration::from_secs(20))
         .await?;
-    let client = OwnershipClient::new(cluster.addrs(), "test")?;
+    let client = OwnershipClient::new(cluster.addrs(), "test", TEST_SECRET)?;
     client.init_cluster(SLOTS, TTL_MS, regions()).await?;
     Ok((cluster, client))
 }
 
 /// The map as one voter sees it, without a quorum check.
 async fn local_map(addr: &str) -> Option<OwnershipMap> {
-    reqwest::get(format!("http://{addr}/v1/map?consistency=local"))
-        .await
+    OwnershipClient::new(vec![addr.to_owned()], "test", TEST_SECRET)
         .ok()?
-        .json()
+        .local_map(addr)
         .await
         .ok()
 }
@@ -193,7 +193,7 @@ async fn voter_cut_off_from_the_majority_cannot_commit() -> TestResult {
         .ok_or("leader is not a known voter")?;
     let others: Vec<usize> = (0..3).filter(|&i| i != alone).collect();
     // The leader's only client talks to it alone; its peers are frozen.
-    let lonely = OwnershipClient::new(vec![cluster.voters[alone].addr()], "test")?
+    let lonely = OwnershipClient::new(vec![cluster.voters[alone].addr()], "test", TEST_SECRET)?
         .with_retry_for(Duration::ZERO);
     for &i in &others {
         cluster.signal(i, Signal::SIGSTOP)?;
@@ -222,12 +222,13 @@ async fn voter_cut_off_from_the_majority_cannot_commit() -> TestResult {
     for &i in &others {
         cluster.signal(i, Signal::SIGCONT)?;
     }
-    let all = OwnershipClient::new(cluster.addrs(), "test")?;
+    let all = OwnershipClient::new(cluster.addrs(), "test", TEST_SECRET)?;
     let before = all.map().await?;
     cluster.signal(alone, Signal::SIGSTOP)?;
     cluster.signal(others[0], Signal::SIGSTOP)?;
-    let follower = OwnershipClient::new(vec![cluster.voters[others[1]].addr()], "test")?
-        .with_retry_for(Duration::ZERO);
+    let follower =
+        OwnershipClient::new(vec![cluster.voters[others[1]].addr()], "test", TEST_SECRET)?
+            .with_retry_for(Duration::ZERO);
     let write = follower
         .rehome_account(account(2), "us-east", None, "minority test")
         .await;
@@ -423,7 +424,6 @@ async fn whole_cluster_restart_keeps_map_and_history() -> TestResult {
 async fn voters_can_be_removed_and_added_back() -> TestResult {
     let dir = WorkDir::temp("ownership-membership")?;
     let (mut cluster, client) = start(&dir, VoterTiming::default()).await?;
-    let http = reqwest::Client::new();
     let leader = cluster
         .wait_leader(&[0, 1, 2], Duration::from_secs(5))
         .await?;
@@ -440,29 +440,16 @@ async fn voters_can_be_removed_and_added_back() -> TestResult {
         .find(|v| v.id != leader && v.id != leaving_id)
         .ok_or("no voter")?;
 
-    let removed: serde_json::Value = http
-        .delete(format!("http://{}/v1/voters/{leaving_id}", asked.addr()))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let voters = removed["voters"].as_object().ok_or("no voters in answer")?;
+    let asked_client = OwnershipClient::new(vec![asked.addr()], "test", TEST_SECRET)?;
+    let voters = asked_client.remove_voter(leaving_id).await?;
     assert_eq!(voters.len(), 2);
-    assert!(!voters.contains_key(&leaving_id.to_string()));
+    assert!(!voters.contains_key(&leaving_id));
     client
         .rehome_account(account(5), "us-east", None, "two voters")
         .await?;
 
-    let added: serde_json::Value = http
-        .post(format!("http://{}/v1/voters", asked.addr()))
-        .json(&serde_json::json!({ "node_id": leaving_id, "addr": leaving_addr }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    assert_eq!(added["voters"].as_object().map(|v| v.len()), Some(3));
+    let added = asked_client.add_voter(leaving_id, &leaving_addr).await?;
+    assert_eq!(added.len(), 3);
     client
         .rehome_account(account(6), "ap-south", None, "three voters again")
         .await?;

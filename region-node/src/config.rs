@@ -175,6 +175,13 @@ impl NodeConfig {
                 "peers are configured but no internal secret (LEDGER_INTERNAL_SECRET)".into(),
             ));
         }
+        if !self.ownership_voters.is_empty()
+            && self.internal_secret.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(NodeError::Config(
+                "ownership voters are configured but no internal secret (LEDGER_INTERNAL_SECRET): voters refuse unsigned calls".into(),
+            ));
+        }
         if self.internal_secret.as_ref().is_some_and(|s| s.len() < 16) {
             return Err(NodeError::Config(
                 "the internal secret must be at least 16 characters".into(),

@@ -158,6 +158,7 @@ async fn join_ownership(
     let client = ::ownership_client::OwnershipClient::new(
         config.ownership_voters.clone(),
         format!("region-node/{}", config.region),
+        config.internal_secret.as_deref().unwrap_or_default(),
     )
     .map_err(|e| NodeError::Config(format!("ownership voters: {e}")))?
     .with_retry_for(Duration::from_secs(1));

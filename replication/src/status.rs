@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{OriginalUri, Path, Request, State};
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use internal_api::{Credentials, Signer};
+use internal_api::{Refusal, Signer};
 use ledger_wire::dlq::{self, LetterId, ReplayRequest};
 use ledger_wire::internal::PREFIX;
 use ledger_wire::{Problem, ProblemType};
@@ -84,28 +84,16 @@ async fn authenticate(State(shared): State<Shared>, request: Request, next: Next
             "this replicator has no internal secret (LEDGER_INTERNAL_SECRET), so it accepts no internal calls",
         );
     };
-    let credentials = match Credentials::from_headers(request.headers()) {
-        Ok(c) => c,
-        Err(detail) => {
-            tracing::warn!(%detail, "refused an internal call without valid credentials");
-            return problem(ProblemType::Unauthorized, detail);
+    match internal_api::verify_request(signer, request, BODY_LIMIT).await {
+        Ok(verified) => next.run(verified.request).await,
+        Err(Refusal::TooLarge) => {
+            problem(ProblemType::PayloadTooLarge, "request body is too large")
         }
-    };
-    let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
-        return problem(ProblemType::PayloadTooLarge, "request body is too large");
-    };
-    let path = parts
-        .extensions
-        .get::<OriginalUri>()
-        .and_then(|u| u.0.path_and_query().map(|p| p.as_str().to_owned()))
-        .unwrap_or_default();
-    if let Err(error) = signer.verify(&credentials, parts.method.as_str(), &path, &bytes) {
-        tracing::warn!(caller = %credentials.caller, %error, "refused an internal call");
-        return problem(ProblemType::Unauthorized, error.to_string());
+        Err(Refusal::Unauthorized(detail)) => {
+            tracing::warn!(%detail, "refused an internal call without valid credentials");
+            problem(ProblemType::Unauthorized, detail)
+        }
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
 }
 
 /// A failure to reach this region's broker or database: the caller may try again.

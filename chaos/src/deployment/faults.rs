@@ -229,7 +229,7 @@ impl Deployment {
     /// The region whose voter leads the ownership cluster now, as its voters see it.
     pub async fn leader_region(&self) -> anyhow::Result<String> {
         let voters = self.regions.iter().map(|r| r.voter.clone()).collect();
-        let client = ownership_client::OwnershipClient::new(voters, "ledger-local")
+        let client = ownership_client::OwnershipClient::new(voters, "ledger-local", &self.secret)
             .context("ownership client")?;
         for region in &self.regions {
             let Ok(status) = client.cluster_status(&region.voter).await else {

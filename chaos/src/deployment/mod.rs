@@ -336,7 +336,7 @@ async fn start_all(
 /// Creates the ownership cluster once (a deployment started again keeps its map).
 async fn init_ownership(deployment: &Deployment, options: &UpOptions) -> anyhow::Result<()> {
     let voters = deployment.regions.iter().map(|r| r.voter.clone()).collect();
-    let client = ownership_client::OwnershipClient::new(voters, "ledger-local")
+    let client = ownership_client::OwnershipClient::new(voters, "ledger-local", &deployment.secret)
         .context("ownership client")?
         .with_retry_for(Duration::from_secs(30));
     let regions = deployment

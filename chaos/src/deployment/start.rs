@@ -137,6 +137,7 @@ fn voter_command(deployment: &Deployment, i: usize) -> Command {
         .env("OWNERSHIP_NODE_ID", (i + 1).to_string())
         .env("OWNERSHIP_DATA_DIR", region.dir.join("voter"))
         .env("OWNERSHIP_BOOTSTRAP_VOTERS", &bootstrap)
+        .env("LEDGER_INTERNAL_SECRET", &deployment.secret)
         .env("LEDGER_LOG", "info,openraft=warn");
     voter
 }

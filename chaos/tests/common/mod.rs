@@ -125,7 +125,7 @@ impl Regions {
             .iter()
             .map(|r| r.voter.clone())
             .collect();
-        OwnershipClient::new(voters, "test").expect("ownership client")
+        OwnershipClient::new(voters, "test", &self.deployment.secret).expect("ownership client")
     }
 
     pub async fn db(&self, i: usize) -> anyhow::Result<tokio_postgres::Client> {

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use ownership_client::OwnershipClient;
 
 use crate::node::wait_http_ready;
 use crate::process::ChildGuard;
@@ -41,6 +42,10 @@ pub struct Voter {
     pub log: PathBuf,
     process: Option<ChildGuard>,
 }
+
+/// The deployment secret of every cluster the harness starts (voters refuse unsigned
+/// calls; tests sign theirs with it through `ownership-client`).
+pub const TEST_SECRET: &str = "harness-test-secret-0123456789";
 
 impl Voter {
     pub fn addr(&self) -> String {
@@ -112,6 +117,7 @@ impl VoterCluster {
             .env("OWNERSHIP_NODE_ID", voter.id.to_string())
             .env("OWNERSHIP_DATA_DIR", &voter.data_dir)
             .env("OWNERSHIP_BOOTSTRAP_VOTERS", &self.bootstrap)
+            .env("LEDGER_INTERNAL_SECRET", TEST_SECRET)
             .env("OWNERSHIP_HEARTBEAT_MS", t.heartbeat_ms.to_string())
             .env("OWNERSHIP_ELECTION_MIN_MS", t.election_min_ms.to_string())
             .env("OWNERSHIP_ELECTION_MAX_MS", t.election_max_ms.to_string())
@@ -170,26 +176,23 @@ impl VoterCluster {
         among: &[usize],
         timeout: Duration,
     ) -> Result<u64, HarnessError> {
-        let http = reqwest::Client::new();
         let addrs: Vec<String> = among.iter().map(|&i| self.voters[i].addr()).collect();
         let ids: Vec<u64> = among.iter().map(|&i| self.voters[i].id).collect();
+        let client = OwnershipClient::new(addrs.clone(), "harness", TEST_SECRET).map_err(|e| {
+            HarnessError::Command {
+                what: "make an ownership client".into(),
+                detail: e.to_string(),
+            }
+        })?;
         let leader = wait_until(timeout, Duration::from_millis(20), || {
-            let http = http.clone();
             let addrs = addrs.clone();
             let ids = ids.clone();
+            let client = &client;
             async move {
                 let mut seen = None;
                 for addr in addrs {
-                    let status: serde_json::Value = http
-                        .get(format!("http://{addr}/v1/cluster"))
-                        .timeout(Duration::from_millis(500))
-                        .send()
-                        .await
-                        .ok()?
-                        .json()
-                        .await
-                        .ok()?;
-                    let leader = status.get("current_leader")?.as_u64()?;
+                    let status = client.cluster_status(&addr).await.ok()?;
+                    let leader = status.current_leader?;
                     if seen.is_some_and(|s| s != leader) {
                         return None;
                     }

@@ -8,15 +8,21 @@
 //! and keeps going round the voters for a while (an election takes a second or
 //! two); when the outcome is unknown (a commit timed out) it says so instead of
 //! retrying.
+//!
+//! Every request is signed with the deployment's secret (the same HMAC scheme as the
+//! regions' internal API, `internal_api::auth`), signed as `actor`: voters refuse
+//! unsigned calls, so only holders of the secret can move ownership or read the map.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use internal_api::Signer;
 use ledger_wire::ownership::{
     ChangeRecord, ClusterStatus, Command, CommandRequest, LeaseGrant, Outcome, OwnershipMap,
     RegionSpec, RegionStatus, RejectCode, SlotAtEpoch, WatchReply,
 };
-use ledger_wire::AccountId;
+use ledger_wire::{AccountId, HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -26,6 +32,8 @@ const RETRYABLE_CODES: [&str; 3] = ["no_leader", "leader_unreachable", "no_quoru
 /// How long a request keeps going round the voters while none can serve it.
 const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(5);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Shortest deployment secret accepted (the same rule as the nodes' and voters').
+pub const MIN_SECRET_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -43,6 +51,12 @@ pub enum ClientError {
     Config(String),
 }
 
+/// The answer of a voter-set change.
+#[derive(Debug, Deserialize)]
+struct VoterSet {
+    voters: BTreeMap<u64, String>,
+}
+
 #[derive(Debug, Deserialize)]
 struct ErrorBody {
     code: String,
@@ -53,16 +67,27 @@ struct ErrorBody {
 pub struct OwnershipClient {
     voters: Vec<String>,
     actor: String,
+    signer: Signer,
     http: reqwest::Client,
     preferred: AtomicUsize,
     retry_for: Duration,
 }
 
 impl OwnershipClient {
-    /// `voters` are `host:port` addresses; `actor` names the caller in the history.
-    pub fn new(voters: Vec<String>, actor: impl Into<String>) -> Result<Self, ClientError> {
+    /// `voters` are `host:port` addresses; `actor` names the caller in the history and
+    /// in the signature; `secret` is the deployment's shared secret.
+    pub fn new(
+        voters: Vec<String>,
+        actor: impl Into<String>,
+        secret: &str,
+    ) -> Result<Self, ClientError> {
         if voters.is_empty() {
             return Err(ClientError::Config("no voter addresses given".into()));
+        }
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(ClientError::Config(format!(
+                "the deployment's secret must be at least {MIN_SECRET_LEN} characters"
+            )));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
@@ -72,6 +97,7 @@ impl OwnershipClient {
         Ok(OwnershipClient {
             voters,
             actor: actor.into(),
+            signer: Signer::new(secret),
             http,
             preferred: AtomicUsize::new(0),
             retry_for: DEFAULT_RETRY_FOR,
@@ -121,10 +147,9 @@ impl OwnershipClient {
         for attempt in 0..self.voters.len() {
             let index = (first + attempt) % self.voters.len();
             let url = format!("http://{}{path}", self.voters[index]);
-            let mut request = self.http.request(method.clone(), &url).timeout(timeout);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
+            let request = self
+                .signed(method.clone(), &url, path, body)?
+                .timeout(timeout);
             let response = match request.send().await {
                 Ok(response) => response,
                 Err(e) if e.is_connect() => {
@@ -184,6 +209,36 @@ impl OwnershipClient {
             }
         }
         Err(ClientError::Unavailable(last_error))
+    }
+
+    /// A request to `url` (whose path with query is `path`) carrying `body` as JSON,
+    /// signed as this client's actor.
+    fn signed(
+        &self,
+        method: Method,
+        url: &str,
+        path: &str,
+        body: Option<&(impl Serialize + Sync)>,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        let bytes = match body {
+            Some(body) => {
+                serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        let credentials = self.signer.sign(&self.actor, method.as_str(), path, &bytes);
+        let mut request = self
+            .http
+            .request(method, url)
+            .header(HEADER_CALLER_REGION, &credentials.caller)
+            .header(HEADER_SIGNED_AT, credentials.signed_at_ms.to_string())
+            .header(HEADER_SIGNATURE, &credentials.signature);
+        if body.is_some() {
+            request = request
+                .header("content-type", "application/json")
+                .body(bytes);
+        }
+        Ok(request)
     }
 
     /// Proposes a command; a refusal by the state machine comes back as
@@ -304,6 +359,34 @@ impl OwnershipClient {
         self.apply(command, reason).await
     }
 
+    /// Adds voter `node_id` at `addr` (a learner first, a voter once caught up);
+    /// answers the voters now in the cluster.
+    pub async fn add_voter(
+        &self,
+        node_id: u64,
+        addr: &str,
+    ) -> Result<BTreeMap<u64, String>, ClientError> {
+        let body = serde_json::json!({ "node_id": node_id, "addr": addr });
+        let answer: VoterSet = self
+            .send(
+                Method::POST,
+                "/v1/voters",
+                Some(&body),
+                Duration::from_secs(30),
+            )
+            .await?;
+        Ok(answer.voters)
+    }
+
+    /// Removes voter `node_id`; answers the voters left.
+    pub async fn remove_voter(&self, node_id: u64) -> Result<BTreeMap<u64, String>, ClientError> {
+        let path = format!("/v1/voters/{node_id}");
+        let answer: VoterSet = self
+            .send(Method::DELETE, &path, None::<&()>, Duration::from_secs(30))
+            .await?;
+        Ok(answer.voters)
+    }
+
     /// The whole map, linearizable (no change committed before the call is missing).
     pub async fn map(&self) -> Result<OwnershipMap, ClientError> {
         self.send(Method::GET, "/v1/map", None::<&()>, Duration::from_secs(10))
@@ -335,18 +418,40 @@ impl OwnershipClient {
 
     /// One voter's view of the Raft cluster (not forwarded).
     pub async fn cluster_status(&self, voter: &str) -> Result<ClusterStatus, ClientError> {
-        let url = format!("http://{voter}/v1/cluster");
+        self.ask_one(voter, "/v1/cluster").await
+    }
+
+    /// The map as one voter has applied it, without a quorum check (not forwarded;
+    /// may lag the leader).
+    pub async fn local_map(&self, voter: &str) -> Result<OwnershipMap, ClientError> {
+        self.ask_one(voter, "/v1/map?consistency=local").await
+    }
+
+    /// A signed GET of `path` at one voter, decoded from its 2xx answer.
+    async fn ask_one<T: DeserializeOwned>(
+        &self,
+        voter: &str,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let url = format!("http://{voter}{path}");
         let response = self
-            .http
-            .get(url)
+            .signed(Method::GET, &url, path, None::<&()>)?
             .timeout(Duration::from_secs(2))
             .send()
             .await
             .map_err(|e| ClientError::Unavailable(format!("{voter}: {e}")))?;
-        response
-            .json()
+        let status = response.status();
+        let bytes = response
+            .bytes()
             .await
-            .map_err(|e| ClientError::Decode(e.to_string()))
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        if !status.is_success() {
+            return Err(ClientError::Http {
+                status: status.as_u16(),
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 }
 

@@ -38,7 +38,7 @@ async fn follower_then_serving_voter() -> OwnershipClient {
     .await;
     let serving =
         serve(Router::new().route("/v1/history", get(|| async { Json(json!([])) }))).await;
-    OwnershipClient::new(vec![follower, serving], "test")
+    OwnershipClient::new(vec![follower, serving], "test", "0123456789abcdef")
         .expect("client")
         .with_retry_for(Duration::ZERO)
 }

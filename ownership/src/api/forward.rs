@@ -74,9 +74,14 @@ pub async fn to_leader(
         .header(HEADER_FORWARDED_BY, state.node_id.to_string())
         .header("content-type", "application/json")
         .body(request.body);
+    // The caller's own signature goes along: it covers method, path and body, which
+    // are sent unchanged, so the leader checks the original caller's credentials.
     for name in [
         ledger_wire::HEADER_REQUEST_ID,
         ledger_wire::HEADER_TRACEPARENT,
+        ledger_wire::HEADER_CALLER_REGION,
+        ledger_wire::HEADER_SIGNED_AT,
+        ledger_wire::HEADER_SIGNATURE,
     ] {
         if let Some(value) = request.headers.get(name) {
             outgoing = outgoing.header(name, value);

@@ -3,6 +3,11 @@
 //!
 //! Any voter accepts any client request. Commands and linearizable reads that reach
 //! a follower are forwarded once to the leader it knows; the answer is relayed.
+//!
+//! Everything but health and metrics must be signed with the deployment's secret
+//! (`internal_api::verify_request`): Raft RPCs, commands, voter changes and reads. An
+//! unsigned or wrongly signed call is refused with 401 before any handler runs, so
+//! nobody without the secret can move ownership, vote, or read the map.
 
 pub mod commands;
 mod forward;
@@ -47,6 +52,7 @@ pub struct Inner {
     pub node_id: NodeId,
     pub commit_timeout: Duration,
     forward_http: reqwest::Client,
+    signer: internal_api::Signer,
 }
 
 impl std::ops::Deref for AppState {
@@ -78,6 +84,7 @@ impl AppState {
             node_id: config.node_id,
             commit_timeout: config.commit_timeout(),
             forward_http,
+            signer: internal_api::Signer::new(&config.internal_secret),
         }))
     }
 }
@@ -87,6 +94,10 @@ pub fn router(state: AppState) -> Router {
         .route(crate::network::ROUTE_APPEND, post(raft::append))
         .route(crate::network::ROUTE_VOTE, post(raft::vote))
         .route(crate::network::ROUTE_SNAPSHOT, post(raft::snapshot))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), RAFT_BODY_LIMIT),
+            authenticate,
+        ))
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT));
     let client_routes = Router::new()
         .route("/v1/commands", post(commands::command))
@@ -96,14 +107,43 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster", get(status::cluster))
         .route("/v1/voters", post(commands::add_voter))
         .route("/v1/voters/{id}", delete(commands::remove_voter))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), CLIENT_BODY_LIMIT),
+            authenticate,
+        ))
+        .layer(DefaultBodyLimit::max(CLIENT_BODY_LIMIT));
+    // Health and metrics stay open: load balancers and Prometheus hold no secret.
+    let open_routes = Router::new()
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
-        .route("/metrics", get(status::metrics))
-        .layer(DefaultBodyLimit::max(CLIENT_BODY_LIMIT));
+        .route("/metrics", get(status::metrics));
     raft_routes
         .merge(client_routes)
+        .merge(open_routes)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Lets a request through only with a valid signature of the deployment's secret.
+async fn authenticate(
+    State((state, body_limit)): State<(AppState, usize)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match internal_api::verify_request(&state.signer, request, body_limit).await {
+        Ok(verified) => next.run(verified.request).await,
+        Err(internal_api::Refusal::TooLarge) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body is larger than {body_limit} bytes"),
+        )
+        .into_response(),
+        Err(internal_api::Refusal::Unauthorized(detail)) => {
+            state.metrics.count_refused_call();
+            tracing::warn!(%detail, "refused an unauthenticated call");
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response()
+        }
+    }
 }
 
 /// One span and one latency observation per request; the request id is kept or made.

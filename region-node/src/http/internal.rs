@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{OriginalUri, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,8 +16,9 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::{self, QueryParams};
 use super::AppState;
-use crate::peers::{Credentials, ReplicaAnswer};
+use crate::peers::ReplicaAnswer;
 use crate::replica_reads::EventRef;
+use internal_api::Refusal;
 
 /// Longest a caller may make this region wait for an event.
 const MAX_REPLICA_WAIT: Duration = Duration::from_secs(30);
@@ -37,17 +37,9 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
         )
         .into_response();
     };
-    let credentials = match credentials(&request) {
-        Ok(c) => c,
-        Err(detail) => {
-            tracing::warn!(%detail, "refused an internal call without valid credentials");
-            return ApiError::new(ProblemType::Unauthorized, detail).into_response();
-        }
-    };
-    let (parts, body) = request.into_parts();
     // A switchover names thousands of slots; everything else is a small ledger request.
-    let limit = if parts
-        .uri
+    let limit = if request
+        .uri()
         .path()
         .contains(ledger_wire::internal::failover::PREFIX)
     {
@@ -55,28 +47,22 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
     } else {
         state.settings.max_body_bytes
     };
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return ApiError::new(ProblemType::PayloadTooLarge, "request body is too large")
-            .into_response();
-    };
-    let path = parts
-        .extensions
-        .get::<OriginalUri>()
-        .and_then(|u| u.0.path_and_query().map(|p| p.as_str().to_owned()))
-        .unwrap_or_default();
-    if let Err(error) = signer.verify(&credentials, parts.method.as_str(), &path, &bytes) {
-        tracing::warn!(caller = %credentials.caller, %error, "refused an internal call");
-        return ApiError::new(ProblemType::Unauthorized, error.to_string()).into_response();
+    match internal_api::verify_request(signer, request, limit).await {
+        Ok(verified) => {
+            let mut request = verified.request;
+            request.extensions_mut().insert(Forwarded {
+                caller: verified.caller,
+            });
+            next.run(request).await
+        }
+        Err(Refusal::TooLarge) => {
+            ApiError::new(ProblemType::PayloadTooLarge, "request body is too large").into_response()
+        }
+        Err(Refusal::Unauthorized(detail)) => {
+            tracing::warn!(%detail, "refused an internal call without valid credentials");
+            ApiError::new(ProblemType::Unauthorized, detail).into_response()
+        }
     }
-    let mut request = Request::from_parts(parts, Body::from(bytes));
-    request.extensions_mut().insert(Forwarded {
-        caller: credentials.caller,
-    });
-    next.run(request).await
-}
-
-fn credentials(request: &Request) -> Result<Credentials, String> {
-    Credentials::from_headers(request.headers())
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use internal_api::{Answer as PeerAnswer, Credentials, Signer};
+pub use internal_api::{Answer as PeerAnswer, Signer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
