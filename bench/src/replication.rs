@@ -394,18 +394,26 @@ async fn paced_deposits(args: &Args, port: u16) -> anyhow::Result<std::time::Sys
             .send();
         requests.spawn(async move { request.await.map(|r| r.status().as_u16()) });
     }
-    let mut failed = 0;
-    let mut first_failure = None;
+    let mut refused = std::collections::BTreeMap::<String, u64>::new();
     while let Some(done) = requests.join_next().await {
-        if !matches!(done, Ok(Ok(201))) {
-            failed += 1;
-            first_failure.get_or_insert(format!("{done:?}"));
-        }
+        let outcome = match done {
+            Ok(Ok(201)) => continue,
+            Ok(Ok(status)) => format!("HTTP {status}"),
+            Ok(Err(e)) => format!("no answer ({e})"),
+            Err(e) => format!("task failed ({e})"),
+        };
+        *refused.entry(outcome).or_default() += 1;
     }
-    anyhow::ensure!(
-        failed == 0,
-        "{failed} of {total} deposits failed, the first with {first_failure:?}"
-    );
+    // Refused writes committed nothing; the replication figures cover the rest. A
+    // node over its capacity answers 503 once a request waited the pool's limit.
+    if !refused.is_empty() {
+        let failed: u64 = refused.values().sum();
+        println!(
+            "OVERLOADED: {failed} of {total} deposits not committed ({refused:?}); \
+             the node did not sustain {} writes/s on this machine",
+            args.rate
+        );
+    }
     Ok(started)
 }
 

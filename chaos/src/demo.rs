@@ -44,12 +44,21 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(region: &str, base: &str) -> Self {
+    /// A client of the region at `base`, sending `api_key` (if the deployment uses
+    /// keys) as `Authorization: Bearer` on every request.
+    pub fn new(region: &str, base: &str, api_key: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = api_key
+            .and_then(|key| reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).ok())
+        {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         Client {
             region: region.to_owned(),
             base: base.to_owned(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
+                .default_headers(headers)
                 .build()
                 .unwrap_or_default(),
         }

@@ -60,7 +60,12 @@ async fn start_load_homed(
         concurrency: 32,
         mix: workload::Mix::Payments,
     };
-    Ok(workload::start(nodes(regions), accounts, options))
+    Ok(workload::start(
+        nodes(regions),
+        accounts,
+        options,
+        targets(regions).api_key.as_deref(),
+    ))
 }
 
 /// Waits until the workload has `more` acknowledged writes than now (for `filter`).

@@ -49,6 +49,10 @@ pub struct Cli {
         global = true
     )]
     pub secret: Option<String>,
+    /// A public API key for the drill's clients, when the deployment uses API keys
+    /// (with --deployment, the deployment's own).
+    #[arg(long, env = "LEDGER_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
     #[command(subcommand)]
@@ -155,6 +159,30 @@ pub enum Command {
     },
     /// Run a scenario under load and write a report.
     Drill(DrillArgs),
+    /// API keys of the public API: make, list, revoke (the key file every region reads).
+    Keys {
+        /// The key file; default: the deployment's (`--deployment`), `api-keys.json`.
+        #[arg(long, env = "LEDGER_API_KEYS_FILE")]
+        file: Option<PathBuf>,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Make a key for a tenant: the key is printed once (only its hash is stored).
+    New {
+        #[arg(long)]
+        tenant: String,
+        /// read, write or both (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "read,write")]
+        scopes: Vec<ledger_wire::api_keys::Scope>,
+    },
+    /// Every key: id, tenant, scopes, created, revoked.
+    List,
+    /// Revoke a key by id: every region refuses it once it reads the file again.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]

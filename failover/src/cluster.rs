@@ -26,12 +26,16 @@ pub struct Targets {
     /// Region name -> the region's replicator base URL (its dead-letter routes).
     pub replicators: BTreeMap<String, String>,
     pub secret: String,
+    /// The public API key the drill's clients send (deployments with API keys).
+    pub api_key: Option<String>,
 }
 
 /// The parts of a local deployment's state file (`ledger-local`) the tool needs.
 #[derive(Debug, Deserialize)]
 struct LocalState {
     secret: String,
+    #[serde(default)]
+    api_key: Option<String>,
     regions: Vec<LocalRegion>,
 }
 
@@ -68,6 +72,7 @@ impl Targets {
                 .map(|r| (r.name, r.api_url))
                 .collect(),
             secret: state.secret,
+            api_key: state.api_key,
         })
     }
 }

@@ -20,6 +20,7 @@ use ledger_wire::internal::failover as paths;
 
 use service_kit::telemetry;
 
+mod api_keys;
 mod cli;
 mod dead_letters;
 
@@ -60,6 +61,7 @@ fn targets(cli: &Cli) -> anyhow::Result<Targets> {
             .secret
             .clone()
             .context("give --secret or LEDGER_INTERNAL_SECRET")?,
+        api_key: cli.api_key.clone(),
     })
 }
 
@@ -134,6 +136,10 @@ fn local_hook(cli: &Cli, verb: &str) -> Option<String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    // The key file needs no running deployment.
+    if let Command::Keys { file, action } = &cli.command {
+        return api_keys::run(file.as_deref(), cli.deployment.as_deref(), action);
+    }
     let targets = targets(&cli)?;
     let cluster = Cluster::new(&targets, "failover-cli")?;
     match &cli.command {
@@ -351,6 +357,8 @@ async fn main() -> anyhow::Result<()> {
             print_moves(&finish_moves(moves)?);
         }
         Command::Dlq { action } => dead_letters::run(&cluster, action).await?,
+        // Answered before the deployment was looked up.
+        Command::Keys { .. } => {}
         Command::Audit => {
             let snapshots = audit::snapshots(&cluster).await?;
             let history = audit::history(&cluster).await?;

@@ -47,6 +47,20 @@ pub struct NodeConfig {
     #[arg(long, env = "LEDGER_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
 
+    /// The API key file (`failover keys new` writes it; only hashes). When set, every
+    /// public route but health, readiness, metrics and /openapi.json needs
+    /// `Authorization: Bearer <key>`; unset, the public API is open (development only).
+    #[arg(long, env = "LEDGER_API_KEYS_FILE")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+
+    /// Requests per second each API key may make (a token bucket per key, per region).
+    #[arg(long, env = "LEDGER_API_RATE_PER_KEY", default_value_t = 1_000)]
+    pub api_rate_per_key: u32,
+
+    /// Burst each API key may make above its rate.
+    #[arg(long, env = "LEDGER_API_BURST_PER_KEY", default_value_t = 2_000)]
+    pub api_burst_per_key: u32,
+
     /// Least time between two wake-ups of the outbox relay (writes in between share one),
     /// in ms.
     #[arg(long, env = "LEDGER_OUTBOX_NOTIFY_INTERVAL_MS", default_value_t = 20)]
@@ -126,6 +140,9 @@ impl NodeConfig {
             idle_in_transaction_timeout_ms: 1_000,
             pool_wait_ms: 5_000,
             max_body_bytes: 16 * 1024,
+            api_keys_file: None,
+            api_rate_per_key: 1_000,
+            api_burst_per_key: 2_000,
             outbox_notify_interval_ms: 20,
             ownership_voters: Vec::new(),
             ownership_watch: true,
@@ -157,6 +174,11 @@ impl NodeConfig {
                 "slot count {} must be between 1 and {MAX_SLOTS}",
                 self.slot_count
             )));
+        }
+        if self.api_rate_per_key == 0 || self.api_burst_per_key == 0 {
+            return Err(NodeError::Config(
+                "the API rate and burst per key must be at least 1".into(),
+            ));
         }
         if self.db_pool_size == 0 {
             return Err(NodeError::Config("db pool size must be at least 1".into()));

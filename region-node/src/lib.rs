@@ -67,7 +67,9 @@ pub async fn run(
         config.internal_secret.as_deref(),
         config.peer_urls()?,
     ));
+    let api_keys = load_api_keys(&config, &mut supervisor, &shutdown)?;
     let settings = http::Settings {
+        api_keys,
         max_body_bytes: config.max_body_bytes,
         forward_timeout: Duration::from_millis(config.forward_timeout_ms),
         ack_timeout: Duration::from_millis(config.ack_timeout_ms),
@@ -143,6 +145,33 @@ pub async fn run(
     supervisor.run(config.shutdown_grace()).await?;
     tracing::info!("region node stopped");
     Ok(())
+}
+
+/// The public API's keys, re-read in the background when the file changes; `None`
+/// (an open API, with a warning) when no key file is configured.
+fn load_api_keys(
+    config: &NodeConfig,
+    supervisor: &mut Supervisor,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<http::ApiKeys>>, NodeError> {
+    let Some(path) = config.api_keys_file.clone() else {
+        tracing::warn!("no API key file (LEDGER_API_KEYS_FILE): the public API is open to anyone who reaches it");
+        return Ok(None);
+    };
+    let non_zero = |n: u32| {
+        std::num::NonZeroU32::new(n)
+            .ok_or_else(|| NodeError::Config("API rate and burst must be at least 1".into()))
+    };
+    let keys = Arc::new(http::ApiKeys::load(
+        path,
+        non_zero(config.api_rate_per_key)?,
+        non_zero(config.api_burst_per_key)?,
+    )?);
+    supervisor.spawn(
+        "api-keys",
+        http::watch_api_keys(keys.clone(), shutdown.clone()),
+    );
+    Ok(Some(keys))
 }
 
 /// Reads the ownership map, clears leases a previous run left in the database, and

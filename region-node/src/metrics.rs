@@ -33,6 +33,7 @@ pub struct Metrics {
     in_flight_transfers: IntGaugeVec,
     in_flight_amount: GaugeVec,
     in_flight_oldest: GaugeVec,
+    key_refusals: IntCounterVec,
 }
 
 impl Metrics {
@@ -170,8 +171,17 @@ impl Metrics {
             &["currency"],
         )
         .expect("static metric definition");
+        let key_refusals = IntCounterVec::new(
+            Opts::new(
+                "api_key_refusals_total",
+                "Public requests refused by the API key layer: missing, unknown, scope, rate",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(key_refusals.clone()),
             Box::new(late_handed_off.clone()),
             Box::new(in_flight_transfers.clone()),
             Box::new(in_flight_amount.clone()),
@@ -219,6 +229,7 @@ impl Metrics {
             in_flight_transfers,
             in_flight_amount,
             in_flight_oldest,
+            key_refusals,
         }
     }
 
@@ -308,6 +319,10 @@ impl Metrics {
         self.http_duration
             .with_label_values(&[method, route])
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn count_key_refusal(&self, reason: &str) {
+        self.key_refusals.with_label_values(&[reason]).inc();
     }
 
     pub fn observe_write(&self, operation: &str, outcome: &str) {

@@ -44,6 +44,11 @@ enum Action {
         /// shipped alert rules loaded; the dashboard is observability/grafana/ledger.json.
         #[arg(long)]
         monitoring: bool,
+        /// Put the public API behind API keys: one key (tenant `local`, read and
+        /// write) is made, shown by `status` and kept in the state file; its hash goes
+        /// into `<data-dir>/api-keys.json`, which `failover keys` manages.
+        #[arg(long)]
+        api_keys: bool,
     },
     /// Stop every process of the deployment (data is kept).
     Down,
@@ -167,10 +172,12 @@ async fn main() -> anyhow::Result<()> {
             lease_ttl_ms,
             namespaces,
             monitoring,
+            api_keys,
         } => {
             let mut options = UpOptions::new(regions, base_port, bin_dir()?);
             options.lease_ttl_ms = lease_ttl_ms;
             options.monitoring = monitoring;
+            options.api_keys = api_keys;
             if namespaces {
                 options.network = chaos::Network::namespaces_for(base_port);
             }
@@ -324,7 +331,9 @@ async fn main() -> anyhow::Result<()> {
             rate,
             keep,
         } => {
-            let options = UpOptions::new(regions, base_port, bin_dir()?);
+            let mut options = UpOptions::new(regions, base_port, bin_dir()?);
+            // The demo does what production does: every client call carries a key.
+            options.api_keys = true;
             let started = Instant::now();
             let deployment = Deployment::up(&cli.data_dir, &options).await?;
             println!(
@@ -353,7 +362,7 @@ async fn run_demo(deployment: &Deployment, seconds: u64, rate: u32) -> anyhow::R
     let clients: Vec<Client> = deployment
         .regions
         .iter()
-        .map(|r| Client::new(&r.name, &r.api_url))
+        .map(|r| Client::new(&r.name, &r.api_url, deployment.api_key.as_deref()))
         .collect();
     let names: Vec<String> = deployment.regions.iter().map(|r| r.name.clone()).collect();
     println!("\nopening 4 accounts homed in each region (through another region's node)");
@@ -464,6 +473,17 @@ fn print_status(deployment: &Deployment) {
              dashboard: import observability/grafana/ledger.json into Grafana with this Prometheus as its data source",
             monitoring.url
         );
+    }
+    match &deployment.api_key {
+        Some(key) => println!(
+            "API keys on: send `Authorization: Bearer {key}` (tenant local, read+write); \
+             keys file {} (`failover --deployment {} keys new|list|revoke`)",
+            deployment.api_keys_file().display(),
+            deployment.data_dir.display()
+        ),
+        None => {
+            println!("API keys off: the public API is open (`up --api-keys` puts it behind keys)")
+        }
     }
     println!("logs: <region dir>/<process>.log; stop with `ledger-local down`");
 }

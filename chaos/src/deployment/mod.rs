@@ -50,6 +50,9 @@ pub struct UpOptions {
     pub network: Network,
     /// Also start a Prometheus scraping every process, rules loaded.
     pub monitoring: bool,
+    /// Put the public API behind API keys: one key (tenant `local`, read and write)
+    /// goes into the state file, its hash into `api-keys.json`, which every node reads.
+    pub api_keys: bool,
 }
 
 impl UpOptions {
@@ -63,6 +66,7 @@ impl UpOptions {
             bin_dir,
             network: Network::Loopback,
             monitoring: false,
+            api_keys: false,
         }
     }
 }
@@ -106,6 +110,9 @@ pub struct Deployment {
     pub lease_ttl_ms: u64,
     /// Signs internal region-to-region calls (kept in the state file, mode 0600).
     pub secret: String,
+    /// The public API's key when started with API keys (`up --api-keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
     pub regions: Vec<RegionState>,
     /// Extra node environment and the binaries' dir, kept to restart a region alike.
     #[serde(default)]
@@ -120,6 +127,11 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// The key file every node reads when the deployment uses API keys.
+    pub fn api_keys_file(&self) -> PathBuf {
+        self.data_dir.join("api-keys.json")
+    }
+
     /// Starts the regions under `data_dir`, initialises the ownership cluster, and waits
     /// until every node serves and holds its lease.
     pub async fn up(data_dir: &Path, options: &UpOptions) -> anyhow::Result<Deployment> {
@@ -163,12 +175,16 @@ impl Deployment {
             slot_count: options.slot_count,
             lease_ttl_ms: options.lease_ttl_ms,
             secret: new_secret(),
+            api_key: None,
             regions: Vec::new(),
             node_env: options.node_env.clone(),
             bin_dir: options.bin_dir.clone(),
             network: options.network,
             monitoring: None,
         };
+        if options.api_keys {
+            deployment.api_key = Some(write_api_key(&deployment.api_keys_file())?);
+        }
         options
             .network
             .create(options.regions)
@@ -331,6 +347,17 @@ async fn start_all(
         wait_services(region, true).await?;
     }
     Ok(())
+}
+
+/// Makes the deployment's one API key and writes the key file with its hash.
+fn write_api_key(path: &Path) -> anyhow::Result<String> {
+    use ledger_wire::api_keys::{generate, KeyFile, Scope};
+    let created = chrono::Utc::now().to_rfc3339();
+    let (key, record) = generate("local", [Scope::Read, Scope::Write].into(), created);
+    let file = KeyFile { keys: vec![record] };
+    std::fs::write(path, serde_json::to_string_pretty(&file)?)
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(key)
 }
 
 /// Creates the ownership cluster once (a deployment started again keeps its map).

@@ -188,6 +188,9 @@ fn node_command(deployment: &Deployment, i: usize) -> Command {
         .env("LEDGER_OWNERSHIP_VOTERS", voters.join(","))
         .env("LEDGER_PEERS", peers.join(","))
         .env("LEDGER_INTERNAL_SECRET", &deployment.secret);
+    if deployment.api_key.is_some() {
+        node.env("LEDGER_API_KEYS_FILE", deployment.api_keys_file());
+    }
     for (key, value) in &deployment.node_env {
         node.env(key, value);
     }

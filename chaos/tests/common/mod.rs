@@ -66,7 +66,13 @@ impl Regions {
 
     /// Three regions and a Prometheus scraping them (`up --monitoring`).
     pub async fn start_monitored(label: &str) -> anyhow::Result<Regions> {
-        Regions::start_with(label, 3, &[], false, true).await
+        Regions::start_with(label, 3, &[], |options| options.monitoring = true).await
+    }
+
+    /// Three regions whose public API needs a key (`up --api-keys`); [`Regions::client`]
+    /// sends the deployment's key.
+    pub async fn start_keyed(label: &str) -> anyhow::Result<Regions> {
+        Regions::start_with(label, 3, &[], |options| options.api_keys = true).await
     }
 
     async fn start_on(
@@ -75,15 +81,19 @@ impl Regions {
         node_env: &[(&str, &str)],
         namespaces: bool,
     ) -> anyhow::Result<Regions> {
-        Regions::start_with(label, count, node_env, namespaces, false).await
+        Regions::start_with(label, count, node_env, |options| {
+            if namespaces {
+                options.network = chaos::Network::namespaces_for(options.base_port);
+            }
+        })
+        .await
     }
 
     async fn start_with(
         label: &str,
         count: usize,
         node_env: &[(&str, &str)],
-        namespaces: bool,
-        monitoring: bool,
+        configure: impl FnOnce(&mut UpOptions),
     ) -> anyhow::Result<Regions> {
         let dir = WorkDir::temp(label)?;
         // A block of ports claimed by this test process (harness::ports): a deployment of
@@ -91,15 +101,12 @@ impl Regions {
         // namespaces, the same names and subnet, which derive from the block).
         let base = harness::free_block(chaos::topology::port_span(count))?;
         let mut options = UpOptions::new(count, base, bin_dir());
-        if namespaces {
-            options.network = chaos::Network::namespaces_for(base);
-        }
         options.slot_count = 64;
-        options.monitoring = monitoring;
         options.node_env = node_env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
+        configure(&mut options);
         let deployment = Deployment::up(&dir.join("deployment"), &options)
             .await
             .with_context(|| format!("start {count} regions"))?;
@@ -115,7 +122,7 @@ impl Regions {
 
     pub fn client(&self, i: usize) -> Client {
         let r = &self.deployment.regions[i];
-        Client::new(&r.name, &r.api_url)
+        Client::new(&r.name, &r.api_url, self.deployment.api_key.as_deref())
     }
 
     pub fn ownership(&self) -> OwnershipClient {

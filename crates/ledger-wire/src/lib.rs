@@ -6,6 +6,7 @@
 
 pub mod account_id;
 pub mod api;
+pub mod api_keys;
 pub mod api_schema;
 pub mod dlq;
 pub mod events;

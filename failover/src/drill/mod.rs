@@ -182,7 +182,7 @@ fn run_hook(command: &str, region: &str) -> anyhow::Result<()> {
 pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<DrillReport> {
     let cluster = Cluster::new(targets, "failover-drill")?;
     let map = cluster.map().await?;
-    let http = reqwest::Client::new();
+    let http = workload::api_client(targets.api_key.as_deref(), reqwest::Client::builder());
     eprintln!(
         "opening {} accounts per region",
         options.workload.accounts_per_region
@@ -202,6 +202,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
         targets.nodes.clone(),
         accounts.clone(),
         options.workload.clone(),
+        targets.api_key.as_deref(),
     );
     let mut timeline = Timeline {
         clock: load.clock,

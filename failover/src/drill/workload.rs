@@ -230,21 +230,35 @@ pub(super) async fn post(
     Ok((status, body))
 }
 
+/// An HTTP client for the public API that sends `api_key` (when the deployment uses
+/// keys) as `Authorization: Bearer` on every request.
+pub fn api_client(api_key: Option<&str>, builder: reqwest::ClientBuilder) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = api_key
+        .and_then(|key| reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).ok())
+    {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    builder.default_headers(headers).build().unwrap_or_default()
+}
+
 /// Starts sending writes to `accounts` through `nodes` until stopped.
 pub fn start(
     nodes: BTreeMap<String, String>,
     accounts: Vec<Account>,
     options: WorkloadOptions,
+    api_key: Option<&str>,
 ) -> Workload {
     let records = Arc::new(Mutex::new(Vec::new()));
     let stop = CancellationToken::new();
     let clock = Instant::now();
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(300))
-        .timeout(Duration::from_secs(6))
-        .tcp_nodelay(true)
-        .build()
-        .unwrap_or_default();
+    let http = api_client(
+        api_key,
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(300))
+            .timeout(Duration::from_secs(6))
+            .tcp_nodelay(true),
+    );
     let task = tokio::spawn(run(
         http,
         Arc::new(nodes),

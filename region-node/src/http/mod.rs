@@ -1,6 +1,7 @@
 //! The HTTP API of a region node: router, shared state, and response helpers.
 
 mod accounts;
+mod api_keys;
 mod context;
 mod error;
 mod extract;
@@ -27,6 +28,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use api_keys::{watch as watch_api_keys, ApiKeys, Tenant};
 pub use context::RequestContext;
 pub use error::ApiError;
 pub use ledger_wire::TraceParent;
@@ -53,8 +55,10 @@ use crate::store::{LedgerStore, StoreError, WriteContext, WriteOutcome};
 struct ApiDoc;
 
 /// The OpenAPI document this node serves: the generated one with the deployment's region
-/// names as the values `home_region` may take (known only at run time).
-fn document(api: &utoipa::openapi::OpenApi, regions: &[String]) -> String {
+/// names as the values `home_region` may take (known only at run time), and, when API
+/// keys are on, the bearer scheme on every operation but the open ones with the 401,
+/// 403 and 429 they may answer.
+fn document(api: &utoipa::openapi::OpenApi, regions: &[String], keys: bool) -> String {
     let Ok(mut doc) = serde_json::to_value(api) else {
         return String::new();
     };
@@ -69,12 +73,62 @@ fn document(api: &utoipa::openapi::OpenApi, regions: &[String]) -> String {
         });
         *field = one_of;
     }
+    if keys {
+        require_keys(&mut doc);
+    }
     serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// States the API key rule in `doc`: a bearer scheme, and per operation either no
+/// security (the open routes) or the key with its refusals.
+fn require_keys(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    if let Some(components) = doc.get_mut("components").and_then(|c| c.as_object_mut()) {
+        components.insert(
+            "securitySchemes".into(),
+            json!({"apiKey": {"type": "http", "scheme": "bearer",
+                "description": "An API key (lk_...) made with `failover keys new`; GET routes need the read scope, the others write."}}),
+        );
+    }
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let open = api_keys::OPEN_ROUTES.contains(&path.as_str());
+        let Some(operations) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in operations.values_mut().filter_map(|o| o.as_object_mut()) {
+            if open {
+                operation.insert("security".into(), json!([]));
+                continue;
+            }
+            operation.insert("security".into(), json!([{"apiKey": []}]));
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(|r| r.as_object_mut())
+            else {
+                continue;
+            };
+            for (status, kind) in [
+                ("401", ProblemType::Unauthorized),
+                ("403", ProblemType::Forbidden),
+                ("429", ProblemType::RateLimited),
+            ] {
+                responses.entry(status).or_insert_with(|| json!({
+                    "description": kind.title(),
+                    "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                }));
+            }
+        }
+    }
 }
 
 /// Limits and waits of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The public API's keys; `None`: open.
+    pub api_keys: Option<Arc<ApiKeys>>,
     pub max_body_bytes: usize,
     pub forward_timeout: Duration,
     pub ack_timeout: Duration,
@@ -151,7 +205,7 @@ pub fn router(
     let mut regions = peers.regions();
     regions.push(ownership.region().to_owned());
     regions.sort();
-    let openapi = Arc::new(document(&api, &regions));
+    let openapi = Arc::new(document(&api, &regions, settings.api_keys.is_some()));
     let region_header = HeaderValue::from_str(ownership.region())
         .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     let max_body_bytes = settings.max_body_bytes;
@@ -180,6 +234,10 @@ pub fn router(
         .nest("/internal", internal)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api_keys::authorize,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             context::observe,
