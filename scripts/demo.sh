@@ -14,7 +14,10 @@ export LEDGER_LOCAL_DIR="${LEDGER_LOCAL_DIR:-$PWD/.local}"
 
 "$BIN/ledger-local" down >/dev/null
 trap '"$BIN/ledger-local" down' EXIT
-"$BIN/ledger-local" up
+"$BIN/ledger-local" up --api-keys
+# The deployment's API key (tenant local, read+write); `failover keys` makes more.
+KEY=$(jq -r .api_key "$LEDGER_LOCAL_DIR/deployment.json")
+AUTH="Authorization: Bearer $KEY"
 EU=http://127.0.0.1:7101
 US=http://127.0.0.1:7141
 AP=http://127.0.0.1:7181
@@ -25,7 +28,7 @@ bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 # regions named in the answer's headers, and the body.
 call() {
   local method=$1 path=$2 key=${3:-} body=${4:-}
-  local args=(-s -X "$method" -D "$tmp/headers" -o "$tmp/body" -w '%{http_code}')
+  local args=(-s -X "$method" -D "$tmp/headers" -o "$tmp/body" -w '%{http_code}' -H "${CALL_AUTH-$AUTH}")
   [ -n "$key" ] && args+=(-H "Idempotency-Key: $key")
   [ -n "$body" ] && args+=(-H 'Content-Type: application/json' -d "$body")
   printf '\033[36m> %s %s\033[0m %s%s\n' "$method" "$path" "${key:+[Idempotency-Key: $key] }" "$body"
@@ -42,6 +45,9 @@ field() { jq -r "$1" "$tmp/body"; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"; "$BIN/ledger-local" down' EXIT
 run=$(date +%s)
+
+bold "Without an API key: refused (401), nothing booked"
+CALL_AUTH="X-No-Key: 1" call POST /v1/accounts "demo-$run-open-nokey" '{"currency":"EUR"}'
 
 bold "Open two EUR accounts (the id's 4 hex digits after ac_ are its ownership slot)"
 call POST /v1/accounts "demo-$run-open-alice" '{"currency":"EUR"}'
@@ -78,7 +84,7 @@ carol=$(field .id)
 
 bold "Deposit 5.00 into carol, sent to ap-south: forwarded to us-east, ack=replicated (answered once another region holds a copy)"
 API=$AP
-curl -s -D "$tmp/h" -o "$tmp/body" -X POST "$AP/v1/accounts/$carol/deposits" -H "Idempotency-Key: demo-$run-dep-c" \
+curl -s -D "$tmp/h" -o "$tmp/body" -X POST "$AP/v1/accounts/$carol/deposits" -H "$AUTH" -H "Idempotency-Key: demo-$run-dep-c" \
   -H 'ack: replicated' -H 'Content-Type: application/json' -d '{"amount":"5.00"}' >/dev/null
 grep -iE '^(x-served-by-region|x-home-region|x-forwarded-to-region):' "$tmp/h" | tr -d '\r'
 jq -C . "$tmp/body"
@@ -88,7 +94,7 @@ API=$EU
 call POST /v1/transfers "demo-$run-tr-2" "{\"from\":\"$alice\",\"to\":\"$carol\",\"amount\":\"10.00\"}"
 saga=$(field .id)
 for _ in $(seq 1 50); do
-  state=$(curl -s "$AP/v1/transfers/$saga" | jq -r .state)
+  state=$(curl -s -H "$AUTH" "$AP/v1/transfers/$saga" | jq -r .state)
   [ "$state" = completed ] && break
   sleep 0.1
 done
@@ -105,6 +111,15 @@ call GET "/v1/accounts/$alice"
 call GET "/v1/accounts/$alice/ledger?limit=2"
 cursor=$(field .next_cursor)
 call GET "/v1/accounts/$alice/ledger?limit=2&cursor=$cursor"
+
+bold "A read-only key for an auditor (failover keys new): it reads in every region, and may not write (403)"
+AUDITOR=$("$BIN/failover" --deployment "$LEDGER_LOCAL_DIR" keys new --tenant auditor --scopes read)
+for _ in $(seq 1 50); do  # every node re-reads the key file within 2 s
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $AUDITOR" "$AP/v1/accounts/$alice")" = 200 ] && break
+  sleep 0.1
+done
+CALL_AUTH="Authorization: Bearer $AUDITOR" call GET "/v1/accounts/$alice"
+CALL_AUTH="Authorization: Bearer $AUDITOR" call POST "/v1/accounts/$alice/deposits" "demo-$run-dep-aud" '{"amount":"1.00"}'
 
 bold "What the node counted"
 curl -s "$API/metrics" | grep -E '^ledger_writes_total' || true

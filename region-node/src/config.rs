@@ -17,6 +17,11 @@ pub struct NodeConfig {
     #[arg(long, env = "LEDGER_DATABASE_URL")]
     pub database_url: String,
 
+    /// TLS to the database (managed PostgreSQL): `--database-tls verify-full` with the
+    /// provider's CA in `--database-ca-file`.
+    #[command(flatten)]
+    pub database_tls: db_tls::DbTlsArgs,
+
     /// Connections in the database pool.
     #[arg(long, env = "LEDGER_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
@@ -133,6 +138,7 @@ impl NodeConfig {
         NodeConfig {
             region: region.into(),
             database_url: database_url.into(),
+            database_tls: db_tls::DbTlsArgs::default(),
             db_pool_size: 16,
             slot_count: 4096,
             static_epoch: 1,

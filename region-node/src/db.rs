@@ -3,12 +3,18 @@
 
 use std::time::Duration;
 
+use db_tls::DbTls;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::{NodeConfig, NodeError};
 
-fn pg_config(config: &NodeConfig) -> Result<tokio_postgres::Config, NodeError> {
+/// The database's TLS set-up from the node's flags.
+pub fn tls(config: &NodeConfig) -> Result<DbTls, NodeError> {
+    DbTls::new(&config.database_tls).map_err(|e| NodeError::Config(format!("database TLS: {e}")))
+}
+
+/// Connection settings of every session of this node (TLS mode included).
+pub fn pg_config(config: &NodeConfig) -> Result<tokio_postgres::Config, NodeError> {
     let mut pg: tokio_postgres::Config = config
         .database_url
         .parse()
@@ -25,13 +31,14 @@ fn pg_config(config: &NodeConfig) -> Result<tokio_postgres::Config, NodeError> {
     ));
     pg.application_name(format!("region-node/{}", config.region));
     pg.connect_timeout(Duration::from_secs(5));
+    tls(config)?.configure(&mut pg);
     Ok(pg)
 }
 
 pub fn pool(config: &NodeConfig) -> Result<Pool, NodeError> {
     let manager = Manager::from_config(
         pg_config(config)?,
-        NoTls,
+        tls(config)?.connector(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -49,7 +56,7 @@ pub fn pool(config: &NodeConfig) -> Result<Pool, NodeError> {
 /// current text of every function, under an advisory lock so that nodes starting
 /// together against one database do not race).
 pub async fn migrate(config: &NodeConfig) -> Result<(), NodeError> {
-    let (mut client, connection) = pg_config(config)?.connect(NoTls).await?;
+    let (mut client, connection) = pg_config(config)?.connect(tls(config)?.connector()).await?;
     let driver = tokio::spawn(connection);
     let migrated = ledger_schema::migrate(&mut client)
         .await

@@ -102,7 +102,7 @@ pub async fn run(
         "saga",
         saga::run(
             pool.clone(),
-            config.database_url.clone(),
+            (db::pg_config(&config)?, db::tls(&config)?),
             config.region.clone(),
             Duration::from_millis(config.saga_poll_ms),
             outbox_written.clone(),
@@ -252,7 +252,7 @@ async fn migrate_when_reachable(
         match db::migrate(config).await {
             Ok(()) => return Ok(()),
             Err(NodeError::Database(e)) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(error = %e, "database not reachable yet, retrying");
+                tracing::warn!(error = %store::describe(&e), "database not reachable yet, retrying");
             }
             Err(other) => return Err(other),
         }

@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 use futures::StreamExt;
 use ledger_wire::events::SAGA_NOTIFY_CHANNEL;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -23,7 +23,7 @@ const PASS_LIMIT: i32 = 200;
 
 pub async fn run(
     pool: Pool,
-    database_url: String,
+    database: (tokio_postgres::Config, db_tls::DbTls),
     region: String,
     poll: Duration,
     outbox_written: Arc<Notify>,
@@ -31,7 +31,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
     let woken = Arc::new(Notify::new());
-    let listener = tokio::spawn(listen(database_url, woken.clone(), shutdown.clone()));
+    let listener = tokio::spawn(listen(database, woken.clone(), shutdown.clone()));
     let passes = Passes {
         what: "transfer saga",
         limit: PASS_LIMIT as usize,
@@ -105,9 +105,13 @@ async fn step_span(
 
 /// Keeps a LISTEN session open, reconnecting after failures, and wakes the worker on
 /// each notification (and after each reconnect, in case one was missed).
-async fn listen(database_url: String, woken: Arc<Notify>, shutdown: CancellationToken) {
+async fn listen(
+    (database, tls): (tokio_postgres::Config, db_tls::DbTls),
+    woken: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     while !shutdown.is_cancelled() {
-        match tokio_postgres::connect(&database_url, NoTls).await {
+        match database.connect(tls.connector()).await {
             Ok((client, mut connection)) => {
                 let wake = woken.clone();
                 let mut driver = tokio::spawn(async move {

@@ -282,7 +282,17 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
             db.message(),
             db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
         ),
-        None => error.to_string(),
+        // A connection failure says little by itself ("error performing TLS
+        // handshake"); its sources say why (an unknown certificate issuer, say).
+        None => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 

@@ -46,6 +46,11 @@ pub struct ReplicatorConfig {
     #[arg(long, env = "LEDGER_DATABASE_URL")]
     pub database_url: String,
 
+    /// TLS to the database (managed PostgreSQL): `--database-tls verify-full` with the
+    /// provider's CA in `--database-ca-file`.
+    #[command(flatten)]
+    pub database_tls: db_tls::DbTlsArgs,
+
     /// This region's Kafka bootstrap servers: the relay publishes here and the appliers
     /// dead-letter here.
     #[arg(long, env = "LEDGER_BROKERS")]
@@ -176,6 +181,7 @@ impl ReplicatorConfig {
         ReplicatorConfig {
             region: region.into(),
             database_url: database_url.into(),
+            database_tls: db_tls::DbTlsArgs::default(),
             brokers: brokers.into(),
             relay: true,
             apply_from: Vec::new(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{watch, Notify};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
 use crate::ReplicationError;
 
@@ -16,22 +16,42 @@ pub struct Session {
     pub closed: watch::Receiver<bool>,
 }
 
+/// Where a service's database is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub url: String,
+    pub tls: db_tls::DbTlsArgs,
+}
+
+impl Database {
+    pub fn of(config: &crate::ReplicatorConfig) -> Self {
+        Database {
+            url: config.database_url.clone(),
+            tls: config.database_tls.clone(),
+        }
+    }
+}
+
 /// Connects with fixed session settings; notifications on the session wake `notify`.
 pub async fn connect(
-    database_url: &str,
+    database: &Database,
     application: &str,
     notify: Option<std::sync::Arc<Notify>>,
 ) -> Result<Session, ReplicationError> {
-    let mut config: tokio_postgres::Config = database_url
+    let mut config: tokio_postgres::Config = database
+        .url
         .parse()
         .map_err(|e| ReplicationError::Config(format!("database url: {e}")))?;
+    let tls = db_tls::DbTls::new(&database.tls)
+        .map_err(|e| ReplicationError::Config(format!("database TLS: {e}")))?;
+    tls.configure(&mut config);
     // Same reasons as the node's sessions (region-node/src/db.rs): UTC timestamps and a
     // fixed search_path; statements are bounded so a stuck query cannot stall a relay.
     config.options("-c statement_timeout=30000 -c TimeZone=UTC -c search_path=public");
     config.application_name(application);
     config.connect_timeout(Duration::from_secs(5));
     config.keepalives_idle(Duration::from_secs(5));
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.connector()).await?;
     let (closed_tx, closed) = watch::channel(false);
     tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

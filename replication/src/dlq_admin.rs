@@ -211,7 +211,7 @@ async fn replays(client: &Client) -> Result<HashMap<LetterId, Replay>, Replicati
 
 async fn session(config: &ReplicatorConfig) -> Result<db::Session, ReplicationError> {
     db::connect(
-        &config.database_url,
+        &db::Database::of(config),
         &format!("ledger-dlq-admin/{}", config.region),
         None,
     )

@@ -12,12 +12,13 @@ pub mod node;
 pub mod pg;
 pub mod ports;
 pub mod process;
+pub mod tls;
 pub mod voters;
 pub mod wait;
 
 pub use broker::Broker;
 pub use dirs::WorkDir;
-pub use pg::{PgCluster, PgOptions};
+pub use pg::{PgCluster, PgOptions, PgTls};
 pub use ports::{free_block, free_port};
 pub use process::ChildGuard;
 pub use voters::{VoterCluster, VoterTiming};

@@ -37,6 +37,18 @@ pub struct PgOptions {
     pub host: Option<String>,
     /// Network namespace to run in (see [`crate::netns`]).
     pub namespace: Option<String>,
+    /// Serve TLS with this certificate, and refuse plain connections to one database.
+    pub tls: Option<PgTls>,
+}
+
+/// TLS of a test cluster.
+#[derive(Debug, Clone)]
+pub struct PgTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Plain connections to this database are refused (pg_hba `hostnossl ... reject`);
+    /// the harness keeps reaching `postgres` in plain text.
+    pub required_for: String,
 }
 
 impl Default for PgOptions {
@@ -48,6 +60,7 @@ impl Default for PgOptions {
             own_process_group: false,
             host: None,
             namespace: None,
+            tls: None,
         }
     }
 }
@@ -71,6 +84,9 @@ impl PgCluster {
                 "copy the cluster template",
                 Command::new("cp").arg("-a").arg(&template).arg(&data_dir),
             )?;
+        }
+        if let Some(tls) = &options.tls {
+            install_tls(&data_dir, tls)?;
         }
         let log = dir.join("postgres.log");
         let mut last_error = None;
@@ -219,6 +235,17 @@ fn settings(options: &PgOptions) -> Vec<String> {
         "shared_buffers=128MB".to_owned(),
         "log_min_messages=warning".to_owned(),
     ];
+    if options.tls.is_some() {
+        // Relative to the data directory, where install_tls put them.
+        settings.extend(
+            [
+                "ssl=on",
+                "ssl_cert_file=server.crt",
+                "ssl_key_file=server.key",
+            ]
+            .map(String::from),
+        );
+    }
     if !options.durable {
         settings.extend(
             [
@@ -280,6 +307,39 @@ fn in_namespace_as_postgres(command: &Command, namespace: &str) -> Result<Comman
         ),
         None => netns::in_namespace(command, namespace),
     })
+}
+
+/// Copies the certificate and key into the data directory (the key readable only by
+/// the server's user, as PostgreSQL demands) and refuses plain connections to
+/// `tls.required_for` (first line of pg_hba.conf: the first match decides).
+fn install_tls(data_dir: &Path, tls: &PgTls) -> Result<(), HarnessError> {
+    use std::os::unix::fs::PermissionsExt;
+    for (from, name) in [
+        (&tls.cert_file, "server.crt"),
+        (&tls.key_file, "server.key"),
+    ] {
+        let to = data_dir.join(name);
+        std::fs::copy(from, &to).map_err(io_context(format!("copy {}", from.display())))?;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_context(format!("chmod {}", to.display())))?;
+        if let Some(user) = postgres_user()? {
+            nix::unistd::chown(&to, Some(user.uid), Some(user.gid)).map_err(|e| {
+                HarnessError::Command {
+                    what: format!("chown {}", to.display()),
+                    detail: e.to_string(),
+                }
+            })?;
+        }
+    }
+    let line = format!("hostnossl {} all all reject", tls.required_for);
+    let hba = data_dir.join("pg_hba.conf");
+    let text =
+        std::fs::read_to_string(&hba).map_err(io_context(format!("read {}", hba.display())))?;
+    if !text.lines().any(|l| l.trim() == line) {
+        std::fs::write(&hba, format!("{line}\n{text}"))
+            .map_err(io_context(format!("write {}", hba.display())))?;
+    }
+    Ok(())
 }
 
 /// Lets hosts of the server's own subnets in (the namespace's bridge and its peers);
