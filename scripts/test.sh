@@ -30,6 +30,8 @@ promtool check rules observability/prometheus/alerts.yml
 (cd observability/prometheus && promtool test rules alerts_test.yml)
 echo "[test] cargo build --bins"
 cargo build --locked --workspace --bins
+echo "[test] terraform: parse, variables against the binaries' flags, latency records, checkov"
+scripts/terraform-check.sh target/debug
 # Each test copies its process logs to target/test-logs/<its dir>/: start empty, so
 # what is there after a run is this run's.
 rm -rf target/test-logs

@@ -4,6 +4,7 @@
 //!
 //!   cargo build --release --workspace --bins
 //!   target/release/write-path-bench --clients 16 --seconds 20 --rounds 3
+//!   target/release/write-path-bench --secure   # + the cost of TLS to PostgreSQL and of API keys
 
 use std::path::Path;
 use std::process::Command;
@@ -45,6 +46,22 @@ struct Args {
     /// this process), in each round after the first node: the cost of trace export.
     #[arg(long)]
     trace_export: bool,
+    /// Also run, in each round, a node that reaches PostgreSQL over verified TLS and one
+    /// that also checks an API key on every request (PostgreSQL then offers TLS with a
+    /// throwaway certificate; pgbench and the first node stay in plain text): the cost
+    /// of each.
+    #[arg(long)]
+    secure: bool,
+}
+
+/// A node run beside the plain one in each round: what it adds, and its figures.
+struct Variant {
+    label: &'static str,
+    /// Stopped when the variant is dropped.
+    _node: ChildGuard,
+    base: String,
+    api_key: Option<String>,
+    figures: Figures,
 }
 
 #[derive(Debug)]
@@ -97,9 +114,19 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let dir = WorkDir::temp("bench-write-path").context("make bench dir")?;
+    let certificates = if args.secure {
+        Some(harness::tls::make_certificates(&dir.join("certs")).context("make certificates")?)
+    } else {
+        None
+    };
     let options = PgOptions {
         durable: !args.no_fsync,
-        max_connections: u32::try_from(args.clients * 2 + 20).context("clients")?,
+        max_connections: u32::try_from(args.clients * 4 + 20).context("clients")?,
+        tls: certificates.as_ref().map(|c| harness::PgTls {
+            cert_file: c.server_cert.clone(),
+            key_file: c.server_key.clone(),
+            required_for: None,
+        }),
         ..PgOptions::default()
     };
     let (mut pg, database_url) = PgCluster::start_with_database(dir.path(), &options, "ledger")
@@ -123,6 +150,11 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let mut variants = Vec::new();
+    if let Some(certificates) = &certificates {
+        variants =
+            secure_variants(&bin_dir, &database_url, &args, dir.path(), certificates).await?;
+    }
     seed_accounts(&database_url, args.accounts)
         .await
         .context("seed accounts")?;
@@ -142,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
         prepare_round(&database_url).await?;
         let sql_round = run_pgbench(&pgbench, &pg, &args, dir.path(), duration, round)?;
         prepare_round(&database_url).await?;
-        let http_round = run_http(&base, &args, duration, round).await?;
+        let http_round = run_http(&base, &args, duration, round, None).await?;
         println!(
             "round {round}: pgbench {:.1} tx/s, node {:.1} tx/s, ratio {:.3}",
             sql_round.throughput(),
@@ -154,12 +186,30 @@ async fn main() -> anyhow::Result<()> {
         if let Some((_, base, _)) = &exporting {
             prepare_round(&database_url).await?;
             // Distinct keys: the same key on the second node would be a replay.
-            let export_round = run_http(base, &args, duration, round + 1_000).await?;
+            let export_round = run_http(base, &args, duration, round + 1_000, None).await?;
             println!(
                 "round {round}: node exporting spans {:.1} tx/s",
                 export_round.throughput()
             );
             exported.absorb(export_round);
+        }
+        for (n, variant) in variants.iter_mut().enumerate() {
+            prepare_round(&database_url).await?;
+            let keys = round + 2_000 + 1_000 * n;
+            let variant_round = run_http(
+                &variant.base,
+                &args,
+                duration,
+                keys,
+                variant.api_key.as_deref(),
+            )
+            .await?;
+            println!(
+                "round {round}: {} {:.1} tx/s",
+                variant.label,
+                variant_round.throughput()
+            );
+            variant.figures.absorb(variant_round);
         }
     }
     drop(node);
@@ -174,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
     if exporting.is_some() {
         rows.push(&exported);
     }
+    rows.extend(variants.iter().map(|v| &v.figures));
     for f in rows {
         println!(
             "{:<22} {:>10.1} {:>9.2} {:>9.2} {:>8}",
@@ -203,11 +254,75 @@ async fn main() -> anyhow::Result<()> {
             sink.bytes.load(Relaxed) as f64 / 1e6
         );
     }
+    for variant in &variants {
+        println!(
+            "{}: throughput {:.3} of the plain node, p50 {:+.2} ms, p99 {:+.2} ms",
+            variant.label,
+            variant.figures.throughput() / http.throughput(),
+            variant.figures.percentile_ms(50.0) - http.percentile_ms(50.0),
+            variant.figures.percentile_ms(99.0) - http.percentile_ms(99.0)
+        );
+    }
+    let variant_errors: usize = variants.iter().map(|v| v.figures.errors).sum();
+    drop(variants);
     println!("SQL of both sides: {}", region_node::POST_ENTRY_SQL);
-    if http.errors > 0 || sql.errors > 0 {
+    if http.errors > 0 || sql.errors > 0 || variant_errors > 0 {
         bail!("errors during the run; see {}", dir.path().display());
     }
     Ok(())
+}
+
+/// The node over verified TLS to PostgreSQL, and the node over TLS that also checks
+/// an API key (with a rate far above the bench's, so the check runs and never refuses).
+async fn secure_variants(
+    bin_dir: &Path,
+    database_url: &str,
+    args: &Args,
+    dir: &Path,
+    certificates: &harness::tls::TestCertificates,
+) -> anyhow::Result<Vec<Variant>> {
+    use ledger_wire::api_keys::{generate, KeyFile, Scope};
+    let ca = certificates.ca_cert.display().to_string();
+    let tls = [
+        ("LEDGER_DATABASE_TLS", "verify-full"),
+        ("LEDGER_DATABASE_CA_FILE", ca.as_str()),
+    ];
+    let (key, record) = generate("bench", [Scope::Read, Scope::Write].into(), "bench".into());
+    let key_file = dir.join("api-keys.json");
+    std::fs::write(
+        &key_file,
+        serde_json::to_string(&KeyFile { keys: vec![record] })?,
+    )
+    .context("write the key file")?;
+    let key_file = key_file.display().to_string();
+    let mut with_keys = tls.to_vec();
+    with_keys.extend([
+        ("LEDGER_API_KEYS_FILE", key_file.as_str()),
+        ("LEDGER_API_RATE_PER_KEY", "1000000"),
+        ("LEDGER_API_BURST_PER_KEY", "1000000"),
+    ]);
+    let mut variants = Vec::new();
+    for (label, env, api_key) in [
+        ("node, TLS to PostgreSQL", tls.to_vec(), None),
+        ("node, TLS + API key", with_keys, Some(key)),
+    ] {
+        let (node, base) = start_node(
+            bin_dir,
+            database_url,
+            args.clients,
+            &dir.join(label.replace([',', ' ', '+'], "-")),
+            &env,
+        )
+        .await?;
+        variants.push(Variant {
+            label,
+            _node: node,
+            base,
+            api_key,
+            figures: Figures::empty(label),
+        });
+    }
+    Ok(variants)
 }
 
 async fn start_node(
@@ -365,13 +480,16 @@ async fn run_http(
     args: &Args,
     duration: Duration,
     round: usize,
+    api_key: Option<&str>,
 ) -> anyhow::Result<Figures> {
+    let authorization = api_key.map(|key| format!("Bearer {key}"));
     let authority = base.trim_start_matches("http://").to_owned();
     let started = Instant::now();
     let deadline = started + duration;
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..args.clients {
         let authority = authority.clone();
+        let authorization = authorization.clone();
         let accounts = args.accounts;
         workers.spawn(async move {
             let stream = tokio::net::TcpStream::connect(&authority).await?;
@@ -386,8 +504,12 @@ async fn run_http(
                 let n = rand::rng().random_range(1..=accounts);
                 let id = AccountId::from_i64(account_id(n)).map_err(|e| anyhow::anyhow!("{e}"))?;
                 sent += 1;
-                let request = hyper::Request::post(format!("/v1/accounts/{id}/withdrawals"))
-                    .header("host", &authority)
+                let mut request = hyper::Request::post(format!("/v1/accounts/{id}/withdrawals"))
+                    .header("host", &authority);
+                if let Some(authorization) = &authorization {
+                    request = request.header("authorization", authorization);
+                }
+                let request = request
                     .header("idempotency-key", format!("http-{round}-{worker}-{sent}"))
                     .header("traceparent", TRACEPARENT)
                     .header("content-type", "application/json")

@@ -201,13 +201,15 @@ proptest! {
                     prop_assert!(refused, "stale transfer was applied: {:?}", outcome);
                 }
             }
-            // A promote of a region whose lease is live is refused unless forced.
+            // A promote of a region whose lease is live is refused unless forced (as
+            // live-lease, or as already down when a forced promote took it first: its
+            // lease's expiry stays where the last renewal put it).
             if let Command::Promote { region, force: false } = &command {
                 let live = before.regions.iter().find(|r| &r.name == region)
                     .and_then(|r| r.lease_expires_at_ms)
                     .is_some_and(|expiry| expiry > now);
                 if live {
-                    let refused = matches!(outcome, Outcome::Rejected { code: RejectCode::LeaseLive, .. });
+                    let refused = matches!(outcome, Outcome::Rejected { code: RejectCode::LeaseLive | RejectCode::RegionDown, .. });
                     prop_assert!(refused, "promote during a live lease: {:?}", outcome);
                 }
             }

@@ -49,7 +49,7 @@ async fn the_node_serves_over_verified_tls_and_never_in_plain_text() -> TestResu
         tls: Some(PgTls {
             cert_file: certificates.server_cert.clone(),
             key_file: certificates.server_key.clone(),
-            required_for: "ledger".into(),
+            required_for: Some("ledger".into()),
         }),
         ..PgOptions::default()
     };

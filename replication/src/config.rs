@@ -52,7 +52,10 @@ pub struct ReplicatorConfig {
     pub database_tls: db_tls::DbTlsArgs,
 
     /// This region's Kafka bootstrap servers: the relay publishes here and the appliers
-    /// dead-letter here.
+    /// dead-letter here. Every Kafka client also takes any librdkafka property as
+    /// LEDGER_KAFKA_<PROPERTY> (dots as underscores): LEDGER_KAFKA_SECURITY_PROTOCOL=SASL_SSL,
+    /// LEDGER_KAFKA_SASL_MECHANISM, LEDGER_KAFKA_SASL_USERNAME, LEDGER_KAFKA_SASL_PASSWORD,
+    /// LEDGER_KAFKA_SSL_CA_LOCATION.
     #[arg(long, env = "LEDGER_BROKERS")]
     pub brokers: String,
 

@@ -14,7 +14,6 @@ use ledger_wire::dlq::{
     ReplayResult,
 };
 use ledger_wire::events::{self, headers, EventEnvelope};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -39,8 +38,7 @@ pub async fn read_topic(
 }
 
 fn reader(brokers: &str) -> Result<BaseConsumer, ReplicationError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    crate::kafka::client_config(brokers)
         .set("group.id", "ledger-dlq-admin")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -47,8 +47,9 @@ pub struct PgTls {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     /// Plain connections to this database are refused (pg_hba `hostnossl ... reject`);
-    /// the harness keeps reaching `postgres` in plain text.
-    pub required_for: String,
+    /// the harness keeps reaching `postgres` in plain text. `None`: TLS is offered,
+    /// plain connections are still taken.
+    pub required_for: Option<String>,
 }
 
 impl Default for PgOptions {
@@ -311,7 +312,7 @@ fn in_namespace_as_postgres(command: &Command, namespace: &str) -> Result<Comman
 
 /// Copies the certificate and key into the data directory (the key readable only by
 /// the server's user, as PostgreSQL demands) and refuses plain connections to
-/// `tls.required_for` (first line of pg_hba.conf: the first match decides).
+/// `tls.required_for`, if any (first line of pg_hba.conf: the first match decides).
 fn install_tls(data_dir: &Path, tls: &PgTls) -> Result<(), HarnessError> {
     use std::os::unix::fs::PermissionsExt;
     for (from, name) in [
@@ -331,7 +332,10 @@ fn install_tls(data_dir: &Path, tls: &PgTls) -> Result<(), HarnessError> {
             })?;
         }
     }
-    let line = format!("hostnossl {} all all reject", tls.required_for);
+    let Some(database) = &tls.required_for else {
+        return Ok(());
+    };
+    let line = format!("hostnossl {database} all all reject");
     let hba = data_dir.join("pg_hba.conf");
     let text =
         std::fs::read_to_string(&hba).map_err(io_context(format!("read {}", hba.display())))?;
