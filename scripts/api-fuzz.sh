@@ -23,7 +23,8 @@ cargo build -q --workspace --bins
 DATA_DIR="$(mktemp -d /tmp/ledger-api-fuzz.XXXXXX)"
 trap 'target/debug/ledger-local --data-dir "$DATA_DIR" down >/dev/null 2>&1 || true; rm -rf "$DATA_DIR"' EXIT
 target/debug/ledger-local --data-dir "$DATA_DIR" up --regions 2 --base-port "$BASE_PORT" --api-keys >/dev/null
-KEY=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_key"])' "$DATA_DIR/deployment.json")
+LEDGER_API_KEY=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_key"])' "$DATA_DIR/deployment.json")
+export LEDGER_API_KEY
 SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$PWD/scripts/api-fuzz" "$VENV/bin/schemathesis" \
   --config-file scripts/api-fuzz/schemathesis.toml run "http://127.0.0.1:$((BASE_PORT + 1))/openapi.json" \
-  --header "Authorization: Bearer $KEY" --checks all --max-examples 30 "$@"
+  --checks all --max-examples 30 "$@"
