@@ -53,6 +53,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
             http.route = %route,
             request_id = %request_id,
             trace_id = tracing::field::Empty,
+            tenant = tracing::field::Empty,
         )
     });
     span.record("trace_id", trace.trace_id.as_str());

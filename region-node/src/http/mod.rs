@@ -28,7 +28,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use api_keys::{watch as watch_api_keys, ApiKeys, Tenant};
+pub use api_keys::{watch as watch_api_keys, ApiKeys};
 pub use context::RequestContext;
 pub use error::ApiError;
 pub use ledger_wire::TraceParent;
