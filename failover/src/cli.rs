@@ -53,6 +53,10 @@ pub struct Cli {
     /// (with --deployment, the deployment's own).
     #[arg(long, env = "LEDGER_API_KEY", hide_env_values = true, global = true)]
     pub api_key: Option<String>,
+    /// CA (PEM) that signed the nodes' certificates, for `https://` nodes; default: the
+    /// system's roots.
+    #[arg(long, env = "LEDGER_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
     #[command(subcommand)]

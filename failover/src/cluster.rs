@@ -28,6 +28,8 @@ pub struct Targets {
     pub secret: String,
     /// The public API key the drill's clients send (deployments with API keys).
     pub api_key: Option<String>,
+    /// CA (PEM) of `https://` nodes; default: the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The parts of a local deployment's state file (`ledger-local`) the tool needs.
@@ -73,6 +75,7 @@ impl Targets {
                 .collect(),
             secret: state.secret,
             api_key: state.api_key,
+            ca_file: None,
         })
     }
 }
@@ -94,13 +97,25 @@ impl Cluster {
             ));
         }
         let ownership = OwnershipClient::new(targets.voters.clone(), actor, &targets.secret)?;
-        let nodes = SignedCaller::new(
+        let mut nodes = SignedCaller::new(
             CALLER,
             &targets.secret,
             targets.nodes.clone(),
             Duration::from_millis(500),
         )
         .map_err(|e| FailoverError::Invalid(format!("HTTP client: {e}")))?;
+        if targets
+            .nodes
+            .values()
+            .any(|url| url.starts_with("https://"))
+        {
+            let tls = ledger_tls::roots(targets.ca_file.as_deref())
+                .and_then(ledger_tls::client_config)
+                .map_err(|e| FailoverError::Invalid(format!("nodes' TLS: {e}")))?;
+            nodes = nodes
+                .with_tls(tls)
+                .map_err(|e| FailoverError::Invalid(format!("HTTP client: {e}")))?;
+        }
         let replicators = SignedCaller::new(
             CALLER,
             &targets.secret,

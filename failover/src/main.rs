@@ -62,6 +62,7 @@ fn targets(cli: &Cli) -> anyhow::Result<Targets> {
             .clone()
             .context("give --secret or LEDGER_INTERNAL_SECRET")?,
         api_key: cli.api_key.clone(),
+        ca_file: cli.ca_file.clone(),
     })
 }
 

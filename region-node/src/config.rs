@@ -86,6 +86,20 @@ pub struct NodeConfig {
     #[arg(long, env = "LEDGER_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
 
+    /// Serve HTTPS (public and internal routes) with this certificate chain (PEM);
+    /// with --tls-key-file.
+    #[arg(long, env = "LEDGER_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "LEDGER_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<std::path::PathBuf>,
+
+    /// CA (PEM) that signed the other regions' node certificates, for `https://` peers;
+    /// default: the system's roots.
+    #[arg(long, env = "LEDGER_PEER_CA_FILE")]
+    pub peer_ca_file: Option<std::path::PathBuf>,
+
     /// Shared secret of the deployment that signs internal (region-to-region) requests.
     #[arg(long, env = "LEDGER_INTERNAL_SECRET", hide_env_values = true)]
     pub internal_secret: Option<String>,
@@ -154,6 +168,9 @@ impl NodeConfig {
             ownership_watch: true,
             peers: Vec::new(),
             internal_secret: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            peer_ca_file: None,
             lease_write_margin_ms: 500,
             lease_commit_margin_ms: 100,
             max_clock_drift: 0.01,
@@ -180,6 +197,11 @@ impl NodeConfig {
                 "slot count {} must be between 1 and {MAX_SLOTS}",
                 self.slot_count
             )));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(NodeError::Config(
+                "give both --tls-cert-file and --tls-key-file, or neither".into(),
+            ));
         }
         if self.api_rate_per_key == 0 || self.api_burst_per_key == 0 {
             return Err(NodeError::Config(

@@ -62,10 +62,22 @@ pub async fn run(
     } else {
         join_ownership(&config, &pool, &metrics, &mut supervisor, &shutdown).await?
     };
+    let peer_urls = config.peer_urls()?;
+    let peer_tls = if peer_urls.iter().any(|(_, url)| url.starts_with("https://")) {
+        let roots = ledger_tls::roots(config.peer_ca_file.as_deref())
+            .map_err(|e| NodeError::Config(format!("peers' TLS: {e}")))?;
+        Some(
+            ledger_tls::client_config(roots)
+                .map_err(|e| NodeError::Config(format!("peers' TLS: {e}")))?,
+        )
+    } else {
+        None
+    };
     let peers = Arc::new(peers::Peers::new(
         &config.region,
         config.internal_secret.as_deref(),
-        config.peer_urls()?,
+        peer_urls,
+        peer_tls,
     ));
     let api_keys = load_api_keys(&config, &mut supervisor, &shutdown)?;
     let settings = http::Settings {
@@ -92,12 +104,27 @@ pub async fn run(
     );
 
     let stop = shutdown.clone();
-    supervisor.spawn("http", async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .map_err(NodeError::Serve)
-    });
+    match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let tls = ledger_tls::server_config(cert, key)
+                .map_err(|e| NodeError::Config(format!("TLS: {e}")))?;
+            let listener = ledger_tls::TlsListener::new(listener, tls).map_err(NodeError::Serve)?;
+            supervisor.spawn("https", async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                    .map_err(NodeError::Serve)
+            });
+        }
+        _ => {
+            supervisor.spawn("http", async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                    .map_err(NodeError::Serve)
+            });
+        }
+    }
     supervisor.spawn(
         "saga",
         saga::run(

@@ -10,25 +10,14 @@
 //! connection's TLS mode, [`DbTls::connector`] hands tokio-postgres (or deadpool) the
 //! rustls connector.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbTlsError {
-    #[error("read the database CA file {path}: {detail}")]
-    CaFile { path: PathBuf, detail: String },
-    #[error("the database CA file {0} holds no certificate")]
-    EmptyCaFile(PathBuf),
-    #[error(
-        "no trusted root certificates on this system for the database (give --database-ca-file)"
-    )]
-    NoSystemRoots,
-    #[error("TLS set-up: {0}")]
-    Rustls(#[from] rustls::Error),
+    #[error("database TLS: {0}")]
+    Tls(#[from] ledger_tls::TlsError),
     #[error("--database-ca-file is given but --database-tls is disable")]
     CaWithoutTls,
 }
@@ -76,18 +65,11 @@ impl DbTls {
             (DbTlsMode::Disable, Some(_)) => return Err(DbTlsError::CaWithoutTls),
             // Never used: plain connections make no TLS handshake.
             (DbTlsMode::Disable, None) => rustls::RootCertStore::empty(),
-            (DbTlsMode::VerifyFull, Some(path)) => roots_from_file(path)?,
-            (DbTlsMode::VerifyFull, None) => system_roots()?,
+            (DbTlsMode::VerifyFull, ca_file) => ledger_tls::roots(ca_file.as_deref())?,
         };
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         Ok(DbTls {
             mode: args.mode,
-            connector: MakeRustlsConnect::new(config),
+            connector: MakeRustlsConnect::new(ledger_tls::client_config(roots)?),
         })
     }
 
@@ -109,35 +91,10 @@ impl DbTls {
     }
 }
 
-fn roots_from_file(path: &Path) -> Result<rustls::RootCertStore, DbTlsError> {
-    let ca_error = |detail: String| DbTlsError::CaFile {
-        path: path.to_owned(),
-        detail,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_file_iter(path).map_err(|e| ca_error(e.to_string()))? {
-        let certificate = certificate.map_err(|e| ca_error(e.to_string()))?;
-        roots.add(certificate)?;
-    }
-    if roots.is_empty() {
-        return Err(DbTlsError::EmptyCaFile(path.to_owned()));
-    }
-    Ok(roots)
-}
-
-fn system_roots() -> Result<rustls::RootCertStore, DbTlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        return Err(DbTlsError::NoSystemRoots);
-    }
-    Ok(roots)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn a_ca_file_needs_tls_and_must_hold_certificates() {
@@ -157,11 +114,11 @@ mod tests {
         ));
         assert!(matches!(
             with(DbTlsMode::VerifyFull, Some(&empty)),
-            Err(DbTlsError::EmptyCaFile(_))
+            Err(DbTlsError::Tls(ledger_tls::TlsError::NoCertificate(_)))
         ));
         assert!(matches!(
             with(DbTlsMode::VerifyFull, Some(&dir.join("missing.pem"))),
-            Err(DbTlsError::CaFile { .. })
+            Err(DbTlsError::Tls(ledger_tls::TlsError::File { .. }))
         ));
         let mut config = tokio_postgres::Config::new();
         with(DbTlsMode::Disable, None)

@@ -55,28 +55,47 @@ pub struct SignedCaller {
     signer: Signer,
     nodes: BTreeMap<String, String>,
     http: reqwest::Client,
+    connect_timeout: Duration,
+}
+
+fn http_client(
+    connect_timeout: Duration,
+    tls: Option<rustls::ClientConfig>,
+) -> Result<reqwest::Client, CallError> {
+    let mut builder = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .connect_timeout(connect_timeout);
+    if let Some(tls) = tls {
+        builder = builder.use_preconfigured_tls(tls);
+    }
+    builder
+        .build()
+        .map_err(|e| CallError::Config(e.to_string()))
 }
 
 impl SignedCaller {
-    /// `nodes`: region name -> the node's base URL (`http://host:port`).
+    /// `nodes`: region name -> the node's base URL (`http://host:port`, or `https://`
+    /// with [`SignedCaller::with_tls`]).
     pub fn new(
         caller: &str,
         secret: &str,
         nodes: impl IntoIterator<Item = (String, String)>,
         connect_timeout: Duration,
     ) -> Result<Self, CallError> {
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .connect_timeout(connect_timeout)
-            .build()
-            .map_err(|e| CallError::Config(e.to_string()))?;
         Ok(SignedCaller {
             caller: caller.to_owned(),
             signer: Signer::new(secret),
             nodes: nodes.into_iter().collect(),
-            http,
+            http: http_client(connect_timeout, None)?,
+            connect_timeout,
         })
+    }
+
+    /// The same caller, reaching `https://` nodes with `tls` (whose roots it trusts).
+    pub fn with_tls(mut self, tls: rustls::ClientConfig) -> Result<Self, CallError> {
+        self.http = http_client(self.connect_timeout, Some(tls))?;
+        Ok(self)
     }
 
     pub fn signer(&self) -> &Signer {

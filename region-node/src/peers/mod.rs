@@ -47,10 +47,22 @@ pub struct Peers {
 }
 
 impl Peers {
-    pub fn new(region: &str, secret: Option<&str>, urls: Vec<(String, String)>) -> Self {
+    /// Calls to the nodes at `urls`, signed with `secret`; `tls` trusts the CA of
+    /// `https://` peers.
+    pub fn new(
+        region: &str,
+        secret: Option<&str>,
+        urls: Vec<(String, String)>,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Self {
         let regions = urls.iter().map(|(name, _)| name.clone()).collect();
         let caller = secret.and_then(|secret| {
-            SignedCaller::new(region, secret, urls, Duration::from_secs(1))
+            let caller = SignedCaller::new(region, secret, urls, Duration::from_secs(1));
+            let caller = match tls {
+                Some(tls) => caller.and_then(|c| c.with_tls(tls)),
+                None => caller,
+            };
+            caller
                 .map_err(|error| tracing::warn!(%error, "no client for other regions"))
                 .ok()
         });
