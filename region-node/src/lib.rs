@@ -109,21 +109,9 @@ pub async fn run(
             let tls = ledger_tls::server_config(cert, key)
                 .map_err(|e| NodeError::Config(format!("TLS: {e}")))?;
             let listener = ledger_tls::TlsListener::new(listener, tls).map_err(NodeError::Serve)?;
-            supervisor.spawn("https", async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                    .map_err(NodeError::Serve)
-            });
+            supervisor.spawn("https", serve(listener, app, stop));
         }
-        _ => {
-            supervisor.spawn("http", async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                    .map_err(NodeError::Serve)
-            });
-        }
+        _ => supervisor.spawn("http", serve(listener, app, stop)),
     }
     supervisor.spawn(
         "saga",
@@ -172,6 +160,18 @@ pub async fn run(
     supervisor.run(config.shutdown_grace()).await?;
     tracing::info!("region node stopped");
     Ok(())
+}
+
+/// Serves `app` on `listener` (plain or TLS) until `stop`, letting requests in flight end.
+async fn serve<L>(listener: L, app: axum::Router, stop: CancellationToken) -> Result<(), NodeError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+        .map_err(NodeError::Serve)
 }
 
 /// The public API's keys, re-read in the background when the file changes; `None`
