@@ -122,7 +122,12 @@ async fn one_cross_region_transfer_is_one_trace_across_two_regions() -> anyhow::
             let home = spans
                 .iter()
                 .any(|s| s.region == eu && s.name.starts_with("POST "));
-            (credit && home).then_some(spans)
+            // Processes export in their own batches: the answering region's span may
+            // come last.
+            let answering = spans
+                .iter()
+                .any(|s| s.region == us && s.name.starts_with("POST "));
+            (credit && home && answering).then_some(spans)
         },
     )
     .await
@@ -185,15 +190,21 @@ async fn one_cross_region_transfer_is_one_trace_across_two_regions() -> anyhow::
         .send()
         .await?;
     assert_eq!(answer.status(), 201, "{}", answer.text().await?);
+    // Each process exports in its own batches: wait for all three kinds of span (the
+    // other regions' checks can arrive before the home's own request and wait spans).
     let spans = eventually(
         "the replicated wait's spans",
         Duration::from_secs(30),
         || async {
             let spans = spans_of_trace(&received, trace_id);
-            spans
+            let remote_check = spans
                 .iter()
-                .any(|s| s.region != eu && s.name.contains("/internal/v1/replicas/"))
-                .then_some(spans)
+                .any(|s| s.region != eu && s.name.contains("/internal/v1/replicas/"));
+            let request = spans
+                .iter()
+                .any(|s| s.region == eu && s.name.starts_with("POST "));
+            let wait = spans.iter().any(|s| s.name == "ack replicated wait");
+            (remote_check && request && wait).then_some(spans)
         },
     )
     .await
