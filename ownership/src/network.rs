@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use internal_api::Signer;
-use ledger_wire::{HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -90,13 +89,12 @@ impl PeerClient {
         let body =
             serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let credentials = self.signer.sign(&self.caller, "POST", route, &body);
-        let sent = self
-            .http
-            .post(format!("{}{route}", self.base))
-            .timeout(option.hard_ttl())
-            .header(HEADER_CALLER_REGION, &credentials.caller)
-            .header(HEADER_SIGNED_AT, credentials.signed_at_ms.to_string())
-            .header(HEADER_SIGNATURE, &credentials.signature)
+        let sent = credentials
+            .attach(
+                self.http
+                    .post(format!("{}{route}", self.base))
+                    .timeout(option.hard_ttl()),
+            )
             .header("content-type", "application/json")
             .body(body)
             .send()

@@ -11,7 +11,6 @@ use harness::voters::TEST_SECRET;
 use harness::{VoterCluster, VoterTiming, WorkDir};
 use internal_api::Signer;
 use ledger_wire::ownership::RegionSpec;
-use ledger_wire::{HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};
 use ownership_client::{ClientError, OwnershipClient};
 use serde_json::json;
 
@@ -76,11 +75,8 @@ async fn unsigned_and_foreign_calls_are_refused_and_change_nothing() -> TestResu
         ] {
             let body = serde_json::to_vec(&promote_body())?;
             let credentials = signer.sign("intruder", "POST", signed_path, &body);
-            let answer = http
-                .post(url(sent_path))
-                .header(HEADER_CALLER_REGION, &credentials.caller)
-                .header(HEADER_SIGNED_AT, credentials.signed_at_ms.to_string())
-                .header(HEADER_SIGNATURE, &credentials.signature)
+            let answer = credentials
+                .attach(http.post(url(sent_path)))
                 .header("content-type", "application/json")
                 .body(body)
                 .send()

@@ -8,13 +8,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 use crate::{NodeConfig, NodeError};
 
-/// The database's TLS set-up from the node's flags.
-pub fn tls(config: &NodeConfig) -> Result<DbTls, NodeError> {
-    DbTls::new(&config.database_tls).map_err(|e| NodeError::Config(format!("database TLS: {e}")))
-}
-
-/// Connection settings of every session of this node (TLS mode included).
-pub fn pg_config(config: &NodeConfig) -> Result<tokio_postgres::Config, NodeError> {
+/// Connection settings of every session of this node, and its TLS set-up (the mode is
+/// already applied to the settings; the connector goes to `connect`).
+pub fn connection(config: &NodeConfig) -> Result<(tokio_postgres::Config, DbTls), NodeError> {
+    let tls = DbTls::new(&config.database_tls)
+        .map_err(|e| NodeError::Config(format!("database TLS: {e}")))?;
     let mut pg: tokio_postgres::Config = config
         .database_url
         .parse()
@@ -31,14 +29,15 @@ pub fn pg_config(config: &NodeConfig) -> Result<tokio_postgres::Config, NodeErro
     ));
     pg.application_name(format!("region-node/{}", config.region));
     pg.connect_timeout(Duration::from_secs(5));
-    tls(config)?.configure(&mut pg);
-    Ok(pg)
+    tls.configure(&mut pg);
+    Ok((pg, tls))
 }
 
 pub fn pool(config: &NodeConfig) -> Result<Pool, NodeError> {
+    let (pg, tls) = connection(config)?;
     let manager = Manager::from_config(
-        pg_config(config)?,
-        tls(config)?.connector(),
+        pg,
+        tls.connector(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -56,7 +55,8 @@ pub fn pool(config: &NodeConfig) -> Result<Pool, NodeError> {
 /// current text of every function, under an advisory lock so that nodes starting
 /// together against one database do not race).
 pub async fn migrate(config: &NodeConfig) -> Result<(), NodeError> {
-    let (mut client, connection) = pg_config(config)?.connect(tls(config)?.connector()).await?;
+    let (pg, tls) = connection(config)?;
+    let (mut client, connection) = pg.connect(tls.connector()).await?;
     let driver = tokio::spawn(connection);
     let migrated = ledger_schema::migrate(&mut client)
         .await

@@ -117,7 +117,7 @@ pub async fn run(
         "saga",
         saga::run(
             pool.clone(),
-            (db::pg_config(&config)?, db::tls(&config)?),
+            db::connection(&config)?,
             config.region.clone(),
             Duration::from_millis(config.saga_poll_ms),
             outbox_written.clone(),

@@ -16,34 +16,18 @@ pub struct Session {
     pub closed: watch::Receiver<bool>,
 }
 
-/// Where a service's database is and how to reach it.
-#[derive(Debug, Clone)]
-pub struct Database {
-    pub url: String,
-    pub tls: db_tls::DbTlsArgs,
-}
-
-impl Database {
-    pub fn of(config: &crate::ReplicatorConfig) -> Self {
-        Database {
-            url: config.database_url.clone(),
-            tls: config.database_tls.clone(),
-        }
-    }
-}
-
 /// Connects with fixed session settings; notifications on the session wake `notify`.
 pub async fn connect(
-    database: &Database,
+    config: &crate::ReplicatorConfig,
     application: &str,
     notify: Option<std::sync::Arc<Notify>>,
 ) -> Result<Session, ReplicationError> {
-    let mut config: tokio_postgres::Config = database
-        .url
+    let tls = db_tls::DbTls::new(&config.database_tls)
+        .map_err(|e| ReplicationError::Config(format!("database TLS: {e}")))?;
+    let mut config: tokio_postgres::Config = config
+        .database_url
         .parse()
         .map_err(|e| ReplicationError::Config(format!("database url: {e}")))?;
-    let tls = db_tls::DbTls::new(&database.tls)
-        .map_err(|e| ReplicationError::Config(format!("database TLS: {e}")))?;
     tls.configure(&mut config);
     // Same reasons as the node's sessions (region-node/src/db.rs): UTC timestamps and a
     // fixed search_path; statements are bounded so a stuck query cannot stall a relay.

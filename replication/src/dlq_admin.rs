@@ -208,12 +208,7 @@ async fn replays(client: &Client) -> Result<HashMap<LetterId, Replay>, Replicati
 }
 
 async fn session(config: &ReplicatorConfig) -> Result<db::Session, ReplicationError> {
-    db::connect(
-        &db::Database::of(config),
-        &format!("ledger-dlq-admin/{}", config.region),
-        None,
-    )
-    .await
+    db::connect(config, &format!("ledger-dlq-admin/{}", config.region), None).await
 }
 
 /// [`count_waiting`] on a session of its own: two watermark requests and one count,

@@ -35,7 +35,7 @@ pub async fn run(
         }
         if session.as_ref().is_none_or(|s| *s.closed.borrow()) {
             let application = format!("ledger-housekeeping/{}", config.region);
-            match db::connect(&db::Database::of(&config), &application, None).await {
+            match db::connect(&config, &application, None).await {
                 Ok(connected) => session = Some(connected),
                 Err(error) => {
                     tracing::debug!(%error, "housekeeping cannot reach the database yet");

@@ -89,12 +89,7 @@ async fn session(
 ) -> Result<(), ReplicationError> {
     let notify = Arc::new(Notify::new());
     let application = format!("ledger-relay/{}", config.region);
-    let session = db::connect(
-        &db::Database::of(config),
-        &application,
-        Some(notify.clone()),
-    )
-    .await?;
+    let session = db::connect(config, &application, Some(notify.clone())).await?;
     let mut closed = session.closed.clone();
     let client = Arc::new(session.client);
     let mut said_standby = false;

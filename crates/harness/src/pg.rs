@@ -335,29 +335,34 @@ fn install_tls(data_dir: &Path, tls: &PgTls) -> Result<(), HarnessError> {
     let Some(database) = &tls.required_for else {
         return Ok(());
     };
-    let line = format!("hostnossl {database} all all reject");
-    let hba = data_dir.join("pg_hba.conf");
-    let text =
-        std::fs::read_to_string(&hba).map_err(io_context(format!("read {}", hba.display())))?;
-    if !text.lines().any(|l| l.trim() == line) {
-        std::fs::write(&hba, format!("{line}\n{text}"))
-            .map_err(io_context(format!("write {}", hba.display())))?;
-    }
-    Ok(())
+    add_hba_line(
+        data_dir,
+        &format!("hostnossl {database} all all reject"),
+        true,
+    )
 }
 
 /// Lets hosts of the server's own subnets in (the namespace's bridge and its peers);
 /// the template trusts loopback only.
 fn trust_subnet(data_dir: &Path) -> Result<(), HarnessError> {
-    const LINE: &str = "host all all samenet trust";
+    add_hba_line(data_dir, "host all all samenet trust", false)
+}
+
+/// Adds `line` to the cluster's pg_hba.conf once: first (it decides before every other
+/// line) or last.
+fn add_hba_line(data_dir: &Path, line: &str, first: bool) -> Result<(), HarnessError> {
     let hba = data_dir.join("pg_hba.conf");
     let text =
         std::fs::read_to_string(&hba).map_err(io_context(format!("read {}", hba.display())))?;
-    if !text.lines().any(|l| l.trim() == LINE) {
-        std::fs::write(&hba, format!("{text}\n{LINE}\n"))
-            .map_err(io_context(format!("write {}", hba.display())))?;
+    if text.lines().any(|l| l.trim() == line) {
+        return Ok(());
     }
-    Ok(())
+    let text = if first {
+        format!("{line}\n{text}")
+    } else {
+        format!("{text}\n{line}\n")
+    };
+    std::fs::write(&hba, text).map_err(io_context(format!("write {}", hba.display())))
 }
 
 fn as_postgres_user(command: &mut Command) -> Result<(), HarnessError> {

@@ -45,6 +45,16 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// `request` carrying these credentials in its headers (the receiving side reads
+    /// them back with [`Credentials::from_headers`]).
+    pub fn attach(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        use ledger_wire::{HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};
+        request
+            .header(HEADER_CALLER_REGION, &self.caller)
+            .header(HEADER_SIGNED_AT, self.signed_at_ms.to_string())
+            .header(HEADER_SIGNATURE, &self.signature)
+    }
+
     /// The credentials a signed request carries in its headers.
     pub fn from_headers(headers: &reqwest::header::HeaderMap) -> Result<Credentials, String> {
         use ledger_wire::{HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ledger_wire::{HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 
@@ -127,13 +126,12 @@ impl SignedCaller {
         let credentials = self
             .signer
             .sign(&self.caller, method.as_str(), &internal_path, &body);
-        let mut request = self
-            .http
-            .request(method, format!("{base}{internal_path}"))
-            .timeout(timeout)
-            .header(HEADER_CALLER_REGION, &credentials.caller)
-            .header(HEADER_SIGNED_AT, credentials.signed_at_ms.to_string())
-            .header(HEADER_SIGNATURE, &credentials.signature)
+        let mut request = credentials
+            .attach(
+                self.http
+                    .request(method, format!("{base}{internal_path}"))
+                    .timeout(timeout),
+            )
             .body(body);
         for (name, value) in headers {
             request = request.header(name, value);

@@ -22,7 +22,7 @@ use ledger_wire::ownership::{
     ChangeRecord, ClusterStatus, Command, CommandRequest, LeaseGrant, Outcome, OwnershipMap,
     RegionSpec, RegionStatus, RejectCode, SlotAtEpoch, WatchReply,
 };
-use ledger_wire::{AccountId, HEADER_CALLER_REGION, HEADER_SIGNATURE, HEADER_SIGNED_AT};
+use ledger_wire::AccountId;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -227,12 +227,7 @@ impl OwnershipClient {
             None => Vec::new(),
         };
         let credentials = self.signer.sign(&self.actor, method.as_str(), path, &bytes);
-        let mut request = self
-            .http
-            .request(method, url)
-            .header(HEADER_CALLER_REGION, &credentials.caller)
-            .header(HEADER_SIGNED_AT, credentials.signed_at_ms.to_string())
-            .header(HEADER_SIGNATURE, &credentials.signature);
+        let mut request = credentials.attach(self.http.request(method, url));
         if body.is_some() {
             request = request
                 .header("content-type", "application/json")

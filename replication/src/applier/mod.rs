@@ -97,7 +97,7 @@ async fn session(
     )
     .await?;
     let application = format!("ledger-applier/{}<-{}", config.region, origin.name);
-    let db = db::connect(&db::Database::of(config), &application, None).await?;
+    let db = db::connect(config, &application, None).await?;
     let group = format!("ledger-applier-{}", config.region);
     let lag = LagTracker::new(&topic, &origin.name, metrics.clone());
     let consumer = Arc::new(kafka::consumer_with(
