@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, starts a local deployment of three
-# regions (each with its own PostgreSQL, Tansu broker, ownership voter, proxy, region
+# regions (each with its own PostgreSQL, broker, ownership voter, proxy, region
 # node and replicator), runs a short scripted session against the HTTP API printing
 # every request and answer and where it was served, then traffic from clients near each
 # region, kills one region with SIGKILL, reads from the survivors, and stops everything.

@@ -60,24 +60,33 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 log "$(cargo --version)"
 
-# --- the Kafka-protocol broker (Tansu, pinned) -----------------------------------------
+# --- the Kafka-protocol broker (Tansu, or nisshi with LEDGER_BROKER=nisshi; pinned) ---
 # Installed once per machine into a cache outside the clone (fresh clones and CI reuse
-# it); the harness and the launcher look for it at the same path.
-TANSU_VERSION=0.6.0
+# it); the harness and the launcher look for it at the same path
+# (harness::broker::BrokerKind). nisshi is Tansu's successor under a new name: same
+# command line and storage; not the default, it did not replicate faster here
+# (ARCHITECTURE.md, "Performance", "Tansu or nisshi").
+BROKER="${LEDGER_BROKER:-tansu}"
+BROKER_VERSION=0.6.0
+case "$BROKER" in
+  nisshi) BROKER_FEATURES=postgres,libsql ;;
+  tansu) BROKER_FEATURES=postgres,dynostore,libsql ;;
+  *) echo "LEDGER_BROKER must be nisshi or tansu, not $BROKER" >&2; exit 1 ;;
+esac
 TOOLS_DIR="${LEDGER_TOOLS_DIR:-$HOME/.cache/ledger-tools}"
-TANSU_ROOT="$TOOLS_DIR/tansu-$TANSU_VERSION"
-if [ -x "$TANSU_ROOT/bin/tansu" ]; then
-  log "Tansu $TANSU_VERSION present at $TANSU_ROOT/bin/tansu"
+BROKER_ROOT="$TOOLS_DIR/$BROKER-$BROKER_VERSION"
+if [ -x "$BROKER_ROOT/bin/$BROKER" ]; then
+  log "$BROKER $BROKER_VERSION present at $BROKER_ROOT/bin/$BROKER"
 else
-  log "building Tansu $TANSU_VERSION from crates.io into $TANSU_ROOT (15-20 minutes, once per machine)"
+  log "building $BROKER $BROKER_VERSION from crates.io into $BROKER_ROOT (8-20 minutes, once per machine)"
   mkdir -p "$TOOLS_DIR"
-  staging="$TOOLS_DIR/.tansu-$TANSU_VERSION.partial"
+  staging="$TOOLS_DIR/.$BROKER-$BROKER_VERSION.partial"
   rm -rf "$staging"
-  cargo install tansu --version "$TANSU_VERSION" --locked \
-    --features postgres,dynostore,libsql --root "$staging"
-  rm -rf "$TANSU_ROOT"
-  mv "$staging" "$TANSU_ROOT"
-  log "Tansu installed: $("$TANSU_ROOT/bin/tansu" --version)"
+  cargo install "$BROKER" --version "$BROKER_VERSION" --locked \
+    --features "$BROKER_FEATURES" --root "$staging"
+  rm -rf "$BROKER_ROOT"
+  mv "$staging" "$BROKER_ROOT"
+  log "$BROKER installed: $("$BROKER_ROOT/bin/$BROKER" --version)"
 fi
 
 if [ "${1:-}" = "--deps" ]; then

@@ -3,7 +3,7 @@
 //! client settings, in the same run; then the relay's and the applier's maximum
 //! sustained events per second on a backlog.
 //!
-//! Two regions on loopback, each with its own PostgreSQL (fsync on) and Tansu broker;
+//! Two regions on loopback, each with its own PostgreSQL (fsync on) and broker (nisshi or Tansu);
 //! region A's node (release binary) takes paced deposits over HTTP; `ledger-replicator`
 //! processes relay A's outbox and apply it in B. Lag is measured in B's database as
 //! `applied_at - created_at` of each entry (created_at is taken at the start of the
@@ -93,7 +93,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("start PostgreSQL b")?;
     let index = !args.without_header_index;
-    println!("broker header index: {}", if index { "on" } else { "off" });
+    println!(
+        "broker: {} (LEDGER_BROKER), header index: {}",
+        harness::broker::BrokerKind::from_env()?,
+        if index { "on" } else { "off" }
+    );
     let maintenance = std::time::Duration::from_millis(args.maintenance_ms);
     println!(
         "broker maintenance every {} ms; a's topic retention {}",

@@ -116,7 +116,7 @@ fn broker_command(deployment: &Deployment, i: usize) -> anyhow::Result<Command> 
     let dir = deployment.regions[i].dir.join("broker");
     std::fs::create_dir_all(dir.join("data")).context("create broker dir")?;
     Ok(harness::broker::Broker::command(
-        &harness::broker::tansu_bin()?,
+        &harness::broker::broker_bin()?,
         &dir,
         &deployment.network.host(i),
         deployment.topology().broker(i),

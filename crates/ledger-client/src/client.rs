@@ -1,0 +1,275 @@
+//! The client: one request, sent to the nearest healthy region and on to the next ones
+//! within its budget, always under the same Idempotency-Key, so a write the first region
+//! may have made is made exactly once. Generic over the [`Transport`], so the rules are
+//! tested against a fake one and used over HTTP ([`crate::http::HttpTransport`]).
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::retry::{classify, Outcome, RetryConfig, Verdict};
+use crate::routing::{RegionState, Router, RoutingConfig};
+use crate::session::Session;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+/// One request of the public API (`path` from `/v1/...`).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Value>,
+    /// Writes get a fresh key when none is given; every attempt carries the same one.
+    pub idempotency_key: Option<String>,
+}
+
+impl Request {
+    pub fn get(path: impl Into<String>) -> Request {
+        Request {
+            method: Method::Get,
+            path: path.into(),
+            body: None,
+            idempotency_key: None,
+        }
+    }
+
+    pub fn post(path: impl Into<String>, body: Value) -> Request {
+        Request {
+            method: Method::Post,
+            path: path.into(),
+            body: Some(body),
+            idempotency_key: None,
+        }
+    }
+
+    pub fn with_key(mut self, key: impl Into<String>) -> Request {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// What a region answered, as the transport saw it.
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    /// `x-served-by-region`, `x-home-region`, `idempotent-replayed`.
+    pub served_by: Option<String>,
+    pub home: Option<String>,
+    pub replayed: bool,
+    pub body: Value,
+}
+
+/// Why an attempt got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportFailure {
+    Timeout,
+    Connect(String),
+}
+
+/// Sends one attempt to one region.
+pub trait Transport: Send + Sync {
+    fn send(
+        &self,
+        base_url: &str,
+        request: &Request,
+        idempotency_key: Option<&str>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<RawAnswer, TransportFailure>> + Send;
+}
+
+/// The result of a request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    /// The region that answered (the one the client asked; `served_by` is what it said).
+    pub region: String,
+    pub served_by: Option<String>,
+    pub home: Option<String>,
+    pub replayed: bool,
+    /// Attempts made, the answering one included (1: no retry).
+    pub attempts: u32,
+    /// The Idempotency-Key every attempt carried (writes).
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no region could serve the request within {budget:?} ({attempts} attempts; last: {last})"
+    )]
+    Exhausted {
+        budget: Duration,
+        attempts: u32,
+        last: String,
+    },
+    #[error("the client has no region to send to")]
+    NoRegions,
+}
+
+/// A client of one deployment.
+#[derive(Debug)]
+pub struct Client<T> {
+    transport: T,
+    retry: RetryConfig,
+    router: Mutex<Router>,
+    session: Mutex<Session>,
+}
+
+impl<T: Transport> Client<T> {
+    /// `regions`: (name, base URL) of every region the client may use.
+    pub fn new(
+        transport: T,
+        regions: Vec<(String, String)>,
+        routing: RoutingConfig,
+        retry: RetryConfig,
+    ) -> Client<T> {
+        Client {
+            transport,
+            retry,
+            router: Mutex::new(Router::new(routing, regions)),
+            session: Mutex::new(Session::default()),
+        }
+    }
+
+    /// The regions with their measured latency and breaker, for the application's
+    /// metrics.
+    pub fn regions(&self) -> Vec<RegionState> {
+        self.router().regions().to_vec()
+    }
+
+    /// The `min_seq` this client's reads of `account` carry.
+    pub fn min_seq(&self, account: &str) -> Option<i64> {
+        self.session().min_seq(account)
+    }
+
+    /// Reads an account no older than this client's last write to it.
+    pub async fn read_account(&self, account: &str) -> Result<Answer, ClientError> {
+        let path = match self.min_seq(account) {
+            Some(seq) => format!("/v1/accounts/{account}?min_seq={seq}"),
+            None => format!("/v1/accounts/{account}"),
+        };
+        self.send(Request::get(path)).await
+    }
+
+    /// Sends `request` (see the crate's rules).
+    pub async fn send(&self, request: Request) -> Result<Answer, ClientError> {
+        let key = match request.method {
+            Method::Post => Some(
+                request
+                    .idempotency_key
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            ),
+            Method::Get => None,
+        };
+        let deadline = Instant::now() + self.retry.budget;
+        let mut attempts = 0_u32;
+        let mut retries = 0_u32;
+        let mut tried: Vec<usize> = Vec::new();
+        let mut same_region: Option<usize> = None;
+        let mut last = String::from("nothing sent");
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let (index, url, name) = {
+                let mut router = self.router();
+                let index = match same_region.take() {
+                    Some(index) => index,
+                    None => {
+                        let order = router.order(now);
+                        let first = *order.first().ok_or(ClientError::NoRegions)?;
+                        match order.iter().find(|i| !tried.contains(i)) {
+                            Some(&index) => index,
+                            None => {
+                                tried.clear();
+                                first
+                            }
+                        }
+                    }
+                };
+                let region = &router.regions()[index];
+                (index, region.url.clone(), region.name.clone())
+            };
+            tried.push(index);
+            attempts += 1;
+            let timeout = self.retry.attempt_timeout.min(deadline - now);
+            let started = Instant::now();
+            let result = self
+                .transport
+                .send(&url, &request, key.as_deref(), timeout)
+                .await;
+            let outcome = match &result {
+                Ok(answer) => Outcome::Answered {
+                    status: answer.status,
+                    retry_after: answer.retry_after,
+                },
+                Err(TransportFailure::Timeout) => Outcome::Timeout,
+                Err(TransportFailure::Connect(_)) => Outcome::Connect,
+            };
+            match (classify(&outcome), result) {
+                (Verdict::Done, Ok(raw)) => {
+                    self.router().success(index, started.elapsed());
+                    if raw.status < 300 {
+                        self.session().observe(&raw.body);
+                    }
+                    return Ok(Answer {
+                        status: raw.status,
+                        body: raw.body,
+                        region: name,
+                        served_by: raw.served_by,
+                        home: raw.home,
+                        replayed: raw.replayed,
+                        attempts,
+                        idempotency_key: key,
+                    });
+                }
+                (Verdict::SameRegionAfter(wait), _) => {
+                    // Healthy, only busy: no failure against it, and nowhere else.
+                    self.router().success(index, started.elapsed());
+                    last = format!("{name}: 429, retry after {wait:?}");
+                    if Instant::now() + wait >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                    same_region = Some(index);
+                }
+                (_, result) => {
+                    self.router().failure(index, Instant::now());
+                    last = match result {
+                        Ok(raw) => format!("{name}: {} {}", raw.status, raw.body),
+                        Err(failure) => format!("{name}: {failure:?}"),
+                    };
+                    let pause = self.retry.backoff(retries, &mut rand::rng());
+                    retries += 1;
+                    if Instant::now() + pause >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+        Err(ClientError::Exhausted {
+            budget: self.retry.budget,
+            attempts,
+            last,
+        })
+    }
+
+    fn router(&self) -> std::sync::MutexGuard<'_, Router> {
+        self.router.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

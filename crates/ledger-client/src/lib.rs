@@ -1,0 +1,22 @@
+//! `ledger-client`: the public API's client for applications anywhere in the world.
+//!
+//! Given every region's URL it sends each request to the nearest healthy region
+//! ([`routing`]: measured latency, a breaker per region), retries what a region could
+//! not serve at the next one under the same Idempotency-Key within a total budget and
+//! waits out rate limits where they were given ([`retry`]), and keeps read-your-writes
+//! across regions with `min_seq` ([`session`]). Issue 15's first part: discovery of the
+//! regions from one of them, home-aware writes and the retirement of the hand-written
+//! clients of the demo, tests and drill are still to come.
+
+pub mod client;
+pub mod http;
+pub mod retry;
+pub mod routing;
+pub mod session;
+
+pub use client::{
+    Answer, Client, ClientError, Method, RawAnswer, Request, Transport, TransportFailure,
+};
+pub use http::HttpTransport;
+pub use retry::RetryConfig;
+pub use routing::{Breaker, RoutingConfig};
