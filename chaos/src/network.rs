@@ -29,6 +29,9 @@
 //!   every kind of link, without `netem`.
 //! - [`Network::heal`] flushes the rules and slow links of every region.
 //!
+//! Distance ([`Network::distance`], [`crate::geography`]) is not a fault: its rules
+//! sit in a chain of their own that heal leaves alone.
+//!
 //! The test process stays in the root namespace and reaches every region through the
 //! bridge's own address, which no fault touches: a client near each region.
 
@@ -294,6 +297,34 @@ impl Network {
         )
     }
 
+    /// Distance between regions `i` and `j` ([`crate::geography`]): every packet
+    /// between them goes to netfilter queue `queue` in `i`'s namespace (a delay loop
+    /// bound there holds it). In its own chain, after the faults' and untouched by
+    /// [`Network::heal`].
+    pub fn distance(&self, i: usize, j: usize, queue: u16) -> anyhow::Result<()> {
+        let namespace = self.namespace(i).context(
+            "a geography needs regions in network namespaces (`ledger-local up --namespaces`)",
+        )?;
+        let (peer, queue) = (self.host(j), queue.to_string());
+        for side in ["-s", "-d"] {
+            iptables(
+                &namespace,
+                &[
+                    "-A",
+                    GEO_CHAIN,
+                    side,
+                    &peer,
+                    "-j",
+                    "NFQUEUE",
+                    "--queue-num",
+                    &queue,
+                    "--queue-bypass",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Ends every network fault of every region: packet filters (partitions, flaky
     /// and long links) and slow links.
     pub fn heal(&self, regions: usize) -> anyhow::Result<()> {
@@ -329,6 +360,9 @@ impl Network {
 /// The chain holding a region's faults (heal flushes it, nothing else).
 const CHAIN: &str = "LEDGER-FAULTS";
 
+/// The chain holding a region's distance to the others (a geography: never flushed).
+const GEO_CHAIN: &str = "LEDGER-GEO";
+
 /// Every packet in and out passes [`CHAIN`]; and connection tracking is on from the
 /// start. Without a rule that uses it, conntrack starts only with the first one-way
 /// fault and picks up open connections mid-stream, taking the direction of the first
@@ -336,8 +370,10 @@ const CHAIN: &str = "LEDGER-FAULTS";
 /// connection could be taken for one the broker opened, and survive the cut.
 fn prepare_filters(namespace: &str) -> anyhow::Result<()> {
     iptables(namespace, &["-N", CHAIN])?;
+    iptables(namespace, &["-N", GEO_CHAIN])?;
     for hook in ["INPUT", "OUTPUT"] {
         iptables(namespace, &["-A", hook, "-j", CHAIN])?;
+        iptables(namespace, &["-A", hook, "-j", GEO_CHAIN])?;
         iptables(
             namespace,
             &[

@@ -49,6 +49,12 @@ enum Action {
         /// into `<data-dir>/api-keys.json`, which `failover keys` manages.
         #[arg(long)]
         api_keys: bool,
+        /// Put real distance between the regions, on every link (implies
+        /// `--namespaces`): round trips eu-west<->us-east 70 ms, eu-west<->ap-south
+        /// 120 ms, us-east<->ap-south 190 ms, ±2 ms; the voters' heartbeat, election
+        /// timeouts and the lease ttl grow to suit (`status` shows them).
+        #[arg(long)]
+        geo: bool,
     },
     /// Stop every process of the deployment (data is kept).
     Down,
@@ -173,13 +179,22 @@ async fn main() -> anyhow::Result<()> {
             namespaces,
             monitoring,
             api_keys,
+            geo,
         } => {
             let mut options = UpOptions::new(regions, base_port, bin_dir()?);
             options.lease_ttl_ms = lease_ttl_ms;
             options.monitoring = monitoring;
             options.api_keys = api_keys;
-            if namespaces {
+            if namespaces || geo {
                 options.network = chaos::Network::namespaces_for(base_port);
+            }
+            if geo {
+                let names: Vec<String> = chaos::REGION_NAMES
+                    .iter()
+                    .take(regions)
+                    .map(|n| (*n).to_owned())
+                    .collect();
+                options.geography = Some(chaos::geography::Geography::earth(&names)?);
             }
             let started = Instant::now();
             let deployment = Deployment::up(&cli.data_dir, &options).await?;
@@ -460,6 +475,25 @@ fn print_status(deployment: &Deployment) {
             r.api_url,
             r.database_url,
             processes.join(", ")
+        );
+    }
+    if let Some(geography) = &deployment.geography {
+        let links: Vec<String> = geography
+            .links
+            .iter()
+            .map(|l| format!("{}<->{} {} ms", l.a, l.b, l.rtt_ms))
+            .collect();
+        let voters: Vec<String> = deployment
+            .voter_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "geography: round trips {} (±{} ms each way); {}, lease ttl {} ms",
+            links.join(", "),
+            geography.jitter_ms,
+            voters.join(" "),
+            deployment.lease_ttl_ms
         );
     }
     if let Some(monitoring) = &deployment.monitoring {

@@ -11,7 +11,9 @@ use nix::sys::signal::Signal;
 
 use crate::proc_stat::children_of;
 
-use super::start::{remove_stale_lock, start_delay, start_postgres, start_process, wait_process};
+use super::start::{
+    remove_stale_lock, start_delay, start_postgres, start_process, wait_process, DelayLoop,
+};
 use super::{raw_pid, Deployment, STOP_GRACE};
 
 /// How long a delay loop may take to bind its queue, or to stop.
@@ -166,9 +168,28 @@ impl Deployment {
         // A second long link on the same region replaces the first (its rules stay
         // and feed the new loop); other regions' long links go on.
         self.stop_delays(Some(i))?;
-        let log = self.regions[i].dir.join("delay.log");
+        let delay_loop = DelayLoop {
+            what: "delay".to_owned(),
+            queue: crate::delay::QUEUE,
+            latency,
+            jitter,
+            seed,
+        };
+        self.start_delay_loop(i, &delay_loop).await?;
+        self.network
+            .latency(i, self.regions.len(), crate::delay::QUEUE)
+    }
+
+    /// Starts a delay loop in region `i` and waits until it has bound its queue (until
+    /// then packets sent to the queue would pass undelayed).
+    pub(super) async fn start_delay_loop(
+        &mut self,
+        i: usize,
+        delay_loop: &DelayLoop,
+    ) -> anyhow::Result<()> {
+        let log = self.regions[i].dir.join(format!("{}.log", delay_loop.what));
         let logged_before = std::fs::read_to_string(&log).map_or(0, |t| t.len());
-        start_delay(self, i, latency, jitter, seed)?;
+        start_delay(self, i, delay_loop)?;
         self.save()?;
         let ready = harness::wait::wait_until(DELAY_READY, Duration::from_millis(20), || {
             let log = log.clone();
@@ -182,12 +203,12 @@ impl Deployment {
         .await;
         ready.with_context(|| {
             format!(
-                "the delay loop of {name} did not bind its queue within {DELAY_READY:?} (see {})",
+                "the delay loop {} of {} did not bind its queue within {DELAY_READY:?} (see {})",
+                delay_loop.what,
+                self.regions[i].name,
                 log.display()
             )
-        })?;
-        self.network
-            .latency(i, self.regions.len(), crate::delay::QUEUE)
+        })
     }
 
     /// Ends every partition, flaky link, long link and slow link: the packet filters

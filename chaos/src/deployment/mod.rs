@@ -7,6 +7,7 @@
 //! group, so one signal kills a region. Ports come from [`Topology`]; data lives in
 //! `<data>/regions/<name>`.
 
+mod distance;
 mod faults;
 pub mod monitoring;
 mod start;
@@ -21,6 +22,7 @@ use ledger_wire::ownership::RegionSpec;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
+use crate::geography::Geography;
 use crate::network::Network;
 use crate::storage::storage_dir;
 use crate::topology::Topology;
@@ -53,6 +55,9 @@ pub struct UpOptions {
     /// Put the public API behind API keys: one key (tenant `local`, read and write)
     /// goes into the state file, its hash into `api-keys.json`, which every node reads.
     pub api_keys: bool,
+    /// Distance between the regions on every link (namespaces only); the voters' and
+    /// leases' timings follow it ([`Geography::voter_timings`]).
+    pub geography: Option<Geography>,
 }
 
 impl UpOptions {
@@ -67,6 +72,7 @@ impl UpOptions {
             network: Network::Loopback,
             monitoring: false,
             api_keys: false,
+            geography: None,
         }
     }
 }
@@ -124,6 +130,12 @@ pub struct Deployment {
     /// The deployment's Prometheus, when started with monitoring.
     #[serde(default)]
     pub monitoring: Option<monitoring::Monitoring>,
+    /// Distance between the regions (`up --geo`), kept to restart a region alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geography: Option<Geography>,
+    /// Extra voter environment (a geography's slower Raft timings).
+    #[serde(default)]
+    pub voter_env: Vec<(String, String)>,
 }
 
 impl Deployment {
@@ -168,12 +180,30 @@ impl Deployment {
                 path.display()
             );
         }
+        let (voter_env, lease_ttl_ms) = match &options.geography {
+            None => (Vec::new(), options.lease_ttl_ms),
+            Some(geography) => {
+                anyhow::ensure!(
+                    options.network.is_namespaces(),
+                    "a geography needs regions in network namespaces (`ledger-local up --namespaces`)"
+                );
+                let timings = geography.voter_timings();
+                let env = [
+                    ("OWNERSHIP_HEARTBEAT_MS", timings.heartbeat_ms),
+                    ("OWNERSHIP_ELECTION_MIN_MS", timings.election_min_ms),
+                    ("OWNERSHIP_ELECTION_MAX_MS", timings.election_max_ms),
+                ]
+                .map(|(k, v)| (k.to_owned(), v.to_string()))
+                .to_vec();
+                (env, options.lease_ttl_ms.max(timings.lease_ttl_ms))
+            }
+        };
         let storage = storage_dir(data_dir)?;
         let mut deployment = Deployment {
             data_dir: data_dir.to_owned(),
             base_port: options.base_port,
             slot_count: options.slot_count,
-            lease_ttl_ms: options.lease_ttl_ms,
+            lease_ttl_ms,
             secret: new_secret(),
             api_key: None,
             regions: Vec::new(),
@@ -181,6 +211,8 @@ impl Deployment {
             bin_dir: options.bin_dir.clone(),
             network: options.network,
             monitoring: None,
+            geography: options.geography.clone(),
+            voter_env,
         };
         if options.api_keys {
             deployment.api_key = Some(write_api_key(&deployment.api_keys_file())?);
@@ -190,6 +222,9 @@ impl Deployment {
             .create(options.regions)
             .context("create the regions' network namespaces")?;
         let mut started = start_all(&mut deployment, &topology, &storage, options).await;
+        if started.is_ok() {
+            started = deployment.apply_geography().await;
+        }
         if started.is_ok() && options.monitoring {
             match monitoring::start(&deployment, topology.prometheus()).await {
                 Ok(running) => deployment.monitoring = Some(running),
@@ -243,6 +278,7 @@ impl Deployment {
         wait_infrastructure(&self.regions[i]).await?;
         start_services(self, i)?;
         wait_services(&self.regions[i], false).await?;
+        self.start_distance_loops(i).await?;
         self.save()
     }
 
@@ -375,7 +411,7 @@ async fn init_ownership(deployment: &Deployment, options: &UpOptions) -> anyhow:
         })
         .collect();
     match client
-        .init_cluster(options.slot_count, options.lease_ttl_ms, regions)
+        .init_cluster(options.slot_count, deployment.lease_ttl_ms, regions)
         .await
     {
         Ok(_) => Ok(()),

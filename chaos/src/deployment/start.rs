@@ -90,22 +90,30 @@ pub(super) fn start_process(
     spawn(deployment, i, what, command)
 }
 
-/// Starts region `i`'s delay loop (`ledger-delay`, in the region's namespace and
-/// group) for a long-link fault; the caller waits until it has bound its queue.
+/// A delay loop of region `i` (`ledger-delay`, in the region's namespace and group):
+/// the long-link fault's, or one of its geography's.
+pub(super) struct DelayLoop {
+    /// The process's name in the region (and its log's).
+    pub what: String,
+    pub queue: u16,
+    pub latency: std::time::Duration,
+    pub jitter: std::time::Duration,
+    pub seed: u64,
+}
+
+/// Starts region `i`'s delay loop; the caller waits until it has bound its queue.
 pub(super) fn start_delay(
     deployment: &mut Deployment,
     i: usize,
-    latency: std::time::Duration,
-    jitter: std::time::Duration,
-    seed: u64,
+    delay_loop: &DelayLoop,
 ) -> anyhow::Result<()> {
     let mut delay = Command::new(bin(deployment, "ledger-delay"));
     delay
-        .args(["--queue", &crate::delay::QUEUE.to_string()])
-        .args(["--latency-ms", &latency.as_millis().to_string()])
-        .args(["--jitter-ms", &jitter.as_millis().to_string()])
-        .args(["--seed", &seed.to_string()]);
-    spawn(deployment, i, "delay", delay)
+        .args(["--queue", &delay_loop.queue.to_string()])
+        .args(["--latency-ms", &delay_loop.latency.as_millis().to_string()])
+        .args(["--jitter-ms", &delay_loop.jitter.as_millis().to_string()])
+        .args(["--seed", &delay_loop.seed.to_string()]);
+    spawn(deployment, i, &delay_loop.what, delay)
 }
 
 fn bin(deployment: &Deployment, name: &str) -> PathBuf {
@@ -137,6 +145,7 @@ fn voter_command(deployment: &Deployment, i: usize) -> Command {
         .env("OWNERSHIP_NODE_ID", (i + 1).to_string())
         .env("OWNERSHIP_DATA_DIR", region.dir.join("voter"))
         .env("OWNERSHIP_BOOTSTRAP_VOTERS", &bootstrap)
+        .envs(deployment.voter_env.iter().map(|(k, v)| (k, v)))
         .env("LEDGER_INTERNAL_SECRET", &deployment.secret)
         .env("LEDGER_LOG", "info,openraft=warn");
     voter

@@ -64,6 +64,21 @@ impl Regions {
         Regions::start_on(label, 3, &[], true).await
     }
 
+    /// Three regions in namespaces with the built-in geography between them (`up
+    /// --geo`): round trips of 70, 120 and 190 ms on every link.
+    pub async fn start_geo(label: &str) -> anyhow::Result<Regions> {
+        let names: Vec<String> = chaos::REGION_NAMES[..3]
+            .iter()
+            .map(|n| (*n).to_owned())
+            .collect();
+        let geography = chaos::geography::Geography::earth(&names)?;
+        Regions::start_with(label, 3, &[], |options| {
+            options.network = chaos::Network::namespaces_for(options.base_port);
+            options.geography = Some(geography);
+        })
+        .await
+    }
+
     /// Three regions and a Prometheus scraping them (`up --monitoring`).
     pub async fn start_monitored(label: &str) -> anyhow::Result<Regions> {
         Regions::start_with(label, 3, &[], |options| options.monitoring = true).await

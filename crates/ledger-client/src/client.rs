@@ -145,6 +145,13 @@ impl<T: Transport> Client<T> {
         self.router().regions().to_vec()
     }
 
+    /// The region the next request goes to first.
+    pub fn nearest(&self) -> Option<String> {
+        let mut router = self.router();
+        let order = router.order(Instant::now());
+        order.first().map(|&i| router.regions()[i].name.clone())
+    }
+
     /// The `min_seq` this client's reads of `account` carry.
     pub fn min_seq(&self, account: &str) -> Option<i64> {
         self.session().min_seq(account)
