@@ -6,6 +6,7 @@ pub mod delay;
 pub mod demo;
 pub mod deployment;
 pub mod geography;
+pub mod locations;
 pub mod network;
 pub mod proc_stat;
 pub mod proxy;

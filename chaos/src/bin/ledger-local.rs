@@ -149,6 +149,35 @@ enum Action {
         #[arg(long, default_value_t = 20)]
         rate: u32,
     },
+    /// Against a running deployment in namespaces (best with `up --geo`): a client
+    /// process next to each region (in its namespace) using ledger-client, so each
+    /// finds its nearest healthy region; the last region is killed halfway. Prints per
+    /// location latencies, serving regions, time from the kill to a success, errors.
+    Locations {
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Requests per second per location.
+        #[arg(long, default_value_t = 10)]
+        rate: u32,
+    },
+    /// One location's client (what `locations` runs in each namespace): samples as
+    /// JSON lines on stdout.
+    #[command(hide = true)]
+    LocationClient {
+        /// `name=url,...` of every region.
+        #[arg(long, value_delimiter = ',')]
+        regions: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        reads: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        writes: Vec<String>,
+        #[arg(long)]
+        seconds: u64,
+        #[arg(long)]
+        rate: u32,
+        #[arg(long, env = "LEDGER_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+    },
     /// The main job: up, traffic from clients near each region, replication lag, kill
     /// one region, reads from the survivors, down.
     Demo {
@@ -333,6 +362,40 @@ async fn main() -> anyhow::Result<()> {
             println!("measuring the CPU of every process for {seconds} s");
             let usage = chaos::proc_stat::measure(&deployment, Duration::from_secs(seconds)).await;
             print!("{}", usage.table());
+        }
+        Action::Locations { seconds, rate } => {
+            let mut deployment = Deployment::load(&cli.data_dir)?
+                .context("nothing running; run `ledger-local up --geo`")?;
+            if deployment.bin_dir.as_os_str().is_empty() {
+                deployment.bin_dir = bin_dir()?;
+            }
+            chaos::locations::run(&deployment, seconds, rate).await?;
+        }
+        Action::LocationClient {
+            regions,
+            reads,
+            writes,
+            seconds,
+            rate,
+            api_key,
+        } => {
+            let regions = regions
+                .iter()
+                .map(|pair| {
+                    pair.split_once('=')
+                        .map(|(n, u)| (n.to_owned(), u.to_owned()))
+                        .with_context(|| format!("{pair:?} is not name=url"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            chaos::locations::run_client(
+                regions,
+                api_key,
+                reads,
+                writes,
+                Duration::from_secs(seconds),
+                rate,
+            )
+            .await?;
         }
         Action::Traffic { seconds, rate } => {
             let deployment = Deployment::load(&cli.data_dir)?

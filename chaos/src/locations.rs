@@ -1,0 +1,241 @@
+//! Clients in places: one client process per location, started inside the network
+//! namespace of the region it sits next to, so under a geography (`up --geo`) it is
+//! as far from every other region as its own region is. Each sends reads and writes
+//! through `ledger-client` (nearest healthy region by measured latency, retries under
+//! the same Idempotency-Key); halfway through, the last region is killed. The summary:
+//! per location the latencies before the kill, which regions served, and after the
+//! kill the time to the first success and the errors.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use ledger_client::{Client, HttpTransport, Request, RetryConfig, RoutingConfig};
+use rand::seq::IndexedRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::demo;
+use crate::Deployment;
+
+/// One request of a location's client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocationSample {
+    /// When it was sent, ms since the Unix epoch (one clock: one machine).
+    pub sent_ms: u64,
+    pub write: bool,
+    /// Answered 2xx.
+    pub ok: bool,
+    pub latency_ms: f64,
+    /// The region that answered (none: no region could, within the budget).
+    pub region: Option<String>,
+    pub attempts: u32,
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The client of one location (run inside its namespace): `rate` requests a second
+/// for `duration`, half reads of any account, half deposits to `writes`; one JSON
+/// sample per line on stdout.
+pub async fn run_client(
+    regions: Vec<(String, String)>,
+    api_key: Option<String>,
+    reads: Vec<String>,
+    writes: Vec<String>,
+    duration: Duration,
+    rate: u32,
+) -> anyhow::Result<()> {
+    let transport = HttpTransport::new(api_key).context("build the HTTP client")?;
+    let client = Client::new(
+        transport,
+        regions,
+        RoutingConfig::default(),
+        RetryConfig::default(),
+    );
+    let pause = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        let (write, account) = {
+            let mut rng = rand::rng();
+            let write = rng.random_bool(0.5) && !writes.is_empty();
+            let pool = if write { &writes } else { &reads };
+            (
+                write,
+                pool.choose(&mut rng).cloned().context("no accounts")?,
+            )
+        };
+        let sent_ms = epoch_ms();
+        let started = Instant::now();
+        let answer = if write {
+            client
+                .send(Request::post(
+                    format!("/v1/accounts/{account}/deposits"),
+                    json!({"amount": "1.00"}),
+                ))
+                .await
+        } else {
+            client.read_account(&account).await
+        };
+        let sample = LocationSample {
+            sent_ms,
+            write,
+            ok: answer.as_ref().is_ok_and(|a| a.status < 300),
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            region: answer.as_ref().ok().map(|a| a.region.clone()),
+            attempts: answer.as_ref().map_or(0, |a| a.attempts),
+        };
+        println!("{}", serde_json::to_string(&sample)?);
+        tokio::time::sleep(pause).await;
+    }
+    Ok(())
+}
+
+/// Runs a client next to every region of `deployment` (in namespaces) for `seconds`,
+/// kills the last region halfway, and prints the summary.
+pub async fn run(deployment: &Deployment, seconds: u64, rate: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        deployment.network.is_namespaces(),
+        "clients in places need regions in namespaces (`ledger-local up --geo`)"
+    );
+    let names: Vec<String> = deployment.regions.iter().map(|r| r.name.clone()).collect();
+    let setup: Vec<demo::Client> = deployment
+        .regions
+        .iter()
+        .map(|r| demo::Client::new(&r.name, &r.api_url, deployment.api_key.as_deref()))
+        .collect();
+    let accounts = demo::open_accounts(&setup, &names, 2).await?;
+    let victim = names.last().context("no regions")?.clone();
+    let reads: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
+    // Writes only to accounts whose home survives: this measures the clients'
+    // failover, not ownership's (which `failover promote` does).
+    let writes: Vec<String> = accounts
+        .iter()
+        .filter(|a| a.home != victim)
+        .map(|a| a.id.clone())
+        .collect();
+    let urls: Vec<String> = deployment
+        .regions
+        .iter()
+        .map(|r| format!("{}={}", r.name, r.api_url))
+        .collect();
+    let bin = deployment.bin_dir.join("ledger-local");
+    let mut children = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let namespace = deployment.network.namespace(i).context("namespace")?;
+        let mut command = tokio::process::Command::new("ip");
+        command
+            .args(["netns", "exec", &namespace])
+            .arg(&bin)
+            .args(["location-client", "--regions", &urls.join(",")])
+            .args(["--reads", &reads.join(","), "--writes", &writes.join(",")])
+            .args([
+                "--seconds",
+                &seconds.to_string(),
+                "--rate",
+                &rate.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(key) = &deployment.api_key {
+            command.env("LEDGER_API_KEY", key);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("start the client next to {name}"))?;
+        children.push((name.clone(), child));
+    }
+    println!(
+        "clients next to {} ({rate}/s each, half reads, half deposits) for {seconds} s; {victim} is killed after {} s",
+        names.join(", "),
+        seconds / 2
+    );
+    tokio::time::sleep(Duration::from_secs(seconds / 2)).await;
+    let kill_ms = epoch_ms();
+    deployment.kill_region(&victim)?;
+    let mut by_location = BTreeMap::new();
+    for (name, child) in children {
+        let output = child
+            .wait_with_output()
+            .await
+            .with_context(|| format!("wait for the client next to {name}"))?;
+        let samples: Vec<LocationSample> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        by_location.insert(name, samples);
+    }
+    print_summary(&by_location, kill_ms, &victim);
+    Ok(())
+}
+
+fn percentiles(samples: &[&LocationSample]) -> String {
+    let mut ms: Vec<f64> = samples.iter().map(|s| s.latency_ms).collect();
+    if ms.is_empty() {
+        return "-".to_owned();
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+    format!("{:.0}/{:.0}", at(0.5), at(0.99))
+}
+
+/// Per location: p50/p99 ms of reads and writes answered before the kill, the regions
+/// that served them, and after the kill the first success and the errors.
+pub fn print_summary(
+    by_location: &BTreeMap<String, Vec<LocationSample>>,
+    kill_ms: u64,
+    victim: &str,
+) {
+    println!(
+        "\n{:<10} {:>12} {:>12}  {:<36} {:>16} {:>7}",
+        "location",
+        "reads p50/99",
+        "writes p50/99",
+        "served by (before the kill)",
+        "kill->success ms",
+        "errors"
+    );
+    for (location, samples) in by_location {
+        let before: Vec<&LocationSample> = samples
+            .iter()
+            .filter(|s| s.sent_ms < kill_ms && s.ok)
+            .collect();
+        let reads: Vec<&LocationSample> = before.iter().copied().filter(|s| !s.write).collect();
+        let writes: Vec<&LocationSample> = before.iter().copied().filter(|s| s.write).collect();
+        let mut served: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &before {
+            *served
+                .entry(s.region.as_deref().unwrap_or("-"))
+                .or_default() += 1;
+        }
+        let served = served
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let first_success = samples
+            .iter()
+            .filter(|s| s.ok)
+            .map(|s| s.sent_ms as f64 + s.latency_ms)
+            .filter(|done| *done >= kill_ms as f64)
+            .map(|done| done - kill_ms as f64)
+            .reduce(f64::min)
+            .map_or("none".to_owned(), |ms| format!("{ms:.0}"));
+        let errors = samples.iter().filter(|s| !s.ok).count();
+        println!(
+            "{:<10} {:>12} {:>12}  {:<36} {:>16} {:>7}",
+            location,
+            percentiles(&reads),
+            percentiles(&writes),
+            served,
+            first_success,
+            errors
+        );
+    }
+    println!("(errors: requests no region answered with 2xx within the client's 5 s budget; {victim} was the region killed)");
+}
