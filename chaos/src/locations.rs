@@ -60,11 +60,29 @@ pub async fn run_client(
     );
     let pause = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let until = Instant::now() + duration;
+    // Measure every region before the first request, and again every second.
+    client.probe_all().await;
+    let probes = client.run_probes(PROBE_EVERY, tokio::time::sleep_until(until.into()));
+    let requests = send_requests(&client, &reads, &writes, pause, until);
+    let ((), sent) = tokio::join!(probes, requests);
+    sent
+}
+
+/// How often a location's client probes every region's `/readyz`.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+async fn send_requests(
+    client: &Client<HttpTransport>,
+    reads: &[String],
+    writes: &[String],
+    pause: Duration,
+    until: Instant,
+) -> anyhow::Result<()> {
     while Instant::now() < until {
         let (write, account) = {
             let mut rng = rand::rng();
             let write = rng.random_bool(0.5) && !writes.is_empty();
-            let pool = if write { &writes } else { &reads };
+            let pool = if write { writes } else { reads };
             (
                 write,
                 pool.choose(&mut rng).cloned().context("no accounts")?,
@@ -96,9 +114,38 @@ pub async fn run_client(
     Ok(())
 }
 
-/// Runs a client next to every region of `deployment` (in namespaces) for `seconds`,
-/// kills the last region halfway, and prints the summary.
-pub async fn run(deployment: &Deployment, seconds: u64, rate: u32) -> anyhow::Result<()> {
+/// What every location's client saw, and when which region was killed.
+#[derive(Debug, Clone)]
+pub struct LocationsRun {
+    pub by_location: BTreeMap<String, Vec<LocationSample>>,
+    pub kill_ms: u64,
+    pub victim: String,
+}
+
+impl LocationsRun {
+    /// Time from the kill to the first success that ended after it, for `location`.
+    pub fn kill_to_success(&self, location: &str) -> Option<f64> {
+        self.by_location
+            .get(location)?
+            .iter()
+            .filter(|s| s.ok)
+            .map(|s| s.sent_ms as f64 + s.latency_ms)
+            .filter(|done| *done >= self.kill_ms as f64)
+            .map(|done| done - self.kill_ms as f64)
+            .reduce(f64::min)
+    }
+
+    /// Requests of `location` no region answered with 2xx.
+    pub fn errors(&self, location: &str) -> usize {
+        self.by_location
+            .get(location)
+            .map_or(0, |samples| samples.iter().filter(|s| !s.ok).count())
+    }
+}
+
+/// Runs a client next to every region of `deployment` (in namespaces) for `seconds`
+/// and kills the last region halfway.
+pub async fn run(deployment: &Deployment, seconds: u64, rate: u32) -> anyhow::Result<LocationsRun> {
     anyhow::ensure!(
         deployment.network.is_namespaces(),
         "clients in places need regions in namespaces (`ledger-local up --geo`)"
@@ -170,8 +217,11 @@ pub async fn run(deployment: &Deployment, seconds: u64, rate: u32) -> anyhow::Re
             .collect();
         by_location.insert(name, samples);
     }
-    print_summary(&by_location, kill_ms, &victim);
-    Ok(())
+    Ok(LocationsRun {
+        by_location,
+        kill_ms,
+        victim,
+    })
 }
 
 fn percentiles(samples: &[&LocationSample]) -> String {
@@ -186,11 +236,7 @@ fn percentiles(samples: &[&LocationSample]) -> String {
 
 /// Per location: p50/p99 ms of reads and writes answered before the kill, the regions
 /// that served them, and after the kill the first success and the errors.
-pub fn print_summary(
-    by_location: &BTreeMap<String, Vec<LocationSample>>,
-    kill_ms: u64,
-    victim: &str,
-) {
+pub fn print_summary(run: &LocationsRun) {
     println!(
         "\n{:<10} {:>12} {:>12}  {:<36} {:>16} {:>7}",
         "location",
@@ -200,10 +246,10 @@ pub fn print_summary(
         "kill->success ms",
         "errors"
     );
-    for (location, samples) in by_location {
+    for (location, samples) in &run.by_location {
         let before: Vec<&LocationSample> = samples
             .iter()
-            .filter(|s| s.sent_ms < kill_ms && s.ok)
+            .filter(|s| s.sent_ms < run.kill_ms && s.ok)
             .collect();
         let reads: Vec<&LocationSample> = before.iter().copied().filter(|s| !s.write).collect();
         let writes: Vec<&LocationSample> = before.iter().copied().filter(|s| s.write).collect();
@@ -218,15 +264,9 @@ pub fn print_summary(
             .map(|(r, n)| format!("{r} {n}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let first_success = samples
-            .iter()
-            .filter(|s| s.ok)
-            .map(|s| s.sent_ms as f64 + s.latency_ms)
-            .filter(|done| *done >= kill_ms as f64)
-            .map(|done| done - kill_ms as f64)
-            .reduce(f64::min)
+        let first_success = run
+            .kill_to_success(location)
             .map_or("none".to_owned(), |ms| format!("{ms:.0}"));
-        let errors = samples.iter().filter(|s| !s.ok).count();
         println!(
             "{:<10} {:>12} {:>12}  {:<36} {:>16} {:>7}",
             location,
@@ -234,8 +274,11 @@ pub fn print_summary(
             percentiles(&writes),
             served,
             first_success,
-            errors
+            run.errors(location)
         );
     }
-    println!("(errors: requests no region answered with 2xx within the client's 5 s budget; {victim} was the region killed)");
+    println!(
+        "(errors: requests no region answered with 2xx within the client's 5 s budget; {} was the region killed)",
+        run.victim
+    );
 }

@@ -74,3 +74,44 @@ async fn every_kind_of_link_carries_its_pairs_round_trip_and_writes_go_on() -> a
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_next_to_each_region_are_served_next_door_and_fail_over_when_it_dies(
+) -> anyhow::Result<()> {
+    let regions = Regions::start_geo("locations").await?;
+    let run = chaos::locations::run(&regions.deployment, 10, 5).await?;
+    chaos::locations::print_summary(&run);
+    for (location, samples) in &run.by_location {
+        let before: Vec<_> = samples
+            .iter()
+            .filter(|s| s.ok && !s.write && s.sent_ms < run.kill_ms)
+            .collect();
+        let next_door = before
+            .iter()
+            .filter(|s| s.region.as_deref() == Some(location.as_str()))
+            .count();
+        // The first reads measure every region once; the rest go next door.
+        ensure!(
+            next_door * 2 > before.len(),
+            "{location}: {next_door} of {} reads served next door",
+            before.len()
+        );
+        ensure!(run.errors(location) == 0, "{location}: requests failed");
+        let after = run
+            .kill_to_success(location)
+            .with_context(|| format!("{location}: no success after the kill"))?;
+        ensure!(
+            after < 5_000.0,
+            "{location}: {after} ms from the kill to a success"
+        );
+    }
+    let victims_clients = &run.by_location[&run.victim];
+    ensure!(
+        victims_clients
+            .iter()
+            .filter(|s| s.sent_ms > run.kill_ms + 1_000)
+            .all(|s| s.region.as_deref() != Some(run.victim.as_str())),
+        "the killed region's neighbours went elsewhere after it died"
+    );
+    Ok(())
+}

@@ -369,7 +369,8 @@ async fn main() -> anyhow::Result<()> {
             if deployment.bin_dir.as_os_str().is_empty() {
                 deployment.bin_dir = bin_dir()?;
             }
-            chaos::locations::run(&deployment, seconds, rate).await?;
+            let run = chaos::locations::run(&deployment, seconds, rate).await?;
+            chaos::locations::print_summary(&run);
         }
         Action::LocationClient {
             regions,

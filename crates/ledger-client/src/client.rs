@@ -145,6 +145,53 @@ impl<T: Transport> Client<T> {
         self.router().regions().to_vec()
     }
 
+    /// Measures every region at once with a GET of `/readyz`: an answer feeds the
+    /// region's latency average (and closes an open breaker: the half-open probe), a
+    /// failure or a 503 counts against it. Run it now and then (`run_probes`): a region
+    /// measured once while slow (its first connection, a pause) is otherwise never
+    /// asked again while another one is faster.
+    pub async fn probe_all(&self) {
+        let targets: Vec<(usize, String)> = self
+            .router()
+            .regions()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, r.url.clone()))
+            .collect();
+        let probe = Request::get("/readyz");
+        let probes = targets.iter().map(|(index, url)| {
+            let probe = &probe;
+            async move {
+                let started = Instant::now();
+                let result = self
+                    .transport
+                    .send(url, probe, None, self.retry.attempt_timeout)
+                    .await;
+                (*index, started.elapsed(), result)
+            }
+        });
+        for (index, latency, result) in futures::future::join_all(probes).await {
+            match result {
+                Ok(answer) if answer.status < 300 => self.router().success(index, latency),
+                _ => self.router().failure(index, Instant::now()),
+            }
+        }
+    }
+
+    /// [`Client::probe_all`] every `every` until `stop` resolves.
+    pub async fn run_probes(&self, every: Duration, stop: impl Future<Output = ()>) {
+        let probing = async {
+            loop {
+                self.probe_all().await;
+                tokio::time::sleep(every).await;
+            }
+        };
+        tokio::select! {
+            () = probing => {}
+            () = stop => {}
+        }
+    }
+
     /// The region the next request goes to first.
     pub fn nearest(&self) -> Option<String> {
         let mut router = self.router();

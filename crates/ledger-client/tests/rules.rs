@@ -160,6 +160,16 @@ fn deposit() -> Request {
     Request::post("/v1/accounts/acc-1/deposits", json!({"amount": "1.00"}))
 }
 
+/// Three reads, answered (the first ones measure the regions).
+async fn three_reads(client: &Client<&Fake>) {
+    for _ in 0..3 {
+        client
+            .send(Request::get("/v1/accounts/acc-1"))
+            .await
+            .expect("an answer");
+    }
+}
+
 /// Five reads, each answered by its first attempt; the regions they went to.
 async fn five_reads_answered_at_once(client: &Client<&Fake>, fake: &Fake) -> Vec<String> {
     let before = fake.calls().len();
@@ -181,12 +191,7 @@ async fn requests_settle_on_the_nearest_region() {
     fake.set_default("ap", Step::Answer(201, Duration::from_millis(60)));
     let client = client(&fake, quick_retry());
     // The first requests measure every region (an unknown latency goes first).
-    for _ in 0..3 {
-        let _ = client
-            .send(Request::get("/v1/accounts/acc-1"))
-            .await
-            .expect("an answer");
-    }
+    three_reads(&client).await;
     let later = five_reads_answered_at_once(&client, &fake).await;
     assert!(later.iter().all(|r| r == "us"), "{later:?}");
 }
@@ -306,20 +311,10 @@ async fn a_failing_region_is_left_alone_once_its_breaker_opens() {
     fake.set_default("us", Step::Answer(201, Duration::from_millis(20)));
     fake.set_default("ap", Step::Answer(201, Duration::from_millis(40)));
     let client = client(&fake, quick_retry());
-    for _ in 0..3 {
-        client
-            .send(Request::get("/v1/accounts/acc-1"))
-            .await
-            .expect("an answer");
-    }
+    three_reads(&client).await;
     // eu, the nearest, goes down: three failures open its breaker.
     fake.set_default("eu", Step::Down);
-    for _ in 0..3 {
-        client
-            .send(Request::get("/v1/accounts/acc-1"))
-            .await
-            .expect("an answer");
-    }
+    three_reads(&client).await;
     let state = client.regions();
     assert!(
         matches!(state[0].breaker, Breaker::Open { .. }),
@@ -336,4 +331,36 @@ async fn reads_carry_the_last_written_seq() {
     assert_eq!(client.min_seq("acc-1"), None);
     client.send(deposit()).await.expect("an answer");
     assert_eq!(client.min_seq("acc-1"), Some(7));
+}
+
+#[tokio::test]
+async fn probes_win_back_a_region_that_was_slow_once() {
+    let fake = Fake::default();
+    // eu's first answer is slow (a cold connection), every later one fast.
+    fake.script("eu", vec![Step::Answer(201, Duration::from_millis(60))]);
+    fake.set_default("eu", Step::Answer(201, Duration::ZERO));
+    fake.set_default("us", Step::Answer(201, Duration::from_millis(10)));
+    fake.set_default("ap", Step::Answer(201, Duration::from_millis(40)));
+    let client = client(&fake, quick_retry());
+    three_reads(&client).await;
+    assert_eq!(client.nearest().as_deref(), Some("us"), "eu looked slow");
+    for _ in 0..10 {
+        client.probe_all().await;
+    }
+    let later = five_reads_answered_at_once(&client, &fake).await;
+    assert!(later.iter().all(|r| r == "eu"), "{later:?}");
+}
+
+#[tokio::test]
+async fn a_probe_that_fails_counts_against_the_region_and_one_that_answers_closes_it() {
+    let fake = Fake::default();
+    fake.set_default("eu", Step::Down);
+    let client = client(&fake, quick_retry());
+    for _ in 0..3 {
+        client.probe_all().await;
+    }
+    assert!(matches!(client.regions()[0].breaker, Breaker::Open { .. }));
+    fake.set_default("eu", Step::Answer(201, Duration::ZERO));
+    client.probe_all().await;
+    assert_eq!(client.regions()[0].breaker, Breaker::Closed { failures: 0 });
 }
