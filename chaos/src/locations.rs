@@ -12,10 +12,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use ledger_client::{Client, HttpTransport, Request, RetryConfig, RoutingConfig};
+use ledger_wire::api::AmountRequest;
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::demo;
 use crate::Deployment;
@@ -32,6 +32,13 @@ pub struct LocationSample {
     /// The region that answered (none: no region could, within the budget).
     pub region: Option<String>,
     pub attempts: u32,
+    /// The status answered, if any region answered.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// What went wrong, when no region answered 2xx: the problem's body, or the
+    /// client's error.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 fn epoch_ms() -> u64 {
@@ -68,6 +75,9 @@ pub async fn run_client(
     sent
 }
 
+/// How long the accounts opened for the run may take to reach every region.
+const REPLICATED: Duration = Duration::from_secs(30);
+
 /// How often a location's client probes every region's `/readyz`.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
@@ -91,12 +101,11 @@ async fn send_requests(
         let sent_ms = epoch_ms();
         let started = Instant::now();
         let answer = if write {
-            client
-                .send(Request::post(
-                    format!("/v1/accounts/{account}/deposits"),
-                    json!({"amount": "1.00"}),
-                ))
-                .await
+            let body = AmountRequest {
+                amount: "1.00".to_owned(),
+                reference: None,
+            };
+            client.send(Request::deposit(&account, &body)).await
         } else {
             client.read_account(&account).await
         };
@@ -107,6 +116,12 @@ async fn send_requests(
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             region: answer.as_ref().ok().map(|a| a.region.clone()),
             attempts: answer.as_ref().map_or(0, |a| a.attempts),
+            status: answer.as_ref().ok().map(|a| a.status),
+            error: match &answer {
+                Ok(a) if a.status < 300 => None,
+                Ok(a) => Some(a.body.to_string()),
+                Err(e) => Some(e.to_string()),
+            },
         };
         println!("{}", serde_json::to_string(&sample)?);
         tokio::time::sleep(pause).await;
@@ -125,10 +140,19 @@ pub struct LocationsRun {
 impl LocationsRun {
     /// Time from the kill to the first success that ended after it, for `location`.
     pub fn kill_to_success(&self, location: &str) -> Option<f64> {
+        self.kill_to(location, |_| true)
+    }
+
+    /// [`LocationsRun::kill_to_success`] of a write: how long writes stopped.
+    pub fn kill_to_write(&self, location: &str) -> Option<f64> {
+        self.kill_to(location, |s| s.write)
+    }
+
+    fn kill_to(&self, location: &str, counts: impl Fn(&LocationSample) -> bool) -> Option<f64> {
         self.by_location
             .get(location)?
             .iter()
-            .filter(|s| s.ok)
+            .filter(|s| s.ok && counts(s))
             .map(|s| s.sent_ms as f64 + s.latency_ms)
             .filter(|done| *done >= self.kill_ms as f64)
             .map(|done| done - self.kill_ms as f64)
@@ -144,8 +168,17 @@ impl LocationsRun {
 }
 
 /// Runs a client next to every region of `deployment` (in namespaces) for `seconds`
-/// and kills the last region halfway.
-pub async fn run(deployment: &Deployment, seconds: u64, rate: u32) -> anyhow::Result<LocationsRun> {
+/// and kills region `victim` halfway.
+///
+/// Best the last region: a region's geography loops (its pairs with higher-indexed
+/// regions) die with it. And if its voter leads, every region's writes stop while the
+/// other two elect (seconds, under a geography's slow timings: ARCHITECTURE.md).
+pub async fn run(
+    deployment: &Deployment,
+    seconds: u64,
+    rate: u32,
+    victim: &str,
+) -> anyhow::Result<LocationsRun> {
     anyhow::ensure!(
         deployment.network.is_namespaces(),
         "clients in places need regions in namespaces (`ledger-local up --geo`)"
@@ -157,7 +190,27 @@ pub async fn run(deployment: &Deployment, seconds: u64, rate: u32) -> anyhow::Re
         .map(|r| demo::Client::new(&r.name, &r.api_url, deployment.api_key.as_deref()))
         .collect();
     let accounts = demo::open_accounts(&setup, &names, 2).await?;
-    let victim = names.last().context("no regions")?.clone();
+    // Every region holds every account (replicated) before a client reads it there.
+    for client in &setup {
+        for account in &accounts {
+            let path = format!("/v1/accounts/{}", account.id);
+            let held = harness::wait::wait_until(REPLICATED, Duration::from_millis(50), || {
+                let path = path.clone();
+                async move {
+                    let (sample, _) = client.get("read", &path).await.ok()?;
+                    (sample.status == 200).then_some(())
+                }
+            })
+            .await;
+            held.with_context(|| {
+                format!(
+                    "{} does not hold account {} after {REPLICATED:?}",
+                    client.region, account.id
+                )
+            })?;
+        }
+    }
+    let victim = deployment.region(victim)?.name.clone();
     let reads: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
     // Writes only to accounts whose home survives: this measures the clients'
     // failover, not ownership's (which `failover promote` does).
@@ -238,12 +291,13 @@ fn percentiles(samples: &[&LocationSample]) -> String {
 /// that served them, and after the kill the first success and the errors.
 pub fn print_summary(run: &LocationsRun) {
     println!(
-        "\n{:<10} {:>12} {:>12}  {:<36} {:>16} {:>7}",
+        "\n{:<10} {:>12} {:>12}  {:<36} {:>16} {:>14} {:>7}",
         "location",
         "reads p50/99",
         "writes p50/99",
         "served by (before the kill)",
         "kill->success ms",
+        "kill->write ms",
         "errors"
     );
     for (location, samples) in &run.by_location {
@@ -264,16 +318,15 @@ pub fn print_summary(run: &LocationsRun) {
             .map(|(r, n)| format!("{r} {n}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let first_success = run
-            .kill_to_success(location)
-            .map_or("none".to_owned(), |ms| format!("{ms:.0}"));
+        let ms = |value: Option<f64>| value.map_or("none".to_owned(), |ms| format!("{ms:.0}"));
         println!(
-            "{:<10} {:>12} {:>12}  {:<36} {:>16} {:>7}",
+            "{:<10} {:>12} {:>12}  {:<36} {:>16} {:>14} {:>7}",
             location,
             percentiles(&reads),
             percentiles(&writes),
             served,
-            first_success,
+            ms(run.kill_to_success(location)),
+            ms(run.kill_to_write(location)),
             run.errors(location)
         );
     }

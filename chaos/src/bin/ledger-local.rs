@@ -159,6 +159,10 @@ enum Action {
         /// Requests per second per location.
         #[arg(long, default_value_t = 10)]
         rate: u32,
+        /// The region killed halfway (default: the last one). `leader` names the
+        /// region whose voter leads: every region's writes then wait for an election.
+        #[arg(long)]
+        kill: Option<String>,
     },
     /// One location's client (what `locations` runs in each namespace): samples as
     /// JSON lines on stdout.
@@ -363,13 +367,26 @@ async fn main() -> anyhow::Result<()> {
             let usage = chaos::proc_stat::measure(&deployment, Duration::from_secs(seconds)).await;
             print!("{}", usage.table());
         }
-        Action::Locations { seconds, rate } => {
+        Action::Locations {
+            seconds,
+            rate,
+            kill,
+        } => {
             let mut deployment = Deployment::load(&cli.data_dir)?
                 .context("nothing running; run `ledger-local up --geo`")?;
             if deployment.bin_dir.as_os_str().is_empty() {
                 deployment.bin_dir = bin_dir()?;
             }
-            let run = chaos::locations::run(&deployment, seconds, rate).await?;
+            let victim = match kill {
+                Some(region) => resolve(&deployment, &region).await?,
+                None => deployment
+                    .regions
+                    .last()
+                    .context("no regions")?
+                    .name
+                    .clone(),
+            };
+            let run = chaos::locations::run(&deployment, seconds, rate, &victim).await?;
             chaos::locations::print_summary(&run);
         }
         Action::LocationClient {

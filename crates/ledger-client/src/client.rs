@@ -3,10 +3,12 @@
 //! may have made is made exactly once. Generic over the [`Transport`], so the rules are
 //! tested against a fake one and used over HTTP ([`crate::http::HttpTransport`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ledger_wire::api::{AmountRequest, CreateAccountRequest, CreateTransferRequest};
 use serde_json::Value;
 
 use crate::retry::{classify, Outcome, RetryConfig, Verdict};
@@ -27,6 +29,8 @@ pub struct Request {
     pub body: Option<Value>,
     /// Writes get a fresh key when none is given; every attempt carries the same one.
     pub idempotency_key: Option<String>,
+    /// The account whose home makes this write (home-aware routing sends it there).
+    pub account: Option<String>,
 }
 
 impl Request {
@@ -36,6 +40,7 @@ impl Request {
             path: path.into(),
             body: None,
             idempotency_key: None,
+            account: None,
         }
     }
 
@@ -45,13 +50,46 @@ impl Request {
             path: path.into(),
             body: Some(body),
             idempotency_key: None,
+            account: None,
         }
+    }
+
+    /// A deposit to `account` (typed on the API's own body).
+    pub fn deposit(account: &str, body: &AmountRequest) -> Request {
+        Request::post(format!("/v1/accounts/{account}/deposits"), json(body)).for_account(account)
+    }
+
+    /// A withdrawal from `account`.
+    pub fn withdraw(account: &str, body: &AmountRequest) -> Request {
+        Request::post(format!("/v1/accounts/{account}/withdrawals"), json(body))
+            .for_account(account)
+    }
+
+    /// A transfer, made by the home of the account debited.
+    pub fn transfer(body: &CreateTransferRequest) -> Request {
+        Request::post("/v1/transfers", json(body)).for_account(&body.from.to_string())
+    }
+
+    /// Opens an account (at `home_region`, or where the request lands).
+    pub fn open_account(body: &CreateAccountRequest) -> Request {
+        Request::post("/v1/accounts", json(body))
+    }
+
+    /// Names the account whose home makes this write.
+    pub fn for_account(mut self, account: &str) -> Request {
+        self.account = Some(account.to_owned());
+        self
     }
 
     pub fn with_key(mut self, key: impl Into<String>) -> Request {
         self.idempotency_key = Some(key.into());
         self
     }
+}
+
+/// A wire body as JSON (these bodies are plain data: serialising cannot fail).
+fn json<B: serde::Serialize>(body: &B) -> Value {
+    serde_json::to_value(body).unwrap_or(Value::Null)
 }
 
 /// What a region answered, as the transport saw it.
@@ -121,6 +159,9 @@ pub struct Client<T> {
     retry: RetryConfig,
     router: Mutex<Router>,
     session: Mutex<Session>,
+    /// Send writes straight to their account's home once an answer named it.
+    home_aware: bool,
+    homes: Mutex<HashMap<String, String>>,
 }
 
 impl<T: Transport> Client<T> {
@@ -136,7 +177,22 @@ impl<T: Transport> Client<T> {
             retry,
             router: Mutex::new(Router::new(routing, regions)),
             session: Mutex::new(Session::default()),
+            home_aware: false,
+            homes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Home-aware routing: a write whose account's home an earlier answer named
+    /// (`x-home-region`) goes to that home first while its breaker is closed, saving
+    /// the forwarding hop; otherwise, and on failure, the nearest regions as usual.
+    pub fn home_aware(mut self) -> Client<T> {
+        self.home_aware = true;
+        self
+    }
+
+    /// The home this client learned for `account`.
+    pub fn home_of(&self, account: &str) -> Option<String> {
+        self.homes().get(account).cloned()
     }
 
     /// The regions with their measured latency and breaker, for the application's
@@ -237,7 +293,11 @@ impl<T: Transport> Client<T> {
             }
             let (index, url, name) = {
                 let mut router = self.router();
-                let index = match same_region.take() {
+                let home = (self.home_aware && tried.is_empty() && request.method == Method::Post)
+                    .then(|| request.account.as_deref().and_then(|a| self.home_of(a)))
+                    .flatten()
+                    .and_then(|home| router.closed_index(&home));
+                let index = match same_region.take().or(home) {
                     Some(index) => index,
                     None => {
                         let order = router.order(now);
@@ -275,6 +335,9 @@ impl<T: Transport> Client<T> {
                     self.router().success(index, started.elapsed());
                     if raw.status < 300 {
                         self.session().observe(&raw.body);
+                    }
+                    if let (Some(account), Some(home)) = (&request.account, &raw.home) {
+                        self.homes().insert(account.clone(), home.clone());
                     }
                     return Ok(Answer {
                         status: raw.status,
@@ -321,6 +384,10 @@ impl<T: Transport> Client<T> {
 
     fn router(&self) -> std::sync::MutexGuard<'_, Router> {
         self.router.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn homes(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.homes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn session(&self) -> std::sync::MutexGuard<'_, Session> {

@@ -108,6 +108,13 @@ impl Router {
         order
     }
 
+    /// The index of region `name` if its breaker is closed.
+    pub fn closed_index(&self, name: &str) -> Option<usize> {
+        self.regions
+            .iter()
+            .position(|r| r.name == name && matches!(r.breaker, Breaker::Closed { .. }))
+    }
+
     /// Region `index` answered (any status that says it is healthy) after `latency`.
     pub fn success(&mut self, index: usize, latency: Duration) {
         let weight = self.config.ewma_weight;

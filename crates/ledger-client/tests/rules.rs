@@ -33,6 +33,8 @@ struct Fake {
     defaults: Mutex<HashMap<String, Step>>,
     calls: Mutex<Vec<(String, Option<String>)>>,
     applied: Mutex<HashSet<String>>,
+    /// The home region every write's answer names (`x-home-region`).
+    home: Mutex<Option<String>>,
 }
 
 impl Fake {
@@ -96,7 +98,7 @@ impl Transport for &Fake {
                 status: 201,
                 retry_after: None,
                 served_by: Some(region.clone()),
-                home: None,
+                home: self.home.lock().expect("the fake's lock").clone(),
                 replayed,
                 body: json!({"account_id": "acc-1", "seq": 7}),
             }
@@ -363,4 +365,40 @@ async fn a_probe_that_fails_counts_against_the_region_and_one_that_answers_close
     fake.set_default("eu", Step::Answer(201, Duration::ZERO));
     client.probe_all().await;
     assert_eq!(client.regions()[0].breaker, Breaker::Closed { failures: 0 });
+}
+
+#[tokio::test]
+async fn a_home_aware_client_sends_writes_straight_to_the_home_it_learned() {
+    let fake = Fake::default();
+    *fake.home.lock().expect("the fake's lock") = Some("ap".to_owned());
+    fake.set_default("eu", Step::Answer(201, Duration::ZERO));
+    fake.set_default("us", Step::Answer(201, Duration::from_millis(10)));
+    fake.set_default("ap", Step::Answer(201, Duration::from_millis(40)));
+    let body = ledger_wire::api::AmountRequest {
+        amount: "1.00".to_owned(),
+        reference: None,
+    };
+    for home_aware in [false, true] {
+        let plain = client(&fake, quick_retry());
+        let client = if home_aware {
+            plain.home_aware()
+        } else {
+            plain
+        };
+        three_reads(&client).await;
+        let first = client
+            .send(Request::deposit("acc-1", &body))
+            .await
+            .expect("an answer");
+        assert_eq!(first.region, "eu", "the home is not known yet: the nearest");
+        assert_eq!(client.home_of("acc-1").as_deref(), Some("ap"));
+        let second = client
+            .send(Request::deposit("acc-1", &body))
+            .await
+            .expect("an answer");
+        let want = if home_aware { "ap" } else { "eu" };
+        assert_eq!(second.region, want, "home-aware {home_aware}");
+        let read = client.read_account("acc-1").await.expect("an answer");
+        assert_eq!(read.region, "eu", "reads stay with the nearest");
+    }
 }
