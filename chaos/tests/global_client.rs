@@ -24,18 +24,19 @@ async fn a_client_writes_through_the_loss_of_its_nearest_region_and_makes_each_w
     for home in 0..3 {
         homes.insert(regions.open(home, home, "0").await?, home);
     }
-    let urls = regions
-        .deployment
-        .regions
-        .iter()
-        .map(|r| (r.name.clone(), r.api_url.clone()))
-        .collect();
+    // The client knows one region and learns the others from it.
     let transport = HttpTransport::new(regions.deployment.api_key.clone())?;
-    let client = Client::new(
+    let client = Client::discover(
         transport,
-        urls,
+        &regions.deployment.regions[0].api_url,
         RoutingConfig::default(),
         RetryConfig::default(),
+    )
+    .await?;
+    let learned: Vec<String> = client.regions().into_iter().map(|r| r.name).collect();
+    ensure!(
+        learned == names,
+        "discovered {learned:?}, the deployment has {names:?}"
     );
 
     // Warm up: the client measures every region and settles on one.

@@ -86,6 +86,12 @@ pub struct NodeConfig {
     #[arg(long, env = "LEDGER_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
 
+    /// Every region's public API as clients reach it, `region=https://host`,
+    /// comma-separated (this region's too): what `GET /v1/regions` answers, so a
+    /// client that knows one region finds the others.
+    #[arg(long, env = "LEDGER_PUBLIC_URLS", value_delimiter = ',')]
+    pub public_urls: Vec<String>,
+
     /// Serve HTTPS (public and internal routes) with this certificate chain (PEM);
     /// with --tls-key-file.
     #[arg(long, env = "LEDGER_TLS_CERT_FILE", requires = "tls_key_file")]
@@ -167,6 +173,7 @@ impl NodeConfig {
             ownership_voters: Vec::new(),
             ownership_watch: true,
             peers: Vec::new(),
+            public_urls: Vec::new(),
             internal_secret: None,
             tls_cert_file: None,
             tls_key_file: None,

@@ -86,6 +86,7 @@ pub async fn run(
         forward_timeout: Duration::from_millis(config.forward_timeout_ms),
         ack_timeout: Duration::from_millis(config.ack_timeout_ms),
         min_seq_wait: Duration::from_millis(config.min_seq_wait_ms),
+        public_urls: public_urls(&config.public_urls)?,
     };
     let app = http::router(
         LedgerStore::new(pool.clone(), outbox_written.clone()),
@@ -172,6 +173,22 @@ where
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
         .map_err(NodeError::Serve)
+}
+
+/// `region=url` pairs of `--public-urls`.
+fn public_urls(pairs: &[String]) -> Result<Vec<ledger_wire::api::RegionEndpoint>, NodeError> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .filter(|(name, url)| !name.is_empty() && !url.is_empty())
+                .map(|(name, url)| ledger_wire::api::RegionEndpoint {
+                    name: name.to_owned(),
+                    url: url.trim_end_matches('/').to_owned(),
+                })
+                .ok_or_else(|| NodeError::Config(format!("public URL {pair:?} is not region=url")))
+        })
+        .collect()
 }
 
 /// The public API's keys, re-read in the background when the file changes; `None`

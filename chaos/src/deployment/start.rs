@@ -175,6 +175,16 @@ fn proxy_command(deployment: &Deployment, i: usize) -> Command {
     proxy
 }
 
+/// Every region's public API as the deployment's clients reach it (`GET /v1/regions`).
+fn public_urls(deployment: &Deployment) -> String {
+    deployment
+        .regions
+        .iter()
+        .map(|r| format!("{}={}", r.name, r.api_url))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn node_command(deployment: &Deployment, i: usize) -> Command {
     let topology = deployment.topology();
     let region = &deployment.regions[i];
@@ -196,6 +206,7 @@ fn node_command(deployment: &Deployment, i: usize) -> Command {
         .env("LEDGER_SLOT_COUNT", deployment.slot_count.to_string())
         .env("LEDGER_OWNERSHIP_VOTERS", voters.join(","))
         .env("LEDGER_PEERS", peers.join(","))
+        .env("LEDGER_PUBLIC_URLS", public_urls(deployment))
         .env("LEDGER_INTERNAL_SECRET", &deployment.secret);
     if deployment.api_key.is_some() {
         node.env("LEDGER_API_KEYS_FILE", deployment.api_keys_file());

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ledger_wire::api::{AmountRequest, CreateAccountRequest, CreateTransferRequest};
+use ledger_wire::api::{AmountRequest, CreateAccountRequest, CreateTransferRequest, Regions};
 use serde_json::Value;
 
 use crate::retry::{classify, Outcome, RetryConfig, Verdict};
@@ -150,6 +150,8 @@ pub enum ClientError {
     },
     #[error("the client has no region to send to")]
     NoRegions,
+    #[error("could not learn the deployment's regions from {url}: {detail}")]
+    Discovery { url: String, detail: String },
 }
 
 /// A client of one deployment.
@@ -180,6 +182,41 @@ impl<T: Transport> Client<T> {
             home_aware: false,
             homes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Finds the deployment's regions by asking one of them (`GET /v1/regions` at
+    /// `any_region`), then [`Client::new`] over all of them.
+    pub async fn discover(
+        transport: T,
+        any_region: &str,
+        routing: RoutingConfig,
+        retry: RetryConfig,
+    ) -> Result<Client<T>, ClientError> {
+        let refused = |detail: String| ClientError::Discovery {
+            url: any_region.to_owned(),
+            detail,
+        };
+        let answer = transport
+            .send(
+                any_region,
+                &Request::get("/v1/regions"),
+                None,
+                retry.attempt_timeout,
+            )
+            .await
+            .map_err(|failure| refused(format!("{failure:?}")))?;
+        if answer.status != 200 {
+            return Err(refused(format!("{} {}", answer.status, answer.body)));
+        }
+        let list: Regions = serde_json::from_value(answer.body)
+            .map_err(|e| refused(format!("not a region list: {e}")))?;
+        if list.regions.is_empty() {
+            return Err(refused(
+                "the deployment lists no regions (LEDGER_PUBLIC_URLS)".into(),
+            ));
+        }
+        let regions = list.regions.into_iter().map(|r| (r.name, r.url)).collect();
+        Ok(Client::new(transport, regions, routing, retry))
     }
 
     /// Home-aware routing: a write whose account's home an earlier answer named

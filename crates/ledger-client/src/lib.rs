@@ -4,9 +4,8 @@
 //! ([`routing`]: measured latency, a breaker per region), retries what a region could
 //! not serve at the next one under the same Idempotency-Key within a total budget and
 //! waits out rate limits where they were given ([`retry`]), and keeps read-your-writes
-//! across regions with `min_seq` ([`session`]). Issue 15's first part: discovery of the
-//! regions from one of them, home-aware writes and the retirement of the hand-written
-//! clients of the demo, tests and drill are still to come.
+//! across regions with `min_seq` ([`session`]); learns the regions from any one of
+//! them ([`Client::discover`]) and, home-aware, sends writes straight to their home.
 
 pub mod client;
 pub mod http;

@@ -27,7 +27,7 @@ enum Step {
 
 /// Regions `eu`, `us`, `ap` whose next steps are scripted (then `default`); writes are
 /// made once per Idempotency-Key, as the real ledger does.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Fake {
     scripts: Mutex<HashMap<String, VecDeque<Step>>>,
     defaults: Mutex<HashMap<String, Step>>,
@@ -401,4 +401,18 @@ async fn a_home_aware_client_sends_writes_straight_to_the_home_it_learned() {
         let read = client.read_account("acc-1").await.expect("an answer");
         assert_eq!(read.region, "eu", "reads stay with the nearest");
     }
+}
+
+#[tokio::test]
+async fn discovery_refuses_an_answer_that_is_not_a_region_list() {
+    let fake = Fake::default();
+    let error = Client::discover(&fake, "http://eu", RoutingConfig::default(), quick_retry())
+        .await
+        .expect_err("a deposit's answer is no region list");
+    assert!(matches!(error, ClientError::Discovery { .. }), "{error}");
+    fake.set_default("eu", Step::Down);
+    let error = Client::discover(&fake, "http://eu", RoutingConfig::default(), quick_retry())
+        .await
+        .expect_err("nobody answers");
+    assert!(error.to_string().contains("http://eu"), "{error}");
 }

@@ -230,6 +230,21 @@ pub struct AccountQuery {
     pub min_seq: Option<i64>,
 }
 
+/// One region of the deployment and where clients reach its public API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegionEndpoint {
+    pub name: String,
+    /// Base URL of the region's public API (paths such as `/v1/accounts` go after it).
+    pub url: String,
+}
+
+/// Answer of `GET /v1/regions`: every region of the deployment (empty when the
+/// deployment did not configure them, `LEDGER_PUBLIC_URLS`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Regions {
+    pub regions: Vec<RegionEndpoint>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub status: String,

@@ -133,6 +133,8 @@ pub struct Settings {
     pub forward_timeout: Duration,
     pub ack_timeout: Duration,
     pub min_seq_wait: Duration,
+    /// Every region's public URL (`GET /v1/regions`).
+    pub public_urls: Vec<ledger_wire::api::RegionEndpoint>,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +199,7 @@ pub fn router(
         .routes(routes!(accounts::ledger_page))
         .routes(routes!(transfers::create_transfer))
         .routes(routes!(transfers::get_transfer))
+        .routes(routes!(system::regions))
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
         .routes(routes!(system::metrics))

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ledger_wire::api::Health;
+use ledger_wire::api::{Health, Regions};
 use ledger_wire::{Problem, ProblemType};
 
 use super::error::ApiError;
@@ -15,6 +15,14 @@ use super::AppState;
 
 /// How long readiness waits for the database.
 const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[utoipa::path(get, path = "/v1/regions", tag = "regions",
+    responses((status = 200, description = "Every region of the deployment and its public URL, so that a client knowing one region finds the others", body = Regions)))]
+pub async fn regions(State(state): State<AppState>) -> Json<Regions> {
+    Json(Regions {
+        regions: state.settings.public_urls.clone(),
+    })
+}
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "The process is alive", body = Health)))]
