@@ -3,7 +3,8 @@
 use ledger_tests::TestRegion;
 use reqwest::StatusCode;
 
-/// ARCHITECTURE.md's public API (v1), the contract clients rely on.
+/// The public API (v1), the contract clients rely on: the design's route table and the
+/// regions' discovery route (docs/api.md).
 const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/accounts"),
     ("get", "/v1/accounts/{id}"),
@@ -12,6 +13,7 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/transfers"),
     ("get", "/v1/transfers/{id}"),
     ("get", "/v1/accounts/{id}/ledger"),
+    ("get", "/v1/regions"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
