@@ -41,6 +41,20 @@ pub struct VoterTimings {
     pub lease_ttl_ms: u64,
 }
 
+impl VoterTimings {
+    /// The voters' environment that sets these timings (the lease ttl goes to the
+    /// cluster's `init_cluster` instead).
+    pub fn voter_env(&self) -> Vec<(String, String)> {
+        [
+            ("OWNERSHIP_HEARTBEAT_MS", self.heartbeat_ms),
+            ("OWNERSHIP_ELECTION_MIN_MS", self.election_min_ms),
+            ("OWNERSHIP_ELECTION_MAX_MS", self.election_max_ms),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_string()))
+        .to_vec()
+    }
+}
+
 impl Geography {
     /// Round trips between AWS's eu-west-1, us-east-1 and ap-south-1 as published
     /// inter-region latency tables give them (rounded), 2 ms of jitter.
@@ -73,10 +87,15 @@ impl Geography {
 
     /// The round trip between two regions (0 for a region and itself or an unknown pair).
     pub fn rtt(&self, a: &str, b: &str) -> Duration {
+        self.link(a, b)
+            .map_or(Duration::ZERO, |l| Duration::from_millis(l.rtt_ms))
+    }
+
+    /// The link between two regions, either way round.
+    pub fn link(&self, a: &str, b: &str) -> Option<&Link> {
         self.links
             .iter()
             .find(|l| (l.a == a && l.b == b) || (l.a == b && l.b == a))
-            .map_or(Duration::ZERO, |l| Duration::from_millis(l.rtt_ms))
     }
 
     /// The delay each of a pair's packets gets (half the round trip: once each way),

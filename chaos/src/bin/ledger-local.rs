@@ -564,8 +564,9 @@ fn print_status(deployment: &Deployment) {
             .iter()
             .map(|l| format!("{}<->{} {} ms", l.a, l.b, l.rtt_ms))
             .collect();
-        let voters: Vec<String> = deployment
-            .voter_env
+        let voters: Vec<String> = geography
+            .voter_timings()
+            .voter_env()
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();

@@ -45,9 +45,7 @@ impl Deployment {
         for (a, j) in self.distance_pairs().into_iter().filter(|(a, _)| *a == i) {
             let (name_a, name_b) = (&self.regions[a].name, &self.regions[j].name);
             let link = geography
-                .links
-                .iter()
-                .find(|l| (&l.a, &l.b) == (name_a, name_b) || (&l.a, &l.b) == (name_b, name_a))
+                .link(name_a, name_b)
                 .with_context(|| format!("no round trip for {name_a}<->{name_b}"))?;
             let (latency, jitter) = geography.one_way(link)?;
             let delay_loop = DelayLoop {

@@ -133,9 +133,6 @@ pub struct Deployment {
     /// Distance between the regions (`up --geo`), kept to restart a region alike.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geography: Option<Geography>,
-    /// Extra voter environment (a geography's slower Raft timings).
-    #[serde(default)]
-    pub voter_env: Vec<(String, String)>,
 }
 
 impl Deployment {
@@ -180,22 +177,16 @@ impl Deployment {
                 path.display()
             );
         }
-        let (voter_env, lease_ttl_ms) = match &options.geography {
-            None => (Vec::new(), options.lease_ttl_ms),
+        let lease_ttl_ms = match &options.geography {
+            None => options.lease_ttl_ms,
             Some(geography) => {
                 anyhow::ensure!(
                     options.network.is_namespaces(),
                     "a geography needs regions in network namespaces (`ledger-local up --namespaces`)"
                 );
-                let timings = geography.voter_timings();
-                let env = [
-                    ("OWNERSHIP_HEARTBEAT_MS", timings.heartbeat_ms),
-                    ("OWNERSHIP_ELECTION_MIN_MS", timings.election_min_ms),
-                    ("OWNERSHIP_ELECTION_MAX_MS", timings.election_max_ms),
-                ]
-                .map(|(k, v)| (k.to_owned(), v.to_string()))
-                .to_vec();
-                (env, options.lease_ttl_ms.max(timings.lease_ttl_ms))
+                options
+                    .lease_ttl_ms
+                    .max(geography.voter_timings().lease_ttl_ms)
             }
         };
         let storage = storage_dir(data_dir)?;
@@ -212,7 +203,6 @@ impl Deployment {
             network: options.network,
             monitoring: None,
             geography: options.geography.clone(),
-            voter_env,
         };
         if options.api_keys {
             deployment.api_key = Some(write_api_key(&deployment.api_keys_file())?);

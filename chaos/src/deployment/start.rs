@@ -145,7 +145,13 @@ fn voter_command(deployment: &Deployment, i: usize) -> Command {
         .env("OWNERSHIP_NODE_ID", (i + 1).to_string())
         .env("OWNERSHIP_DATA_DIR", region.dir.join("voter"))
         .env("OWNERSHIP_BOOTSTRAP_VOTERS", &bootstrap)
-        .envs(deployment.voter_env.iter().map(|(k, v)| (k, v)))
+        // A geography's slower Raft timings.
+        .envs(
+            deployment
+                .geography
+                .iter()
+                .flat_map(|g| g.voter_timings().voter_env()),
+        )
         .env("LEDGER_INTERNAL_SECRET", &deployment.secret)
         .env("LEDGER_LOG", "info,openraft=warn");
     voter
