@@ -116,20 +116,39 @@ impl Geography {
     }
 
     /// Heartbeat at 1.5x the longest round trip plus the jitter (never below the
-    /// defaults'), elections at 4x and 8x the heartbeat, and a lease that outlasts the
-    /// longest election plus a renewal round.
+    /// defaults'), elections at 3x and 5x the heartbeat, and a lease that outlasts the
+    /// loss of the Raft leader: renewals go every third of the ttl, so the leader may
+    /// die a third of a ttl after the last one; the remaining two thirds must cover
+    /// [`leader_loss_ms`], with two heartbeats of margin.
+    ///
+    /// The elections need not be longer: openraft 0.9 followers stand only after a
+    /// leader lease (the election maximum) plus their own timeout, 8-10 heartbeats
+    /// here, so a few late heartbeats under load start no election.
     pub fn voter_timings(&self) -> VoterTimings {
         let worst = self.links.iter().map(|l| l.rtt_ms).max().unwrap_or(0) + 2 * self.jitter_ms;
         let heartbeat_ms = (worst * 3 / 2).max(100);
-        let election_min_ms = heartbeat_ms * 4;
-        let election_max_ms = heartbeat_ms * 8;
+        let election_min_ms = heartbeat_ms * 3;
+        let election_max_ms = heartbeat_ms * 5;
+        let lease_ttl_ms = leader_loss_ms(election_max_ms, worst) * 3 / 2 + 2 * heartbeat_ms;
         VoterTimings {
             heartbeat_ms,
             election_min_ms,
             election_max_ms,
-            lease_ttl_ms: (election_max_ms + 2 * heartbeat_ms).max(2_000),
+            lease_ttl_ms: lease_ttl_ms.max(2_000),
         }
     }
+}
+
+/// The longest the voters can go without committing anything when the Raft leader
+/// dies, under openraft 0.9: a follower that heard the leader refuses votes for a
+/// leader lease of `election_max_ms` and stands for election only after that lease
+/// plus its own election timeout (at most `election_max_ms` again); then the vote,
+/// the new leader's first commit, a renewal's hop from its region's voter to the
+/// leader and its commit each cross (at worst) the longest round trip. A lease whose
+/// renewals cannot bridge this stops every region's writes while the voters elect
+/// (measured under `--geo` with a ttl of 2.9 s: 6 s of "lease has run out" under load).
+pub fn leader_loss_ms(election_max_ms: u64, worst_rtt_ms: u64) -> u64 {
+    2 * election_max_ms + 4 * worst_rtt_ms
 }
 
 #[cfg(test)]
@@ -163,7 +182,10 @@ mod tests {
         let t = geo.voter_timings();
         assert!(t.heartbeat_ms > 194, "{t:?}");
         assert!(t.election_min_ms > 2 * t.heartbeat_ms && t.election_max_ms > t.election_min_ms);
-        assert!(t.lease_ttl_ms > t.election_max_ms, "{t:?}");
+        assert!(
+            t.lease_ttl_ms * 2 / 3 > leader_loss_ms(t.election_max_ms, 194),
+            "a lease renewed a third of a ttl before the leader died outlasts the election: {t:?}"
+        );
         let near = Geography {
             links: Vec::new(),
             jitter_ms: 0,

@@ -165,14 +165,37 @@ impl LocationsRun {
             .get(location)
             .map_or(0, |samples| samples.iter().filter(|s| !s.ok).count())
     }
+
+    /// Each failed request of `location`, described: when (relative to the kill),
+    /// what, where and why.
+    pub fn failures(&self, location: &str) -> Vec<String> {
+        let Some(samples) = self.by_location.get(location) else {
+            return Vec::new();
+        };
+        samples
+            .iter()
+            .filter(|s| !s.ok)
+            .map(|s| {
+                format!(
+                    "{:+} ms from the kill, {} of {}: {:?} {}",
+                    s.sent_ms as i64 - self.kill_ms as i64,
+                    if s.write { "a write" } else { "a read" },
+                    s.region.as_deref().unwrap_or("no region"),
+                    s.status,
+                    s.error.as_deref().unwrap_or("")
+                )
+            })
+            .collect()
+    }
 }
 
 /// Runs a client next to every region of `deployment` (in namespaces) for `seconds`
 /// and kills region `victim` halfway.
 ///
-/// Best the last region: a region's geography loops (its pairs with higher-indexed
-/// regions) die with it. And if its voter leads, every region's writes stop while the
-/// other two elect (seconds, under a geography's slow timings: ARCHITECTURE.md).
+/// A killed region's geography loops (its pairs with higher-indexed regions) die with
+/// it, which only touches links to the dead region. If its voter leads, every region's
+/// lease renewals wait for the other two to elect; the geography's lease ttl covers
+/// that (`Geography::voter_timings`).
 pub async fn run(
     deployment: &Deployment,
     seconds: u64,
@@ -334,4 +357,9 @@ pub fn print_summary(run: &LocationsRun) {
         "(errors: requests no region answered with 2xx within the client's 5 s budget; {} was the region killed)",
         run.victim
     );
+    for location in run.by_location.keys() {
+        for failure in run.failures(location) {
+            println!("  {location}: {failure}");
+        }
+    }
 }

@@ -78,35 +78,18 @@ async fn every_kind_of_link_carries_its_pairs_round_trip_and_writes_go_on() -> a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_next_to_each_region_keep_being_served_when_a_region_dies() -> anyhow::Result<()> {
     let regions = Regions::start_geo("locations").await?;
-    // Not the Raft leader's region: its loss stops every region's writes while the two
-    // others elect, for longer than the client's 5 s budget under load (measured; a
-    // limit of the geography's timings, ARCHITECTURE.md), which this test is not about.
-    let leader = regions.deployment.leader_region().await?;
-    let victim = (0..3)
-        .rev()
-        .map(|i| regions.name(i))
-        .find(|name| *name != leader)
-        .context("a region that does not lead")?;
+    // The Raft leader's region: the hardest loss, since every region's lease renewals
+    // wait for the other two voters to elect (before the timings, the renewal retries
+    // and HTTP/2 between voters were fixed, this stopped every region's writes for
+    // 6-14 s under load).
+    let victim = regions.deployment.leader_region().await?;
     let run = chaos::locations::run(&regions.deployment, 10, 5, &victim).await?;
     chaos::locations::print_summary(&run);
     // Where reads went is a matter of measured latency, which a loaded machine
     // distorts (a CI run once saw the us-east client's own region answer slower than
     // eu-west): printed above, not asserted. What must hold under any load follows.
-    for (location, samples) in &run.by_location {
-        let failed: Vec<String> = samples
-            .iter()
-            .filter(|s| !s.ok)
-            .map(|s| {
-                format!(
-                    "{} ms after the kill, {} of {}: {:?} {}",
-                    s.sent_ms as i64 - run.kill_ms as i64,
-                    if s.write { "a write" } else { "a read" },
-                    s.region.as_deref().unwrap_or("no region"),
-                    s.status,
-                    s.error.as_deref().unwrap_or("")
-                )
-            })
-            .collect();
+    for location in run.by_location.keys() {
+        let failed = run.failures(location);
         ensure!(
             failed.is_empty(),
             "{location}: requests failed: {failed:#?}"

@@ -1,4 +1,15 @@
-//! Raft RPCs between voters: JSON over HTTP on a pooled client.
+//! Raft RPCs between voters: JSON over HTTP/2 (cleartext, prior knowledge), one
+//! long-lived connection per peer.
+//!
+//! Why HTTP/2: openraft 0.9 gives every AppendEntries a timeout of exactly the
+//! heartbeat interval and drops the request when it passes. Over HTTP/1 a dropped
+//! request takes its connection with it, and the next RPC must open a new one: two
+//! round trips. Between voters farther apart than half a heartbeat (us-east and
+//! ap-south under `ledger-local up --geo`: 190 ms, heartbeat 291 ms) one late answer
+//! therefore meant no AppendEntries ever arrived again and nothing committed (found
+//! killing the leader's region under load). Over HTTP/2 a dropped request resets
+//! only its stream; the connection, opened ahead of the first RPC and kept alive by
+//! pings, stays.
 //!
 //! Each RPC is one POST to the peer's `/raft/*` route; the body of the answer is the
 //! peer's `Result`, so a Raft-level refusal (a higher vote, say) comes back as a
@@ -27,6 +38,13 @@ pub const ROUTE_APPEND: &str = "/raft/append";
 pub const ROUTE_VOTE: &str = "/raft/vote";
 pub const ROUTE_SNAPSHOT: &str = "/raft/snapshot";
 
+const CONNECT_TIMEOUT_MS: u64 = 500;
+/// How often an idle connection to a peer is pinged (and how long a ping may take
+/// before the connection is given up).
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How long the request that opens a connection to a new peer may take.
+const WARM_UP: Duration = Duration::from_secs(5);
+
 /// Creates one [`PeerClient`] per peer, sharing a connection pool.
 #[derive(Clone)]
 pub struct HttpNetwork {
@@ -39,8 +57,12 @@ impl HttpNetwork {
     /// The network of voter `node_id`, signing with the deployment's `secret`.
     pub fn new(node_id: NodeId, secret: &str) -> Self {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
-            .pool_idle_timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+            .http2_prior_knowledge()
+            .http2_keep_alive_interval(Some(KEEP_ALIVE))
+            .http2_keep_alive_timeout(KEEP_ALIVE)
+            .http2_keep_alive_while_idle(true)
+            .pool_idle_timeout(None)
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
@@ -56,9 +78,18 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        let base = format!("http://{}", node.addr);
+        // Open the connection now, on a request nobody times out, so the first
+        // AppendEntries does not spend its heartbeat's worth of time connecting.
+        let warm = self.http.get(format!("{base}/healthz")).timeout(WARM_UP);
+        tokio::spawn(async move {
+            if let Err(e) = warm.send().await {
+                tracing::debug!(target, error = %e, "could not open a connection to the peer yet");
+            }
+        });
         PeerClient {
             target,
-            base: format!("http://{}", node.addr),
+            base,
             http: self.http.clone(),
             caller: self.caller.clone(),
             signer: self.signer.clone(),

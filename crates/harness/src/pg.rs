@@ -342,10 +342,43 @@ fn install_tls(data_dir: &Path, tls: &PgTls) -> Result<(), HarnessError> {
     )
 }
 
-/// Lets hosts of the server's own subnets in (the namespace's bridge and its peers);
-/// the template trusts loopback only.
+/// Lets hosts of the server's own subnets in (the namespace's bridge and its peers),
+/// streaming replication included; the template trusts loopback only.
 fn trust_subnet(data_dir: &Path) -> Result<(), HarnessError> {
-    add_hba_line(data_dir, "host all all samenet trust", false)
+    add_hba_line(data_dir, "host all all samenet trust", false)?;
+    add_hba_line(data_dir, "host replication all samenet trust", false)
+}
+
+/// Makes `dir/pgdata` a streaming standby of the server at `host:port`: a base backup
+/// taken over the network (from inside `namespace`, if given, so it crosses the same
+/// links as the standby will), with `standby.signal` and `primary_conninfo` written.
+/// Start it with [`PgCluster::start`] on the same `dir`. The server must let
+/// replication connections in (a cluster started in a namespace does).
+pub fn base_backup(
+    dir: &Path,
+    host: &str,
+    port: u16,
+    namespace: Option<&str>,
+) -> Result<(), HarnessError> {
+    let data_dir = dir.join("pgdata");
+    let mut command = Command::new(bin_dir()?.join("pg_basebackup"));
+    command
+        .args(["-h", host, "-p", &port.to_string(), "-U", SUPERUSER])
+        .arg("-D")
+        .arg(&data_dir)
+        .args(["-X", "stream", "-R", "--checkpoint=fast"]);
+    let mut command = match namespace {
+        Some(namespace) => in_namespace_as_postgres(&command, namespace)?,
+        None => {
+            as_postgres_user(&mut command)?;
+            command
+        }
+    };
+    run_checked(
+        &format!("take a base backup of {host}:{port}"),
+        &mut command,
+    )
+    .map(|_| ())
 }
 
 /// Adds `line` to the cluster's pg_hba.conf once: first (it decides before every other

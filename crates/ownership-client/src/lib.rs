@@ -120,9 +120,28 @@ impl OwnershipClient {
         body: Option<&(impl Serialize + Sync)>,
         timeout: Duration,
     ) -> Result<T, ClientError> {
+        let repeatable = method == Method::GET;
+        self.send_repeatable(method, path, body, timeout, repeatable)
+            .await
+    }
+
+    /// [`send`](Self::send); `repeatable`: the request may be made twice to the same
+    /// effect (a read, or a lease renewal), so a voter that failed it in any way is
+    /// passed over for the next one.
+    async fn send_repeatable<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + Sync)>,
+        timeout: Duration,
+        repeatable: bool,
+    ) -> Result<T, ClientError> {
         let deadline = tokio::time::Instant::now() + self.retry_for;
         loop {
-            match self.send_round(&method, path, body, timeout).await {
+            match self
+                .send_round(&method, path, body, timeout, repeatable)
+                .await
+            {
                 Err(ClientError::Unavailable(reason)) => {
                     if tokio::time::Instant::now() + RETRY_PAUSE > deadline {
                         return Err(ClientError::Unavailable(reason));
@@ -134,13 +153,17 @@ impl OwnershipClient {
         }
     }
 
-    /// Tries each voter at most once.
+    /// Tries each voter at most once. A voter whose answer was lost is not asked first
+    /// next time: through a region's TCP proxy a dead voter looks like a lost answer,
+    /// not a refused connection, and starting every round with it again stopped a
+    /// region's lease renewals for 11 s after the leader's region died.
     async fn send_round<T: DeserializeOwned>(
         &self,
         method: &Method,
         path: &str,
         body: Option<&(impl Serialize + Sync)>,
         timeout: Duration,
+        repeatable: bool,
     ) -> Result<T, ClientError> {
         let first = self.preferred.load(Ordering::Relaxed);
         let mut last_error = String::new();
@@ -156,16 +179,19 @@ impl OwnershipClient {
                     last_error = format!("{}: {e}", self.voters[index]);
                     continue;
                 }
-                // A read changes nothing: whatever happened to it, another voter may serve it.
-                Err(e) if *method == Method::GET => {
+                // A read changes nothing, a renewal renews: whatever happened to it,
+                // another voter may serve it.
+                Err(e) if repeatable => {
                     last_error = format!("{}: {e}", self.voters[index]);
                     continue;
                 }
                 Err(e) => {
+                    self.preferred
+                        .store((index + 1) % self.voters.len(), Ordering::Relaxed);
                     return Err(ClientError::OutcomeUnknown(format!(
                         "{}: {e}",
                         self.voters[index]
-                    )))
+                    )));
                 }
             };
             let status = response.status();
@@ -186,8 +212,7 @@ impl OwnershipClient {
             match error {
                 Some(error)
                     if RETRYABLE_CODES.contains(&error.code.as_str())
-                        || (*method == Method::GET
-                            && status == StatusCode::SERVICE_UNAVAILABLE) =>
+                        || (repeatable && status == StatusCode::SERVICE_UNAVAILABLE) =>
                 {
                     last_error = format!("{}: {}", self.voters[index], error.message);
                 }
@@ -239,16 +264,20 @@ impl OwnershipClient {
     /// Proposes a command; a refusal by the state machine comes back as
     /// `Ok(Outcome::Rejected)`.
     pub async fn command(&self, command: Command, reason: &str) -> Result<Outcome, ClientError> {
+        // A renewal made twice grants what the region owns at the later one: nothing
+        // else changes, so it may go to another voter after any failure.
+        let repeatable = matches!(command, Command::RenewLease { .. });
         let request = CommandRequest {
             actor: self.actor.clone(),
             reason: reason.to_owned(),
             command,
         };
-        self.send(
+        self.send_repeatable(
             Method::POST,
             "/v1/commands",
             Some(&request),
             Duration::from_secs(10),
+            repeatable,
         )
         .await
     }

@@ -62,6 +62,12 @@ pub async fn initial_map(
 }
 
 /// Renews the lease every ttl/3 (or when woken), records each grant in the database.
+/// A renewal that failed, whatever the reason, is tried again after [`RETRY_PAUSE`]:
+/// renewing is idempotent (the grant lists what the region owns at that moment, and
+/// only the attempt that succeeded sets the lease's start), and waiting a third of the
+/// ttl after a failure wasted most of what was left of the lease while the voters
+/// elected a new leader (measured: every region's writes stopped for seconds when the
+/// leader's region died under load).
 pub async fn renew_loop(
     ownership: Arc<Ownership>,
     client: Arc<OwnershipClient>,
@@ -71,11 +77,15 @@ pub async fn renew_loop(
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
     let mut drift = DriftEstimator::default();
+    // Failed renewals in a row: the first is logged as a warning, the rest (one every
+    // RETRY_PAUSE) only at debug, and the end of the streak once.
+    let mut failures: u32 = 0;
     metrics.set_max_clock_drift(timing.max_clock_drift);
     loop {
         let ttl = Duration::from_millis(ownership.map().lease_ttl_ms.max(300));
         let sent_at = Instant::now();
         let renewal = tokio::time::timeout(ttl, client.renew_lease(ownership.region())).await;
+        let renewed = matches!(renewal, Ok(Ok(_)));
         match renewal {
             Ok(Ok(grant)) => {
                 if let Some(estimate) = drift.observe(Instant::now(), grant.granted_at_ms) {
@@ -96,6 +106,10 @@ pub async fn renew_loop(
                     (lease.snapshot(), lease.held_slot_count())
                 };
                 metrics.lease_renewed(true);
+                if failures > 0 {
+                    tracing::info!(failures, "lease renewed again");
+                    failures = 0;
+                }
                 match record(&pool, &snapshot, timing.commit_margin).await {
                     Ok(()) => {
                         // Only now may writes commit (the database checks the recorded
@@ -116,17 +130,23 @@ pub async fn renew_loop(
             }
             Ok(Err(e)) => {
                 metrics.lease_renewed(false);
-                log_renewal_error(&e);
+                failures += 1;
+                log_renewal_error(&e, failures);
             }
             Err(_) => {
                 metrics.lease_renewed(false);
+                failures += 1;
                 tracing::warn!(
                     ttl_ms = ttl.as_millis(),
                     "lease renewal took longer than the ttl"
                 );
             }
         }
-        let pause = (ttl / 3).saturating_sub(sent_at.elapsed());
+        let pause = if renewed {
+            (ttl / 3).saturating_sub(sent_at.elapsed())
+        } else {
+            RETRY_PAUSE
+        };
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = ownership.renew_now.notified() => {}
@@ -135,8 +155,12 @@ pub async fn renew_loop(
     }
 }
 
-fn log_renewal_error(error: &ClientError) {
-    tracing::warn!(error = %error, "lease renewal failed; writes stop when the lease runs out");
+fn log_renewal_error(error: &ClientError, in_a_row: u32) {
+    if in_a_row == 1 {
+        tracing::warn!(error = %error, "lease renewal failed; retrying, writes stop when the lease runs out");
+    } else {
+        tracing::debug!(error = %error, in_a_row, "lease renewal failed again");
+    }
 }
 
 /// Follows the history: applies each change to the map, drops at once what moved away
