@@ -2,6 +2,7 @@
 //! ownership voter, proxy, region node and replicator in one process group, with ports
 //! and data dirs derived from the region index; and the demo traffic that runs on it.
 
+pub mod active_passive;
 pub mod delay;
 pub mod demo;
 pub mod deployment;

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -26,6 +27,9 @@ pub struct LocationSample {
     /// When it was sent, ms since the Unix epoch (one clock: one machine).
     pub sent_ms: u64,
     pub write: bool,
+    /// The account read or written.
+    #[serde(default)]
+    pub account: Option<String>,
     /// Answered 2xx.
     pub ok: bool,
     pub latency_ms: f64,
@@ -41,7 +45,15 @@ pub struct LocationSample {
     pub error: Option<String>,
 }
 
-fn epoch_ms() -> u64 {
+impl LocationSample {
+    /// Whether its answer came before `ms` (since the Unix epoch).
+    pub fn answered_before(&self, ms: u64) -> bool {
+        (self.sent_ms as f64 + self.latency_ms) < ms as f64
+    }
+}
+
+/// Now, in ms since the Unix epoch (the one clock every process of a run shares).
+pub fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -59,12 +71,12 @@ pub async fn run_client(
     rate: u32,
 ) -> anyhow::Result<()> {
     let transport = HttpTransport::new(api_key).context("build the HTTP client")?;
-    let client = Client::new(
+    let client = Arc::new(Client::new(
         transport,
         regions,
         RoutingConfig::default(),
         RetryConfig::default(),
-    );
+    ));
     let pause = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let until = Instant::now() + duration;
     // Measure every region before the first request, and again every second.
@@ -81,13 +93,17 @@ const REPLICATED: Duration = Duration::from_secs(30);
 /// How often a location's client probes every region's `/readyz`.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// Sends one request every `pause` until `until`, each on its own task: open loop, as
+/// many independent users would, so one request stuck retrying (a write to an account
+/// whose home is gone) holds up no other. Samples are printed as they complete.
 async fn send_requests(
-    client: &Client<HttpTransport>,
+    client: &Arc<Client<HttpTransport>>,
     reads: &[String],
     writes: &[String],
     pause: Duration,
     until: Instant,
 ) -> anyhow::Result<()> {
+    let mut in_flight = tokio::task::JoinSet::new();
     while Instant::now() < until {
         let (write, account) = {
             let mut rng = rand::rng();
@@ -98,34 +114,50 @@ async fn send_requests(
                 pool.choose(&mut rng).cloned().context("no accounts")?,
             )
         };
-        let sent_ms = epoch_ms();
-        let started = Instant::now();
-        let answer = if write {
-            let body = AmountRequest {
-                amount: "1.00".to_owned(),
-                reference: None,
-            };
-            client.send(Request::deposit(&account, &body)).await
-        } else {
-            client.read_account(&account).await
-        };
-        let sample = LocationSample {
-            sent_ms,
-            write,
-            ok: answer.as_ref().is_ok_and(|a| a.status < 300),
-            latency_ms: started.elapsed().as_secs_f64() * 1e3,
-            region: answer.as_ref().ok().map(|a| a.region.clone()),
-            attempts: answer.as_ref().map_or(0, |a| a.attempts),
-            status: answer.as_ref().ok().map(|a| a.status),
-            error: match &answer {
-                Ok(a) if a.status < 300 => None,
-                Ok(a) => Some(a.body.to_string()),
-                Err(e) => Some(e.to_string()),
-            },
-        };
-        println!("{}", serde_json::to_string(&sample)?);
+        in_flight.spawn(one_request(Arc::clone(client), write, account));
         tokio::time::sleep(pause).await;
+        while let Some(done) = in_flight.try_join_next() {
+            done.context("a request task failed")??;
+        }
     }
+    while let Some(done) = in_flight.join_next().await {
+        done.context("a request task failed")??;
+    }
+    Ok(())
+}
+
+async fn one_request(
+    client: Arc<Client<HttpTransport>>,
+    write: bool,
+    account: String,
+) -> anyhow::Result<()> {
+    let sent_ms = epoch_ms();
+    let started = Instant::now();
+    let answer = if write {
+        let body = AmountRequest {
+            amount: "1.00".to_owned(),
+            reference: None,
+        };
+        client.send(Request::deposit(&account, &body)).await
+    } else {
+        client.read_account(&account).await
+    };
+    let sample = LocationSample {
+        sent_ms,
+        write,
+        account: Some(account),
+        ok: answer.as_ref().is_ok_and(|a| a.status < 300),
+        latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        region: answer.as_ref().ok().map(|a| a.region.clone()),
+        attempts: answer.as_ref().map_or(0, |a| a.attempts),
+        status: answer.as_ref().ok().map(|a| a.status),
+        error: match &answer {
+            Ok(a) if a.status < 300 => None,
+            Ok(a) => Some(a.body.to_string()),
+            Err(e) => Some(e.to_string()),
+        },
+    };
+    println!("{}", serde_json::to_string(&sample)?);
     Ok(())
 }
 
@@ -135,10 +167,13 @@ pub struct LocationsRun {
     pub by_location: BTreeMap<String, Vec<LocationSample>>,
     pub kill_ms: u64,
     pub victim: String,
+    /// Each account's home region when the run started.
+    pub homes: BTreeMap<String, String>,
 }
 
 impl LocationsRun {
-    /// Time from the kill to the first success that ended after it, for `location`.
+    /// Time from the kill to the first success of a request sent after it, for
+    /// `location`.
     pub fn kill_to_success(&self, location: &str) -> Option<f64> {
         self.kill_to(location, |_| true)
     }
@@ -148,13 +183,25 @@ impl LocationsRun {
         self.kill_to(location, |s| s.write)
     }
 
+    /// [`LocationsRun::kill_to_write`] to an account whose home was `home` at the start.
+    pub fn kill_to_write_homed_in(&self, location: &str, home: &str) -> Option<f64> {
+        self.kill_to(location, |s| {
+            s.write
+                && s.account
+                    .as_ref()
+                    .and_then(|a| self.homes.get(a))
+                    .is_some_and(|h| h == home)
+        })
+    }
+
     fn kill_to(&self, location: &str, counts: impl Fn(&LocationSample) -> bool) -> Option<f64> {
         self.by_location
             .get(location)?
             .iter()
-            .filter(|s| s.ok && counts(s))
+            // Sent after the kill: one in flight when it came may have been answered
+            // before the region died.
+            .filter(|s| s.ok && counts(s) && s.sent_ms >= self.kill_ms)
             .map(|s| s.sent_ms as f64 + s.latency_ms)
-            .filter(|done| *done >= self.kill_ms as f64)
             .map(|done| done - self.kill_ms as f64)
             .reduce(f64::min)
     }
@@ -189,8 +236,21 @@ impl LocationsRun {
     }
 }
 
+/// Which accounts each location's client writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    /// Every account homed in a region that survives: the clients' failover is
+    /// measured, not ownership's.
+    SurvivorsAccounts,
+    /// The accounts homed in the location's own region, as users near their accounts'
+    /// home would: the victim's location then waits for a promote
+    /// (`active-passive-bench` runs one).
+    OwnAccounts,
+}
+
 /// Runs a client next to every region of `deployment` (in namespaces) for `seconds`
-/// and kills region `victim` halfway.
+/// and kills region `victim` halfway; reads go to every account, writes as `writes`
+/// says.
 ///
 /// A killed region's geography loops (its pairs with higher-indexed regions) die with
 /// it, which only touches links to the dead region. If its voter leads, every region's
@@ -201,6 +261,7 @@ pub async fn run(
     seconds: u64,
     rate: u32,
     victim: &str,
+    writes: Writes,
 ) -> anyhow::Result<LocationsRun> {
     anyhow::ensure!(
         deployment.network.is_namespaces(),
@@ -235,13 +296,16 @@ pub async fn run(
     }
     let victim = deployment.region(victim)?.name.clone();
     let reads: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
-    // Writes only to accounts whose home survives: this measures the clients'
-    // failover, not ownership's (which `failover promote` does).
-    let writes: Vec<String> = accounts
-        .iter()
-        .filter(|a| a.home != victim)
-        .map(|a| a.id.clone())
-        .collect();
+    let writes_of = |location: &str| -> Vec<String> {
+        accounts
+            .iter()
+            .filter(|a| match writes {
+                Writes::SurvivorsAccounts => a.home != victim,
+                Writes::OwnAccounts => a.home == location,
+            })
+            .map(|a| a.id.clone())
+            .collect()
+    };
     let urls: Vec<String> = deployment
         .regions
         .iter()
@@ -256,7 +320,8 @@ pub async fn run(
             .args(["netns", "exec", &namespace])
             .arg(&bin)
             .args(["location-client", "--regions", &urls.join(",")])
-            .args(["--reads", &reads.join(","), "--writes", &writes.join(",")])
+            .args(["--reads", &reads.join(",")])
+            .args(["--writes", &writes_of(name).join(",")])
             .args([
                 "--seconds",
                 &seconds.to_string(),
@@ -297,10 +362,12 @@ pub async fn run(
         by_location,
         kill_ms,
         victim,
+        homes: accounts.into_iter().map(|a| (a.id, a.home)).collect(),
     })
 }
 
-fn percentiles(samples: &[&LocationSample]) -> String {
+/// `p50/p99` of the samples' latencies in ms, `-` for none.
+pub fn percentiles(samples: &[&LocationSample]) -> String {
     let mut ms: Vec<f64> = samples.iter().map(|s| s.latency_ms).collect();
     if ms.is_empty() {
         return "-".to_owned();
@@ -326,7 +393,7 @@ pub fn print_summary(run: &LocationsRun) {
     for (location, samples) in &run.by_location {
         let before: Vec<&LocationSample> = samples
             .iter()
-            .filter(|s| s.sent_ms < run.kill_ms && s.ok)
+            .filter(|s| s.ok && s.answered_before(run.kill_ms))
             .collect();
         let reads: Vec<&LocationSample> = before.iter().copied().filter(|s| !s.write).collect();
         let writes: Vec<&LocationSample> = before.iter().copied().filter(|s| s.write).collect();

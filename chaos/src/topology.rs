@@ -80,6 +80,11 @@ impl Topology {
     pub fn proxy_admin(&self, i: usize) -> u16 {
         self.port(i, 5)
     }
+    /// The PostgreSQL of the active-passive comparison (`active-passive-bench`), in
+    /// region `i`'s block: a primary in the first region, a standby in the second.
+    pub fn active_passive_pg(&self, i: usize) -> u16 {
+        self.port(i, 7)
+    }
     /// The deployment's Prometheus (`up --monitoring`), in region 0's block.
     pub fn prometheus(&self) -> u16 {
         self.port(0, 6)

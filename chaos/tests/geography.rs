@@ -83,7 +83,14 @@ async fn clients_next_to_each_region_keep_being_served_when_a_region_dies() -> a
     // and HTTP/2 between voters were fixed, this stopped every region's writes for
     // 6-14 s under load).
     let victim = regions.deployment.leader_region().await?;
-    let run = chaos::locations::run(&regions.deployment, 10, 5, &victim).await?;
+    let run = chaos::locations::run(
+        &regions.deployment,
+        10,
+        5,
+        &victim,
+        chaos::locations::Writes::SurvivorsAccounts,
+    )
+    .await?;
     chaos::locations::print_summary(&run);
     // Where reads went is a matter of measured latency, which a loaded machine
     // distorts (a CI run once saw the us-east client's own region answer slower than

@@ -97,7 +97,9 @@ fn finish_moves(
 }
 
 /// Runs `operation` until it is not refused (a live lease, a region not yet
-/// reconciled), for at most `wait_s` seconds, saying what it waits for.
+/// reconciled) and the ownership service can serve it (no voter can while the voters
+/// elect a leader, as after the loss of the leader's region), for at most `wait_s`
+/// seconds, saying what it waits for.
 async fn retry_refused<T, F, Fut>(
     wait_s: u64,
     mut operation: F,
@@ -110,7 +112,10 @@ where
     let mut said = String::new();
     loop {
         match operation().await {
-            Err(failover::FailoverError::Refused(why)) if std::time::Instant::now() < deadline => {
+            Err(
+                failover::FailoverError::Refused(why)
+                | failover::FailoverError::Ownership(ownership_client::ClientError::Unavailable(why)),
+            ) if std::time::Instant::now() < deadline => {
                 if why != said {
                     eprintln!("waiting: {why}");
                     said = why;

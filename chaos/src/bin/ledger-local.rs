@@ -386,7 +386,14 @@ async fn main() -> anyhow::Result<()> {
                     .name
                     .clone(),
             };
-            let run = chaos::locations::run(&deployment, seconds, rate, &victim).await?;
+            let run = chaos::locations::run(
+                &deployment,
+                seconds,
+                rate,
+                &victim,
+                chaos::locations::Writes::SurvivorsAccounts,
+            )
+            .await?;
             chaos::locations::print_summary(&run);
         }
         Action::LocationClient {

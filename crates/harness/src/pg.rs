@@ -360,7 +360,21 @@ pub fn base_backup(
     port: u16,
     namespace: Option<&str>,
 ) -> Result<(), HarnessError> {
+    use std::os::unix::fs::PermissionsExt;
     let data_dir = dir.join("pgdata");
+    // pg_basebackup fills an empty directory its user owns, mode 0700 as the server wants.
+    std::fs::create_dir_all(&data_dir)
+        .map_err(io_context(format!("create {}", data_dir.display())))?;
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_context(format!("chmod {}", data_dir.display())))?;
+    if let Some(user) = postgres_user()? {
+        nix::unistd::chown(&data_dir, Some(user.uid), Some(user.gid)).map_err(|e| {
+            HarnessError::Command {
+                what: format!("chown {}", data_dir.display()),
+                detail: e.to_string(),
+            }
+        })?;
+    }
     let mut command = Command::new(bin_dir()?.join("pg_basebackup"));
     command
         .args(["-h", host, "-p", &port.to_string(), "-U", SUPERUSER])
