@@ -29,6 +29,10 @@ struct Cli {
     /// Requests per second per location.
     #[arg(long, default_value_t = 10)]
     rate: u32,
+    /// Our controller promotes with `--force`: at once, the fencing delay alone
+    /// guarding, instead of waiting for the lost region's lease to run out first.
+    #[arg(long)]
+    force: bool,
 }
 
 #[tokio::main]
@@ -57,7 +61,12 @@ async fn main() -> anyhow::Result<()> {
         "ours: the same clients through ledger-client, each location writing the accounts homed in its region; {} lost halfway",
         deployment.regions[0].name
     );
-    let ours = chaos::active_passive::run_ours(&deployment, cli.seconds, cli.rate).await?;
+    let promote = if cli.force {
+        chaos::active_passive::OurPromote::Force
+    } else {
+        chaos::active_passive::OurPromote::WaitForLease
+    };
+    let ours = chaos::active_passive::run_ours(&deployment, cli.seconds, cli.rate, promote).await?;
     chaos::active_passive::print_comparison(&alternative, &ours);
     Ok(())
 }

@@ -16,7 +16,13 @@ async fn both_sides_lose_a_region_and_their_figures_say_what_it_cost() -> anyhow
     let regions = Regions::start_geo("active-passive").await?;
     let deployment = &regions.deployment;
     let alternative = chaos::active_passive::run_alternative(deployment, SECONDS, 4).await?;
-    let ours = chaos::active_passive::run_ours(deployment, SECONDS, 4).await?;
+    let ours = chaos::active_passive::run_ours(
+        deployment,
+        SECONDS,
+        4,
+        chaos::active_passive::OurPromote::WaitForLease,
+    )
+    .await?;
     chaos::active_passive::print_comparison(&alternative, &ours);
     let lost = deployment.regions[0].name.clone();
 

@@ -237,9 +237,25 @@ async fn deposits_on(url: &str, accounts: &[i64]) -> anyhow::Result<BTreeMap<Str
         .collect())
 }
 
-/// Our run: `locations` with writes to every account, the first region killed halfway,
-/// `failover promote` run by the controller.
-pub async fn run_ours(deployment: &Deployment, seconds: u64, rate: u32) -> anyhow::Result<Side> {
+/// How our controller promotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OurPromote {
+    /// `failover promote`: waits until the lost region's lease has run out at the
+    /// voters; the gaining regions then wait out the fencing delay.
+    WaitForLease,
+    /// `failover promote --force`: at once; the fencing delay alone keeps the lost
+    /// region and its successors from writing at the same time.
+    Force,
+}
+
+/// Our run: `locations` with each location writing its own accounts, the first region
+/// killed halfway, `failover promote` run by the controller.
+pub async fn run_ours(
+    deployment: &Deployment,
+    seconds: u64,
+    rate: u32,
+    promote: OurPromote,
+) -> anyhow::Result<Side> {
     let victim = deployment.regions[0].clone();
     let readyz = format!("{}/readyz", victim.api_url);
     let http = reqwest::Client::new();
@@ -252,11 +268,16 @@ pub async fn run_ours(deployment: &Deployment, seconds: u64, rate: u32) -> anyho
             async move { request.await.is_ok_and(|r| r.status().is_success()) }
         },
         || async {
-            let status = tokio::process::Command::new(&failover)
+            let mut command = tokio::process::Command::new(&failover);
+            command
                 .arg("promote")
                 .arg("--deployment")
                 .arg(&data_dir)
-                .args(["--region", &victim.name, "--wait-s", "60"])
+                .args(["--region", &victim.name, "--wait-s", "60"]);
+            if promote == OurPromote::Force {
+                command.arg("--force");
+            }
+            let status = command
                 .stdout(Stdio::null())
                 .status()
                 .await
