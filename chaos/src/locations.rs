@@ -82,7 +82,9 @@ pub async fn run_client(
     // Measure every region before the first request, and again every second.
     client.probe_all().await;
     let probes = client.run_probes(PROBE_EVERY, tokio::time::sleep_until(until.into()));
-    let requests = send_requests(&client, &reads, &writes, pause, until);
+    let requests = open_loop(&reads, &writes, pause, until, |write, account| {
+        one_request(Arc::clone(&client), write, account)
+    });
     let ((), sent) = tokio::join!(probes, requests);
     sent
 }
@@ -95,14 +97,21 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Sends one request every `pause` until `until`, each on its own task: open loop, as
 /// many independent users would, so one request stuck retrying (a write to an account
-/// whose home is gone) holds up no other. Samples are printed as they complete.
-async fn send_requests(
-    client: &Arc<Client<HttpTransport>>,
-    reads: &[String],
-    writes: &[String],
+/// whose home is gone) holds up no other. Half are writes to one of `writes` (if any),
+/// the rest reads of one of `reads`; `request(write, account)` makes each one. Shared
+/// by this module's clients and the active-passive comparison's.
+pub async fn open_loop<A, F, Fut>(
+    reads: &[A],
+    writes: &[A],
     pause: Duration,
     until: Instant,
-) -> anyhow::Result<()> {
+    request: F,
+) -> anyhow::Result<()>
+where
+    A: Clone,
+    F: Fn(bool, A) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let mut in_flight = tokio::task::JoinSet::new();
     while Instant::now() < until {
         let (write, account) = {
@@ -114,7 +123,7 @@ async fn send_requests(
                 pool.choose(&mut rng).cloned().context("no accounts")?,
             )
         };
-        in_flight.spawn(one_request(Arc::clone(client), write, account));
+        in_flight.spawn(request(write, account));
         tokio::time::sleep(pause).await;
         while let Some(done) = in_flight.try_join_next() {
             done.context("a request task failed")??;
@@ -124,6 +133,25 @@ async fn send_requests(
         done.context("a request task failed")??;
     }
     Ok(())
+}
+
+/// Waits for each location's client and reads the samples it printed.
+pub async fn collect_samples(
+    children: Vec<(String, tokio::process::Child)>,
+) -> anyhow::Result<BTreeMap<String, Vec<LocationSample>>> {
+    let mut by_location = BTreeMap::new();
+    for (name, child) in children {
+        let output = child
+            .wait_with_output()
+            .await
+            .with_context(|| format!("wait for the client next to {name}"))?;
+        let samples = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        by_location.insert(name, samples);
+    }
+    Ok(by_location)
 }
 
 async fn one_request(
@@ -346,18 +374,7 @@ pub async fn run(
     tokio::time::sleep(Duration::from_secs(seconds / 2)).await;
     let kill_ms = epoch_ms();
     deployment.kill_region(&victim)?;
-    let mut by_location = BTreeMap::new();
-    for (name, child) in children {
-        let output = child
-            .wait_with_output()
-            .await
-            .with_context(|| format!("wait for the client next to {name}"))?;
-        let samples: Vec<LocationSample> = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect();
-        by_location.insert(name, samples);
-    }
+    let by_location = collect_samples(children).await?;
     Ok(LocationsRun {
         by_location,
         kill_ms,

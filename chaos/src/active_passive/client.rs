@@ -11,11 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rand::seq::IndexedRandom;
-use rand::Rng;
 use tokio_postgres::NoTls;
 
-use crate::locations::{epoch_ms, LocationSample};
+use crate::locations::{epoch_ms, open_loop, LocationSample};
 
 /// The same total budget as `ledger_client::RetryConfig::default()`.
 const BUDGET: Duration = Duration::from_secs(5);
@@ -160,24 +158,10 @@ pub async fn run_client(
     });
     let pause = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let until = Instant::now() + duration;
-    let mut in_flight = tokio::task::JoinSet::new();
-    while Instant::now() < until {
-        let (write, account) = {
-            let mut rng = rand::rng();
-            let write = rng.random_bool(0.5) && !writes.is_empty();
-            let pool = if write { writes } else { reads };
-            (write, *pool.choose(&mut rng).context("no accounts")?)
-        };
-        in_flight.spawn(one_request(Arc::clone(&shared), write, account));
-        tokio::time::sleep(pause).await;
-        while let Some(done) = in_flight.try_join_next() {
-            done.context("a request task failed")??;
-        }
-    }
-    while let Some(done) = in_flight.join_next().await {
-        done.context("a request task failed")??;
-    }
-    Ok(())
+    open_loop(reads, writes, pause, until, |write, account| {
+        one_request(Arc::clone(&shared), write, account)
+    })
+    .await
 }
 
 async fn one_request(shared: Arc<Shared>, write: bool, account: i64) -> anyhow::Result<()> {
@@ -250,22 +234,12 @@ async fn deposit(target: &Target, key: &str, account: i64) -> Attempt {
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
         [&key, &fingerprint, &account, &amount];
     let query = prepared.client.query_one(&prepared.deposit, &params);
-    match tokio::time::timeout(QUERY_TIMEOUT, query).await {
-        Ok(Ok(row)) => Attempt::Done {
+    match answered(target, query).await {
+        Ok(row) => Attempt::Done {
             status: u16::try_from(row.get::<_, i32>(0)).unwrap_or(500),
             body: row.get(1),
         },
-        Ok(Err(e)) if e.code().is_some_and(|c| c.code() == READ_ONLY) => {
-            Attempt::Next("read-only (a standby)".to_owned())
-        }
-        Ok(Err(e)) => {
-            target.forget().await;
-            Attempt::Next(e.to_string())
-        }
-        Err(_) => {
-            target.forget().await;
-            Attempt::Next(format!("no answer within {QUERY_TIMEOUT:?}"))
-        }
+        Err(next) => next,
     }
 }
 
@@ -276,22 +250,33 @@ async fn read(target: &Target, account: i64) -> Attempt {
     };
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&account];
     let query = prepared.client.query_opt(&prepared.account, &params);
-    match tokio::time::timeout(QUERY_TIMEOUT, query).await {
-        Ok(Ok(Some(row))) => Attempt::Done {
+    match answered(target, query).await {
+        Ok(Some(row)) => Attempt::Done {
             status: 200,
             body: row.get(0),
         },
-        Ok(Ok(None)) => Attempt::Done {
+        Ok(None) => Attempt::Done {
             status: 404,
             body: String::new(),
         },
-        Ok(Err(e)) => {
-            target.forget().await;
-            Attempt::Next(e.to_string())
-        }
-        Err(_) => {
-            target.forget().await;
-            Attempt::Next(format!("no answer within {QUERY_TIMEOUT:?}"))
-        }
+        Err(next) => next,
     }
+}
+
+/// The query's result within [`QUERY_TIMEOUT`], or why to try the next server: a
+/// standby refusing a write keeps its connection; any other failure drops it.
+async fn answered<T>(
+    target: &Target,
+    query: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, Attempt> {
+    let why = match tokio::time::timeout(QUERY_TIMEOUT, query).await {
+        Ok(Ok(result)) => return Ok(result),
+        Ok(Err(e)) if e.code().is_some_and(|c| c.code() == READ_ONLY) => {
+            return Err(Attempt::Next("read-only (a standby)".to_owned()))
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {QUERY_TIMEOUT:?}"),
+    };
+    target.forget().await;
+    Err(Attempt::Next(why))
 }

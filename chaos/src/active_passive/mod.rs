@@ -25,7 +25,7 @@ use anyhow::Context;
 pub use cluster::ActivePassive;
 pub use figures::{print_comparison, Side};
 
-use crate::locations::{epoch_ms, LocationSample, LocationsRun};
+use crate::locations::{collect_samples, epoch_ms, LocationsRun};
 use crate::Deployment;
 
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -152,7 +152,7 @@ async fn drive_alternative(
         },
     )
     .await?;
-    let by_location = collect(children).await?;
+    let by_location = collect_samples(children).await?;
     let homes = accounts
         .iter()
         .map(|a| (a.to_string(), primary.region.clone()))
@@ -194,24 +194,6 @@ async fn replay_lag(primary_url: &str) -> Option<f64> {
         .await
         .ok()??;
     row.get::<_, Option<f64>>(0)
-}
-
-async fn collect(
-    children: Vec<(String, tokio::process::Child)>,
-) -> anyhow::Result<BTreeMap<String, Vec<LocationSample>>> {
-    let mut by_location = BTreeMap::new();
-    for (name, child) in children {
-        let output = child
-            .wait_with_output()
-            .await
-            .with_context(|| format!("wait for the client next to {name}"))?;
-        let samples = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect();
-        by_location.insert(name, samples);
-    }
-    Ok(by_location)
 }
 
 /// Deposits per account that `url`'s server holds.

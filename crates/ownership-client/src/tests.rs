@@ -102,15 +102,19 @@ async fn granting() -> String {
     .await
 }
 
-#[tokio::test]
-async fn a_renewal_whose_answer_was_lost_goes_on_to_the_next_voter() {
-    let client = OwnershipClient::new(
+async fn lost_then_granting_voter() -> OwnershipClient {
+    OwnershipClient::new(
         vec![lost_answers().await, granting().await],
         "test",
         "0123456789abcdef",
     )
     .expect("client")
-    .with_retry_for(Duration::ZERO);
+    .with_retry_for(Duration::ZERO)
+}
+
+#[tokio::test]
+async fn a_renewal_whose_answer_was_lost_goes_on_to_the_next_voter() {
+    let client = lost_then_granting_voter().await;
     let grant = client
         .renew_lease("eu-west")
         .await
@@ -120,13 +124,7 @@ async fn a_renewal_whose_answer_was_lost_goes_on_to_the_next_voter() {
 
 #[tokio::test]
 async fn after_a_lost_answer_the_next_command_starts_at_the_next_voter() {
-    let client = OwnershipClient::new(
-        vec![lost_answers().await, granting().await],
-        "test",
-        "0123456789abcdef",
-    )
-    .expect("client")
-    .with_retry_for(Duration::ZERO);
+    let client = lost_then_granting_voter().await;
     // Not repeatable: its outcome is unknown, and it is not sent again.
     let first = client.set_region("eu-west", Some(1), None, "test").await;
     assert!(
