@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Static checks of terraform/ that need no terraform binary (none can be downloaded
 here): every .tf parses (python-hcl2); the environment variables and secrets the region
-module sets for each binary are names that binary accepts (read from its `--help`); and
-every region of the deployment gets a latency record guarded by a /readyz health check.
+module sets for each binary are names that binary accepts (read from its `--help`);
+every region of the deployment gets a latency record guarded by a /readyz health check;
+and every region's node lists every region's own public name (LEDGER_PUBLIC_URLS, what
+GET /v1/regions answers), a name modules/global creates for each region.
 
     scripts/terraform-check.py BIN_DIR           the checks, on the repository's terraform/
     scripts/terraform-check.py BIN_DIR --planted each check on a planted violation: must fail
@@ -130,8 +132,37 @@ def check_latency_records(parsed):
     return failures
 
 
+def check_public_urls(parsed):
+    """The node's LEDGER_PUBLIC_URLS names every region as <region>.<api_name>, and the
+    global module makes exactly those names, one per region."""
+    failures = []
+    local = module_locals(parsed, "region")
+    env = local.get("node_env") or {}
+    if "LEDGER_PUBLIC_URLS" not in env:
+        return ["modules/region: the node is not given LEDGER_PUBLIC_URLS (GET /v1/regions lists nothing)"]
+    urls = str(local.get(str(one(env["LEDGER_PUBLIC_URLS"])).removeprefix("${local.").removesuffix("}"), ""))
+    pattern = re.search(
+        r"for (\w+)\s*,\s*\w+\s+in\s+var\.regions\s*:\s*\"\$\{\1\}=https://\$\{\1\}\.\$\{var\.api_name\}\"",
+        urls,
+    )
+    if not pattern:
+        failures.append(
+            f"modules/region: LEDGER_PUBLIC_URLS is not every region's <region>.<api_name>: {urls!r}"
+        )
+    records = resources(parsed, "global", "aws_route53_record")
+    named = [
+        name
+        for name, body in records.items()
+        if one(body.get("for_each")) == "${var.regions}"
+        and one(body.get("name")) == "${each.key}.${var.api_name}"
+    ]
+    if not named:
+        failures.append("modules/global: no record <region>.<api_name> for every region")
+    return failures
+
+
 def run_checks(parsed, bin_dir):
-    return check_env(parsed, bin_dir) + check_latency_records(parsed)
+    return check_env(parsed, bin_dir) + check_latency_records(parsed) + check_public_urls(parsed)
 
 
 def planted(parsed, bin_dir):
@@ -168,7 +199,22 @@ def planted(parsed, bin_dir):
                     for body in block.get("aws_route53_health_check", {}).values():
                         body["resource_path"] = ["/healthz"]
 
+    def drop_public_urls(docs):
+        for path, doc in docs.items():
+            if path.startswith("modules/region/"):
+                for block in doc.get("locals", []):
+                    if "node_env" in block:
+                        one(block["node_env"]).pop("LEDGER_PUBLIC_URLS", None)
+
+    def drop_region_names(docs):
+        for path, doc in docs.items():
+            if path.startswith("modules/global/"):
+                for block in doc.get("resource", []):
+                    block.get("aws_route53_record", {}).pop("region_api", None)
+
     expect_failure("a misspelt variable", misspell)
+    expect_failure("a node without the public URLs", drop_public_urls)
+    expect_failure("regions without their own public names", drop_region_names)
     expect_failure("a record without a health check", drop_health_check)
     expect_failure("a health check of the wrong route", wrong_probe)
     return outcomes
@@ -194,7 +240,8 @@ def main():
     )
     print(
         f"terraform: {len(parsed)} files parse; {env_count} variables of {len(BINARIES)} binaries "
-        f"accepted by their --help; every region has a latency record behind a /readyz check"
+        f"accepted by their --help; every region has a latency record behind a /readyz check "
+        f"and its own public name, listed to clients by every node"
         if not failures
         else f"{len(failures)} failure(s)"
     )

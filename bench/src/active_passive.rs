@@ -1,5 +1,5 @@
-//! Ours against the usual alternative, one PostgreSQL primary with an asynchronous
-//! streaming standby, under the same simulated geography and the same clients-in-places
+//! Ours against the usual alternative, one PostgreSQL primary with a streaming standby
+//! (asynchronous; `--sync` for synchronous), under the same simulated geography and the same clients-in-places
 //! workload, each losing the same region halfway (`chaos::active_passive`).
 //!
 //!   cargo build --release --workspace --bins
@@ -14,11 +14,12 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use chaos::active_passive::Replication;
 use chaos::Deployment;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Ours vs a primary with an asynchronous streaming standby, same geography")]
+#[command(about = "Ours vs a primary with a streaming standby, same geography")]
 struct Cli {
     /// The running deployment's data dir (`ledger-local up --geo`).
     #[arg(long, env = "LEDGER_LOCAL_DIR", default_value = ".local")]
@@ -33,6 +34,10 @@ struct Cli {
     /// guarding, instead of waiting for the lost region's lease to run out first.
     #[arg(long)]
     force: bool,
+    /// The standby is synchronous: every commit waits for its flush (no acknowledged
+    /// write lost, one round trip to the standby on every write).
+    #[arg(long)]
+    sync: bool,
 }
 
 #[tokio::main]
@@ -51,12 +56,22 @@ async fn main() -> anyhow::Result<()> {
             .context("this binary's directory")?
             .to_owned();
     }
+    let replication = if cli.sync {
+        Replication::Synchronous
+    } else {
+        Replication::Asynchronous
+    };
     println!(
-        "active-passive: primary in {}, asynchronous standby in {}; a client next to every region, {} requests/s each for {} s (half reads of any account, half deposits to the location's own), the primary's region lost halfway",
-        deployment.regions[0].name, deployment.regions[1].name, cli.rate, cli.seconds
+        "active-passive ({}): primary in {}, standby in {}; a client next to every region, {} requests/s each for {} s (half reads of any account, half deposits to the location's own), the primary's region lost halfway",
+        replication.describe(),
+        deployment.regions[0].name,
+        deployment.regions[1].name,
+        cli.rate,
+        cli.seconds
     );
     let alternative =
-        chaos::active_passive::run_alternative(&deployment, cli.seconds, cli.rate).await?;
+        chaos::active_passive::run_alternative(&deployment, cli.seconds, cli.rate, replication)
+            .await?;
     println!(
         "ours: the same clients through ledger-client, each location writing the accounts homed in its region; {} lost halfway",
         deployment.regions[0].name

@@ -379,7 +379,13 @@ async fn replicator(
 /// Sends deposits to A's node at `rate` per second (open loop) for `seconds`; returns
 /// when the load started.
 async fn paced_deposits(args: &Args, port: u16) -> anyhow::Result<std::time::SystemTime> {
-    let http = reqwest::Client::new();
+    let client = ledger_client::RegionClient::over_http(
+        "a",
+        &format!("http://127.0.0.1:{port}"),
+        None,
+        Duration::from_secs(30),
+    )
+    .context("build the HTTP client")?;
     let started = std::time::SystemTime::now();
     let total = args.rate * args.seconds;
     let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
@@ -389,21 +395,20 @@ async fn paced_deposits(args: &Args, port: u16) -> anyhow::Result<std::time::Sys
     for n in 0..total {
         tick.tick().await;
         let account = ledger_wire::AccountId::from_i64(1 + (n as i64 % args.accounts))?;
-        let request = http
-            .post(format!(
-                "http://127.0.0.1:{port}/v1/accounts/{account}/deposits"
-            ))
-            .header("idempotency-key", format!("bench-{n}"))
-            .json(&serde_json::json!({"amount": "1.00"}))
-            .send();
-        requests.spawn(async move { request.await.map(|r| r.status().as_u16()) });
+        let request = ledger_client::Request::post(
+            format!("/v1/accounts/{account}/deposits"),
+            serde_json::json!({"amount": "1.00"}),
+        )
+        .with_key(format!("bench-{n}"));
+        let client = client.clone();
+        requests.spawn(async move { client.send(&request).await.map(|reply| reply.answer.status) });
     }
     let mut refused = std::collections::BTreeMap::<String, u64>::new();
     while let Some(done) = requests.join_next().await {
         let outcome = match done {
             Ok(Ok(201)) => continue,
             Ok(Ok(status)) => format!("HTTP {status}"),
-            Ok(Err(e)) => format!("no answer ({e})"),
+            Ok(Err(e)) => format!("no answer ({e:?})"),
             Err(e) => format!("task failed ({e})"),
         };
         *refused.entry(outcome).or_default() += 1;

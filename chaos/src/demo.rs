@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ledger_wire::{
-    HEADER_FORWARDED_TO, HEADER_HOME_REGION, HEADER_IDEMPOTENT_REPLAYED, HEADER_SERVED_BY,
-};
+use ledger_client::{RegionClient, Request};
+use ledger_wire::api_schema::AckMode;
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -35,33 +34,28 @@ pub struct DemoAccount {
     pub home: String,
 }
 
-/// A client of one region's node.
+/// A client of one region's node: `ledger-client`'s [`RegionClient`] (one attempt at
+/// this region, no retry elsewhere), each answer recorded as a [`Sample`].
 #[derive(Debug, Clone)]
 pub struct Client {
     pub region: String,
     pub base: String,
-    http: reqwest::Client,
+    inner: RegionClient,
 }
+
+/// An attempt unanswered after this long fails.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Client {
     /// A client of the region at `base`, sending `api_key` (if the deployment uses
     /// keys) as `Authorization: Bearer` on every request.
-    pub fn new(region: &str, base: &str, api_key: Option<&str>) -> Self {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(value) = api_key
-            .and_then(|key| reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).ok())
-        {
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        Client {
+    pub fn new(region: &str, base: &str, api_key: Option<&str>) -> anyhow::Result<Self> {
+        Ok(Client {
             region: region.to_owned(),
             base: base.to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .default_headers(headers)
-                .build()
-                .unwrap_or_default(),
-        }
+            inner: RegionClient::over_http(region, base, api_key, ATTEMPT_TIMEOUT)
+                .context("build an HTTP client")?,
+        })
     }
 
     /// POSTs `body` with a fresh idempotency key (or `key`), returns sample and body.
@@ -71,51 +65,38 @@ impl Client {
         path: &str,
         body: &Value,
         key: Option<&str>,
-        ack: Option<&str>,
+        ack: Option<AckMode>,
     ) -> anyhow::Result<(Sample, Value)> {
-        let key = key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-        let mut request = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("idempotency-key", key)
-            .json(body);
-        if let Some(ack) = ack {
-            request = request.header("ack", ack);
+        let mut request = Request::post(path, body.clone());
+        if let Some(key) = key {
+            request = request.with_key(key);
         }
-        self.send(kind, request).await
+        if let Some(ack) = ack {
+            request = request.ack(ack);
+        }
+        self.send(kind, &request).await
     }
 
     pub async fn get(&self, kind: &'static str, path: &str) -> anyhow::Result<(Sample, Value)> {
-        let request = self.http.get(format!("{}{path}", self.base));
-        self.send(kind, request).await
+        self.send(kind, &Request::get(path)).await
     }
 
-    async fn send(
-        &self,
-        kind: &'static str,
-        request: reqwest::RequestBuilder,
-    ) -> anyhow::Result<(Sample, Value)> {
-        let started = Instant::now();
-        let response = request.send().await.context("send request")?;
-        let latency = started.elapsed();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+    async fn send(&self, kind: &'static str, request: &Request) -> anyhow::Result<(Sample, Value)> {
+        let reply =
+            self.inner.send(request).await.map_err(|failure| {
+                anyhow::anyhow!("{} {}: {failure:?}", self.region, request.path)
+            })?;
+        let answer = reply.answer;
         let sample = Sample {
-            client_region: header(HEADER_SERVED_BY).unwrap_or_else(|| self.region.clone()),
+            client_region: answer.served_by.unwrap_or_else(|| self.region.clone()),
             kind,
-            status: response.status().as_u16(),
-            forwarded: header(HEADER_FORWARDED_TO).is_some(),
-            home: header(HEADER_HOME_REGION),
-            replayed: header(HEADER_IDEMPOTENT_REPLAYED).is_some(),
-            latency,
+            status: answer.status,
+            forwarded: answer.forwarded_to.is_some(),
+            home: answer.home,
+            replayed: answer.replayed,
+            latency: reply.latency,
         };
-        let body = response.json().await.unwrap_or(Value::Null);
-        Ok((sample, body))
+        Ok((sample, answer.body))
     }
 }
 

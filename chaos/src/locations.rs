@@ -300,7 +300,7 @@ pub async fn run(
         .regions
         .iter()
         .map(|r| demo::Client::new(&r.name, &r.api_url, deployment.api_key.as_deref()))
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let accounts = demo::open_accounts(&setup, &names, 2).await?;
     // Every region holds every account (replicated) before a client reads it there.
     for client in &setup {

@@ -15,7 +15,13 @@ const SECONDS: u64 = 44;
 async fn both_sides_lose_a_region_and_their_figures_say_what_it_cost() -> anyhow::Result<()> {
     let regions = Regions::start_geo("active-passive").await?;
     let deployment = &regions.deployment;
-    let alternative = chaos::active_passive::run_alternative(deployment, SECONDS, 4).await?;
+    let alternative = chaos::active_passive::run_alternative(
+        deployment,
+        SECONDS,
+        4,
+        chaos::active_passive::Replication::Asynchronous,
+    )
+    .await?;
     let ours = chaos::active_passive::run_ours(
         deployment,
         SECONDS,

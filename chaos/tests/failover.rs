@@ -47,8 +47,8 @@ async fn start_load_homed(
     let mut homes = nodes(regions);
     homes.retain(|name, _| !skip.contains(name));
     let accounts = workload::open_accounts(
-        &reqwest::Client::new(),
         &homes,
+        targets(regions).api_key.as_deref(),
         per_region,
         workload::DEFAULT_FUNDING,
     )
@@ -60,12 +60,12 @@ async fn start_load_homed(
         concurrency: 32,
         mix: workload::Mix::Payments,
     };
-    Ok(workload::start(
+    workload::start(
         nodes(regions),
         accounts,
         options,
         targets(regions).api_key.as_deref(),
-    ))
+    )
 }
 
 /// Waits until the workload has `more` acknowledged writes than now (for `filter`).

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use common::{amount, eventually, Regions};
+use ledger_wire::api_schema::AckMode;
 use ledger_wire::ownership::Outcome;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -379,7 +380,7 @@ async fn replicated_acks_survive_the_loss_of_the_whole_home_region() -> anyhow::
                     &format!("/v1/accounts/{id}/deposits"),
                     &json!({"amount": "3.00"}),
                     None,
-                    Some("replicated"),
+                    Some(AckMode::Replicated),
                 )
                 .await?;
             assert_eq!(sample.status, 201, "{body}");

@@ -1,46 +1,54 @@
-//! A minimal client of the public API, returning status, headers and JSON as sent.
+//! The tests' client of one node: `ledger-client`'s [`RegionClient`] (one attempt, the
+//! answer as the node gave it) with the helpers the tests share.
 
 use std::time::Duration;
 
 use anyhow::Context;
+use ledger_client::{RawAnswer, RegionClient, Request};
 use ledger_wire::api::{Account, Entry};
-use ledger_wire::{AccountId, Problem, HEADER_IDEMPOTENCY_KEY};
-use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
+use ledger_wire::{AccountId, Problem};
+use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone)]
 pub struct ApiClient {
-    base: String,
-    http: reqwest::Client,
+    inner: RegionClient,
 }
 
 /// One answer of the API.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub text: String,
+    /// Routing headers, content type and body, as the node sent them.
+    pub answer: RawAnswer,
 }
 
 impl Reply {
     pub fn json(&self) -> anyhow::Result<Value> {
-        serde_json::from_str(&self.text).with_context(|| format!("parse JSON: {}", self.text))
+        Ok(self.answer.body.clone())
     }
 
     pub fn parse<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
-        serde_json::from_str(&self.text)
-            .with_context(|| format!("parse {}: {}", std::any::type_name::<T>(), self.text))
+        serde_json::from_value(self.answer.body.clone())
+            .with_context(|| format!("parse {}: {}", std::any::type_name::<T>(), self.text()))
+    }
+
+    /// The body as sent: JSON as text, or the text of a body that is not JSON.
+    pub fn text(&self) -> String {
+        match &self.answer.body {
+            Value::String(text) => text.clone(),
+            json => json.to_string(),
+        }
     }
 
     /// The problem document of an error answer.
     pub fn problem(&self) -> anyhow::Result<Problem> {
-        let content_type = self.header("content-type").unwrap_or_default();
+        let content_type = self.answer.content_type.clone().unwrap_or_default();
         anyhow::ensure!(
             content_type == "application/problem+json",
             "expected a problem document, got {content_type}: {}",
-            self.text
+            self.text()
         );
         self.parse()
     }
@@ -51,73 +59,42 @@ impl Reply {
             .map(|p| p.problem_type)
             .unwrap_or_else(|e| format!("<{e}>"))
     }
-
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    }
 }
 
+/// An attempt unanswered after this long fails the test's request.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl ApiClient {
-    pub fn new(base: impl Into<String>) -> Self {
-        ApiClient {
-            base: base.into(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(64)
-                .build()
-                .unwrap_or_default(),
-        }
+    pub fn new(base: impl Into<String>) -> anyhow::Result<Self> {
+        let base = base.into();
+        let inner = RegionClient::over_http(crate::REGION, &base, None, ATTEMPT_TIMEOUT)
+            .context("build an HTTP client")?;
+        Ok(ApiClient { inner })
     }
 
     pub fn base(&self) -> &str {
-        &self.base
+        self.inner.url()
     }
 
-    /// Sends a request; `body` is sent as JSON text when given.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<&str>,
-    ) -> anyhow::Result<Reply> {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if let Some(key) = key {
-            request = request.header(HEADER_IDEMPOTENCY_KEY, key);
-        }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_owned());
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response
-            .text()
-            .await
-            .with_context(|| format!("read {method} {path}"))?;
+    /// Sends one request to the node.
+    pub async fn send(&self, request: &Request) -> anyhow::Result<Reply> {
+        let reply = self.inner.send(request).await.map_err(|failure| {
+            anyhow::anyhow!("{:?} {}: {failure:?}", request.method, request.path)
+        })?;
+        let status = StatusCode::from_u16(reply.answer.status)
+            .with_context(|| format!("status {}", reply.answer.status))?;
         Ok(Reply {
             status,
-            headers,
-            text,
+            answer: reply.answer,
         })
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
-        self.send(Method::GET, path, None, None).await
+        self.send(&Request::get(path)).await
     }
 
     pub async fn post(&self, path: &str, key: &str, body: &Value) -> anyhow::Result<Reply> {
-        self.send(Method::POST, path, Some(key), Some(&body.to_string()))
+        self.send(&Request::post(path, body.clone()).with_key(key))
             .await
     }
 
@@ -127,7 +104,7 @@ impl ApiClient {
             (reply.status == StatusCode::OK).then_some(())
         })
         .await;
-        ready.with_context(|| format!("{} not ready within {timeout:?}", self.base))
+        ready.with_context(|| format!("{} not ready within {timeout:?}", self.base()))
     }
 
     /// Opens an account and returns it; fails unless the answer is 201.

@@ -14,7 +14,7 @@ use region_node::NodeConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use client::ApiClient;
+pub use client::{ApiClient, Reply};
 
 pub const REGION: &str = "eu-west";
 
@@ -56,7 +56,7 @@ impl TestRegion {
         let address = listener.local_addr().context("read node address")?;
         let shutdown = CancellationToken::new();
         let node = tokio::spawn(region_node::run(listener, config, shutdown.clone()));
-        let api = ApiClient::new(format!("http://{address}"));
+        let api = ApiClient::new(format!("http://{address}"))?;
         api.wait_ready(Duration::from_secs(30))
             .await
             .context("wait for the node to be ready")?;

@@ -72,7 +72,7 @@ async fn openapi_lists_every_public_route() -> anyhow::Result<()> {
         let reply = region.api.get(path).await?;
         assert_eq!(reply.status, StatusCode::OK, "{method} {path}");
     }
-    let metrics = region.api.get("/metrics").await?.text;
+    let metrics = region.api.get("/metrics").await?.text();
     assert!(metrics.contains("ledger_http_requests_total"), "{metrics}");
     Ok(())
 }

@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 
 use futures::future::join_all;
 use ledger_tests::db::{bookkeeping_violations, snapshot};
-use ledger_tests::TestRegion;
+use ledger_tests::{Reply, TestRegion};
 use ledger_wire::api::{Entry, LedgerPage, Transfer, TransferState};
-use ledger_wire::{AccountId, HEADER_HOME_REGION, HEADER_IDEMPOTENT_REPLAYED, HEADER_SERVED_BY};
+use ledger_wire::AccountId;
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -60,7 +60,7 @@ async fn concurrent_withdrawals_never_overdraw() -> anyhow::Result<()> {
                 assert_eq!(reply.problem_type(), "/problems/insufficient-funds");
                 refused += 1;
             }
-            other => panic!("unexpected {other}: {}", reply.text),
+            other => panic!("unexpected {other}: {}", reply.text()),
         }
     }
     assert_eq!((booked, refused), (20, 30));
@@ -101,12 +101,9 @@ async fn racing_requests_with_one_key_apply_once() -> anyhow::Result<()> {
         replies.iter().all(|r| r.status == StatusCode::CREATED),
         "{replies:?}"
     );
-    let bodies: BTreeSet<&str> = replies.iter().map(|r| r.text.as_str()).collect();
+    let bodies: BTreeSet<String> = replies.iter().map(Reply::text).collect();
     assert_eq!(bodies.len(), 1, "every request got the same answer");
-    let fresh = replies
-        .iter()
-        .filter(|r| r.header(HEADER_IDEMPOTENT_REPLAYED).is_none())
-        .count();
+    let fresh = replies.iter().filter(|r| !r.answer.replayed).count();
     assert_eq!(
         fresh, 1,
         "exactly one request applied, the rest replayed its answer"
@@ -128,13 +125,10 @@ async fn idempotency_keys_replay_and_refuse_reuse() -> anyhow::Result<()> {
     // The same amount written differently is the same request.
     let again = api.deposit(account.id, "12.50", &k).await?;
     assert_eq!(
-        (again.status, again.text.as_str()),
-        (StatusCode::CREATED, first.text.as_str())
+        (again.status, again.text()),
+        (StatusCode::CREATED, first.text())
     );
-    assert_eq!(
-        again.header(HEADER_IDEMPOTENT_REPLAYED).as_deref(),
-        Some("true")
-    );
+    assert!(again.answer.replayed, "{again:?}");
 
     let other_body = api.deposit(account.id, "13.00", &k).await?;
     assert_eq!(other_body.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -156,8 +150,8 @@ async fn idempotency_keys_replay_and_refuse_reuse() -> anyhow::Result<()> {
     api.fund(account.id, "500.00").await?;
     let retried = api.withdraw(account.id, "100.00", &refused_key).await?;
     assert_eq!(
-        (retried.status, retried.text),
-        (StatusCode::CONFLICT, refused.text)
+        (retried.status, retried.text()),
+        (StatusCode::CONFLICT, refused.text())
     );
     let after = api.account(account.id).await?;
     assert_eq!(
@@ -229,13 +223,10 @@ async fn answers_match_the_wire_types_and_name_regions() -> anyhow::Result<()> {
     let b = api.open_account("EUR").await?;
     let deposit = api.deposit(a.id, "40", &key()).await?;
     assert_eq!(
-        deposit.header(HEADER_SERVED_BY).as_deref(),
+        deposit.answer.served_by.as_deref(),
         Some(ledger_tests::REGION)
     );
-    assert_eq!(
-        deposit.header(HEADER_HOME_REGION).as_deref(),
-        Some(ledger_tests::REGION)
-    );
+    assert_eq!(deposit.answer.home.as_deref(), Some(ledger_tests::REGION));
     let entry: Entry = deposit.parse()?;
     assert_wire_shape(&entry, &deposit.json()?);
     assert_eq!(
@@ -247,7 +238,7 @@ async fn answers_match_the_wire_types_and_name_regions() -> anyhow::Result<()> {
     );
 
     let transfer = api.transfer(a.id, b.id, "15.5", &key()).await?;
-    assert_eq!(transfer.status, StatusCode::CREATED, "{}", transfer.text);
+    assert_eq!(transfer.status, StatusCode::CREATED, "{}", transfer.text());
     let booked: Transfer = transfer.parse()?;
     assert_wire_shape(&booked, &transfer.json()?);
     assert_eq!(
@@ -337,7 +328,7 @@ async fn the_database_refuses_writes_outside_the_lease() -> anyhow::Result<()> {
     let expired = api.withdraw(account.id, "1.00", &key()).await?;
     assert_eq!(expired.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(expired.problem_type(), "/problems/not-owner");
-    assert!(expired.header("retry-after").is_some());
+    assert!(expired.answer.retry_after.is_some());
     assert_eq!(snapshot(&db).await?, before);
 
     // The slot moved on to a newer epoch: a write under the old epoch must not commit.

@@ -1,6 +1,6 @@
 //! The usual alternative's database: one PostgreSQL primary in the deployment's first
-//! region and an asynchronous streaming standby in its second, each inside its
-//! region's namespace (so the geography's distances apply to them as to ours), holding
+//! region and a streaming standby in its second ([`Replication`]: asynchronous, the
+//! usual choice, or synchronous), each inside its region's namespace (so the geography's distances apply to them as to ours), holding
 //! the ledger's schema and running the ledger's own SQL functions. The primary holds
 //! every slot's lease for ever: one writer, no ownership service.
 
@@ -15,6 +15,26 @@ use nix::unistd::Pid;
 use tokio_postgres::NoTls;
 
 use crate::Deployment;
+
+/// How the primary's commits reach the standby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    /// A commit is acknowledged once the primary has it; the standby follows (the
+    /// usual setup: an acknowledged write still on the wire is lost with the region).
+    Asynchronous,
+    /// A commit waits until the standby has flushed it (`synchronous_standby_names`):
+    /// nothing acknowledged is lost, and every write pays the round trip to the standby.
+    Synchronous,
+}
+
+impl Replication {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Replication::Asynchronous => "primary + asynchronous standby",
+            Replication::Synchronous => "primary + synchronous standby",
+        }
+    }
+}
 
 /// One of the two servers: where it runs and how to reach it.
 #[derive(Debug, Clone)]
@@ -55,11 +75,12 @@ pub fn account_ids(count: i64) -> Vec<i64> {
 
 impl ActivePassive {
     /// Starts the primary in region 0 with `accounts` empty accounts, then the standby
-    /// in region 1 from a base backup.
+    /// in region 1 from a base backup, replicating as `replication` says.
     pub async fn start(
         deployment: &Deployment,
         dir: &Path,
         accounts: &[i64],
+        replication: Replication,
     ) -> anyhow::Result<ActivePassive> {
         anyhow::ensure!(
             deployment.network.is_namespaces() && deployment.regions.len() >= 2,
@@ -88,7 +109,15 @@ impl ActivePassive {
         // From here on a failure must not leave the primary running.
         let standby = async {
             seed(&url, accounts).await?;
-            start_standby(deployment, dir, &primary, server_options(1)).await
+            let standby = start_standby(deployment, dir, &primary, server_options(1)).await?;
+            if replication == Replication::Synchronous {
+                // After the base backup: the standby, once promoted, waits for nobody.
+                if let Err(e) = make_synchronous(&url).await {
+                    let _ = kill_group(standby.pid);
+                    return Err(e);
+                }
+            }
+            Ok(standby)
         };
         match standby.await {
             Ok(standby) => Ok(ActivePassive {
@@ -138,6 +167,36 @@ async fn start_standby(
         pid: pg.detach().context("the standby's pid")?,
     })
 }
+
+/// Makes the primary wait for its standby's flush before acknowledging a commit, and
+/// waits until the standby streams synchronously.
+async fn make_synchronous(primary_url: &str) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(primary_url, NoTls)
+        .await
+        .context("connect to the primary")?;
+    tokio::spawn(connection);
+    client
+        .batch_execute("ALTER SYSTEM SET synchronous_standby_names = '*'; SELECT pg_reload_conf()")
+        .await
+        .context("make the standby synchronous")?;
+    let synchronous = harness::wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let row = client
+                .query_opt(
+                    "SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync'",
+                    &[],
+                )
+                .await
+                .ok()?;
+            row.map(|_| ())
+        },
+    )
+    .await;
+    synchronous.context("the standby did not stream synchronously within 30 s")
+}
+
 fn kill_group(pid: u32) -> anyhow::Result<()> {
     let pid = Pid::from_raw(i32::try_from(pid).context("pid out of range")?);
     match killpg(pid, Signal::SIGKILL) {

@@ -12,6 +12,8 @@ use super::Promotion;
 #[derive(Debug, Clone)]
 pub struct Side {
     pub label: &'static str,
+    /// What the side is, for the table's legend.
+    pub description: &'static str,
     pub run: LocationsRun,
     pub promotion: Option<Promotion>,
     /// Deposits answered 2xx.
@@ -51,6 +53,7 @@ impl Side {
             .sum();
         Side {
             label,
+            description: "",
             acknowledged: acked.values().sum(),
             missing,
             run,
@@ -88,8 +91,8 @@ fn ms(value: Option<f64>) -> String {
 /// The two sides, location by location.
 pub fn print_comparison(alternative: &Side, ours: &Side) {
     println!(
-        "\nBefore the loss (ms, p50/p99; {} = primary + asynchronous standby, {} = every region writes its own accounts):",
-        alternative.label, ours.label
+        "\nBefore the loss (ms, p50/p99; {} = {}, {} = {}):",
+        alternative.label, alternative.description, ours.label, ours.description
     );
     println!(
         "{:<10} {:>16} {:>12} {:>16} {:>12}",

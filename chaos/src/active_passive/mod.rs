@@ -1,5 +1,6 @@
 //! The usual alternative measured beside ours, under the same geography: one
-//! PostgreSQL primary with an asynchronous streaming standby ([`cluster`]) against the
+//! PostgreSQL primary with a streaming standby, asynchronous or synchronous
+//! ([`cluster`]), against the
 //! deployment's regions, each with a client next to every region ([`client`] for the
 //! alternative, `locations` for ours), the same ledger work (half reads, half 1.00
 //! deposits), and the primary's region lost halfway.
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-pub use cluster::ActivePassive;
+pub use cluster::{ActivePassive, Replication};
 pub use figures::{print_comparison, Side};
 
 use crate::locations::{collect_samples, epoch_ms, LocationsRun};
@@ -79,6 +80,7 @@ pub async fn run_alternative(
     deployment: &Deployment,
     seconds: u64,
     rate: u32,
+    replication: Replication,
 ) -> anyhow::Result<Side> {
     let dir = deployment.data_dir.join("active-passive");
     if dir.exists() {
@@ -86,8 +88,12 @@ pub async fn run_alternative(
     }
     let count = deployment.regions.len() * ACCOUNTS_PER_LOCATION;
     let accounts = cluster::account_ids(i64::try_from(count).context("account count")?);
-    let servers = ActivePassive::start(deployment, &dir, &accounts).await?;
+    let servers = ActivePassive::start(deployment, &dir, &accounts, replication).await?;
     let side = drive_alternative(deployment, &servers, &accounts, seconds, rate).await;
+    let side = side.map(|side| Side {
+        description: replication.describe(),
+        ..side
+    });
     servers.stop();
     side
 }
@@ -279,13 +285,15 @@ pub async fn run_ours(
     let run = run?;
     let promotion = promotion?;
     let present = settled_deposits(deployment, &run).await?;
-    Ok(Side::new(
+    let mut side = Side::new(
         "ours",
         run,
         promotion,
         &present,
         "in the lost region's database, replicated when it returns",
-    ))
+    );
+    side.description = "every region writes its own accounts";
+    Ok(side)
 }
 
 /// Deposits per account a survivor shows once replication has settled (balances in
@@ -303,7 +311,7 @@ async fn settled_deposits(
         &survivor.name,
         &survivor.api_url,
         deployment.api_key.as_deref(),
-    );
+    )?;
     let acked = figures::acknowledged(run);
     let mut present = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

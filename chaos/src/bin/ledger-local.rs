@@ -466,7 +466,7 @@ async fn run_demo(deployment: &Deployment, seconds: u64, rate: u32) -> anyhow::R
         .regions
         .iter()
         .map(|r| Client::new(&r.name, &r.api_url, deployment.api_key.as_deref()))
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let names: Vec<String> = deployment.regions.iter().map(|r| r.name.clone()).collect();
     println!("\nopening 4 accounts homed in each region (through another region's node)");
     let accounts = demo::open_accounts(&clients, &names, 4).await?;

@@ -138,6 +138,7 @@ impl Regions {
     pub fn client(&self, i: usize) -> Client {
         let r = &self.deployment.regions[i];
         Client::new(&r.name, &r.api_url, self.deployment.api_key.as_deref())
+            .expect("build an HTTP client")
     }
 
     pub fn ownership(&self) -> OwnershipClient {

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ledger_wire::api::{AmountRequest, CreateAccountRequest, CreateTransferRequest, Regions};
+use ledger_wire::api_schema::AckMode;
 use serde_json::Value;
 
 use crate::retry::{classify, Outcome, RetryConfig, Verdict};
@@ -31,6 +32,8 @@ pub struct Request {
     pub idempotency_key: Option<String>,
     /// The account whose home makes this write (home-aware routing sends it there).
     pub account: Option<String>,
+    /// When the write is answered (`ack`; the node's default, local, when `None`).
+    pub ack: Option<AckMode>,
 }
 
 impl Request {
@@ -41,6 +44,7 @@ impl Request {
             body: None,
             idempotency_key: None,
             account: None,
+            ack: None,
         }
     }
 
@@ -51,6 +55,7 @@ impl Request {
             body: Some(body),
             idempotency_key: None,
             account: None,
+            ack: None,
         }
     }
 
@@ -85,6 +90,12 @@ impl Request {
         self.idempotency_key = Some(key.into());
         self
     }
+
+    /// Asks for the write to be answered only once another region holds a copy.
+    pub fn ack(mut self, ack: AckMode) -> Request {
+        self.ack = Some(ack);
+        self
+    }
 }
 
 /// A wire body as JSON (these bodies are plain data: serialising cannot fail).
@@ -93,15 +104,32 @@ fn json<B: serde::Serialize>(body: &B) -> Value {
 }
 
 /// What a region answered, as the transport saw it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RawAnswer {
     pub status: u16,
     pub retry_after: Option<Duration>,
-    /// `x-served-by-region`, `x-home-region`, `idempotent-replayed`.
+    /// `x-served-by-region`, `x-home-region`, `x-forwarded-to-region`,
+    /// `idempotent-replayed`.
     pub served_by: Option<String>,
     pub home: Option<String>,
+    pub forwarded_to: Option<String>,
     pub replayed: bool,
+    /// `content-type` (`application/problem+json` for an error's problem document).
+    pub content_type: Option<String>,
+    /// The body as JSON; a body that is not JSON (a proxy's error page) as a string.
     pub body: Value,
+}
+
+impl RawAnswer {
+    /// The problem type's last segment (`insufficient-funds`) of an error answer, or
+    /// `http-<status>` when the body names none.
+    pub fn problem(&self) -> String {
+        let status = self.status;
+        self.body["type"].as_str().map_or_else(
+            || format!("http-{status}"),
+            |t| t.rsplit('/').next().unwrap_or(t).to_owned(),
+        )
+    }
 }
 
 /// Why an attempt got no answer.

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use ledger_wire::api_schema::AckMode;
 use ledger_wire::{
-    HEADER_HOME_REGION, HEADER_IDEMPOTENCY_KEY, HEADER_IDEMPOTENT_REPLAYED, HEADER_SERVED_BY,
+    HEADER_ACK, HEADER_FORWARDED_TO, HEADER_HOME_REGION, HEADER_IDEMPOTENCY_KEY,
+    HEADER_IDEMPOTENT_REPLAYED, HEADER_SERVED_BY,
 };
 use serde_json::Value;
 
@@ -19,8 +21,18 @@ pub struct HttpTransport {
 impl HttpTransport {
     /// `api_key`: sent as `Authorization: Bearer` (a deployment behind keys).
     pub fn new(api_key: Option<String>) -> Result<HttpTransport, reqwest::Error> {
+        HttpTransport::with_connect_timeout(api_key, Duration::from_secs(1))
+    }
+
+    /// As [`HttpTransport::new`], giving up on a connection after `connect_timeout`
+    /// (a drill that must tell a dead region quickly uses a short one).
+    pub fn with_connect_timeout(
+        api_key: Option<String>,
+        connect_timeout: Duration,
+    ) -> Result<HttpTransport, reqwest::Error> {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
             .build()?;
         Ok(HttpTransport { http, api_key })
     }
@@ -46,6 +58,11 @@ impl Transport for HttpTransport {
         if let Some(key) = idempotency_key {
             builder = builder.header(HEADER_IDEMPOTENCY_KEY, key);
         }
+        match request.ack {
+            Some(AckMode::Replicated) => builder = builder.header(HEADER_ACK, "replicated"),
+            Some(AckMode::Local) => builder = builder.header(HEADER_ACK, "local"),
+            None => {}
+        }
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
@@ -63,6 +80,8 @@ impl Transport for HttpTransport {
             .map(Duration::from_secs);
         let served_by = header(HEADER_SERVED_BY);
         let home = header(HEADER_HOME_REGION);
+        let forwarded_to = header(HEADER_FORWARDED_TO);
+        let content_type = header(reqwest::header::CONTENT_TYPE.as_str());
         let replayed = header(HEADER_IDEMPOTENT_REPLAYED).is_some();
         let bytes = response.bytes().await.map_err(failure)?;
         // A body that is not JSON (a proxy's error page) is kept as text.
@@ -73,7 +92,9 @@ impl Transport for HttpTransport {
             retry_after,
             served_by,
             home,
+            forwarded_to,
             replayed,
+            content_type,
             body,
         })
     }

@@ -6,9 +6,12 @@
 //! waits out rate limits where they were given ([`retry`]), and keeps read-your-writes
 //! across regions with `min_seq` ([`session`]); learns the regions from any one of
 //! them ([`Client::discover`]) and, home-aware, sends writes straight to their home.
+//! Tools whose subject is one region's own answers (drills, tests of a node, the demo)
+//! use [`RegionClient`] ([`pinned`]): one attempt, one region, every routing header.
 
 pub mod client;
 pub mod http;
+pub mod pinned;
 pub mod retry;
 pub mod routing;
 pub mod session;
@@ -17,5 +20,6 @@ pub use client::{
     Answer, Client, ClientError, Method, RawAnswer, Request, Transport, TransportFailure,
 };
 pub use http::HttpTransport;
+pub use pinned::{RegionClient, Reply};
 pub use retry::RetryConfig;
 pub use routing::{Breaker, RoutingConfig};

@@ -101,6 +101,7 @@ impl Transport for &Fake {
                 home: self.home.lock().expect("the fake's lock").clone(),
                 replayed,
                 body: json!({"account_id": "acc-1", "seq": 7}),
+                ..RawAnswer::default()
             }
         };
         match step {
@@ -117,6 +118,7 @@ impl Transport for &Fake {
                     home: None,
                     replayed: false,
                     body: json!({"status": status}),
+                    ..RawAnswer::default()
                 })
             }
             Step::Limited(after) => Ok(RawAnswer {
@@ -126,6 +128,7 @@ impl Transport for &Fake {
                 home: None,
                 replayed: false,
                 body: json!({"status": 429}),
+                ..RawAnswer::default()
             }),
             Step::ApplyThenTimeout => {
                 apply();

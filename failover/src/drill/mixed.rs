@@ -6,14 +6,15 @@
 //! `consistency=strong` (served by the account's home). Reads are sent once: a
 //! refusal (409 below `min_seq`, 503) is an answer, not a failure to retry.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use ledger_client::Request;
 use rand::Rng;
 use serde_json::{json, Value};
 
-use super::workload::{ms, post, Account, Attempt, Mix};
+use super::workload::{ms, post, Account, Attempt, Mix, RegionClients};
 
 /// Per account, the highest seq the workload saw acknowledged: the `min_seq` a client
 /// session would carry.
@@ -154,8 +155,7 @@ pub fn draw(
 
 /// Runs reads and opens, recording each as one attempt.
 pub struct Call {
-    pub http: reqwest::Client,
-    pub nodes: Arc<BTreeMap<String, String>>,
+    pub clients: Arc<RegionClients>,
     pub clock: Instant,
     pub records: Arc<Mutex<Vec<Attempt>>>,
 }
@@ -171,17 +171,25 @@ impl Call {
                 min_seq,
                 strong,
             } => {
-                let base = self.nodes.get(&via).cloned().unwrap_or_default();
                 let mut query = Vec::new();
                 if let Some(seq) = min_seq {
-                    query.push(("min_seq", seq.to_string()));
+                    query.push(format!("min_seq={seq}"));
                 }
                 if strong {
-                    query.push(("consistency", "strong".to_owned()));
+                    query.push("consistency=strong".to_owned());
                 }
-                let answer = self
-                    .get(&format!("{base}/v1/accounts/{}", account.id), &query)
-                    .await;
+                let mut path = format!("/v1/accounts/{}", account.id);
+                if !query.is_empty() {
+                    path = format!("{path}?{}", query.join("&"));
+                }
+                let answer = match self.clients.get(&via) {
+                    Some(client) => client
+                        .send(&Request::get(path))
+                        .await
+                        .ok()
+                        .map(|reply| reply.answer),
+                    None => None,
+                };
                 let attempt = Attempt {
                     account: account.id,
                     slot: account.slot,
@@ -195,15 +203,15 @@ impl Call {
                 (attempt, answer)
             }
             Once::Open { via, home } => {
-                let base = self.nodes.get(&via).cloned().unwrap_or_default();
                 let body = json!({"currency": "EUR", "home_region": home});
-                let answer = post(&self.http, &base, "/v1/accounts", &body, &key, false)
-                    .await
-                    .ok();
+                let answer = match self.clients.get(&via) {
+                    Some(client) => post(client, "/v1/accounts", &body, &key, false).await.ok(),
+                    None => None,
+                };
                 let attempt = Attempt {
                     account: answer
                         .as_ref()
-                        .and_then(|(_, b)| b["id"].as_str())
+                        .and_then(|a| a.body["id"].as_str())
                         .unwrap_or("-")
                         .to_owned(),
                     via,
@@ -214,7 +222,8 @@ impl Call {
                 (attempt, answer)
             }
         };
-        let (status, body) = answer.unwrap_or((0, Value::Null));
+        let answer = answer.unwrap_or_default();
+        let (status, body) = (answer.status, &answer.body);
         let attempt = Attempt {
             start_ms: ms(started),
             end_ms: ms(self.clock.elapsed()),
@@ -222,10 +231,7 @@ impl Call {
             error: match status {
                 0 => Some("unreachable".to_owned()),
                 200 | 201 => None,
-                _ => Some(body["type"].as_str().map_or_else(
-                    || format!("http-{status}"),
-                    |t| t.rsplit('/').next().unwrap_or(t).to_owned(),
-                )),
+                _ => Some(answer.problem()),
             },
             seq: (status == 200).then(|| body["seq"].as_i64()).flatten(),
             epoch: (status == 200).then(|| body["epoch"].as_i64()).flatten(),
@@ -234,14 +240,5 @@ impl Call {
         if let Ok(mut records) = self.records.lock() {
             records.push(attempt);
         }
-    }
-
-    async fn get(&self, url: &str, query: &[(&str, String)]) -> Option<(u16, Value)> {
-        let response = self.http.get(url).query(query).send().await.ok()?;
-        let status = response.status().as_u16();
-        Some((
-            status,
-            response.json::<Value>().await.unwrap_or(Value::Null),
-        ))
     }
 }

@@ -182,7 +182,6 @@ fn run_hook(command: &str, region: &str) -> anyhow::Result<()> {
 pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<DrillReport> {
     let cluster = Cluster::new(targets, "failover-drill")?;
     let map = cluster.map().await?;
-    let http = workload::api_client(targets.api_key.as_deref(), reqwest::Client::builder());
     eprintln!(
         "opening {} accounts per region",
         options.workload.accounts_per_region
@@ -192,8 +191,8 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
     let mut homes = targets.nodes.clone();
     homes.retain(|region, _| counts.get(region.as_str()).copied().unwrap_or(0) > 0);
     let accounts = workload::open_accounts(
-        &http,
         &homes,
+        targets.api_key.as_deref(),
         options.workload.accounts_per_region,
         &options.funding,
     )
@@ -203,7 +202,7 @@ pub async fn run(targets: &Targets, options: DrillOptions) -> anyhow::Result<Dri
         accounts.clone(),
         options.workload.clone(),
         targets.api_key.as_deref(),
-    );
+    )?;
     let mut timeline = Timeline {
         clock: load.clock,
         markers: Vec::new(),

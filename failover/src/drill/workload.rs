@@ -5,13 +5,18 @@
 //! or everything, reads and opens included ([`super::mixed`]). A client whose
 //! region does not answer goes to another one; a refused write (503) is retried with
 //! the same Idempotency-Key after a short pause (a transfer at another region, as a
-//! client of a global bank would). Every attempt is recorded.
+//! client of a global bank would). Every attempt is recorded, so each goes to one
+//! region through `ledger-client`'s pinned [`RegionClient`] and the drill, not the
+//! client, picks the next region.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use ledger_checker::history::{Operation, Outcome};
+use ledger_client::{HttpTransport, RawAnswer, RegionClient, Request, TransportFailure};
+use ledger_wire::api_schema::AckMode;
 use ledger_wire::AccountId;
 use rand::Rng;
 use serde::Serialize;
@@ -159,46 +164,82 @@ pub(super) fn ms(d: Duration) -> u64 {
 /// The funding of every workload account, unless a drill says otherwise.
 pub const DEFAULT_FUNDING: &str = "1000.00";
 
-/// Opens `per_region` EUR accounts homed in each region, each funded with `funding`.
-pub async fn open_accounts(
-    http: &reqwest::Client,
+/// One client per region (name to public URL), sharing one connection pool.
+pub type RegionClients = BTreeMap<String, RegionClient>;
+
+/// Clients of `nodes`' regions: `api_key` (when the deployment uses keys) as
+/// `Authorization: Bearer`; a connection not made in `connect_timeout` and an attempt
+/// not answered in `timeout` fail.
+pub fn region_clients(
     nodes: &BTreeMap<String, String>,
+    api_key: Option<&str>,
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> anyhow::Result<RegionClients> {
+    let transport =
+        HttpTransport::with_connect_timeout(api_key.map(str::to_owned), connect_timeout)
+            .context("build the HTTP client")?;
+    Ok(nodes
+        .iter()
+        .map(|(region, url)| {
+            let client = RegionClient::new(transport.clone(), region, url, timeout);
+            (region.clone(), client)
+        })
+        .collect())
+}
+
+/// Opens `per_region` EUR accounts homed in each of `nodes`' regions (opened there),
+/// each funded with `funding`.
+pub async fn open_accounts(
+    nodes: &BTreeMap<String, String>,
+    api_key: Option<&str>,
     per_region: usize,
     funding: &str,
 ) -> anyhow::Result<Vec<Account>> {
+    let clients = region_clients(
+        nodes,
+        api_key,
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+    )?;
     let mut accounts = Vec::new();
-    for (region, url) in nodes {
+    for (region, client) in &clients {
         for _ in 0..per_region {
             let opened: Value = post(
-                http,
-                url,
+                client,
                 "/v1/accounts",
                 &json!({"currency": "EUR", "home_region": region}),
                 &uuid::Uuid::new_v4().to_string(),
                 false,
             )
             .await
-            .and_then(|(status, body)| {
-                if status == 201 {
-                    Ok(body)
+            .map_err(|failure| anyhow::anyhow!("open in {region}: {failure:?}"))
+            .and_then(|answer| {
+                if answer.status == 201 {
+                    Ok(answer.body)
                 } else {
-                    anyhow::bail!("open in {region}: {status} {body}")
+                    anyhow::bail!("open in {region}: {} {}", answer.status, answer.body)
                 }
             })?;
             let id = opened["id"].as_str().unwrap_or_default().to_owned();
             let account: AccountId = id
                 .parse()
                 .map_err(|e| anyhow::anyhow!("account id {id}: {e}"))?;
-            let (status, body) = post(
-                http,
-                url,
+            let funded = post(
+                client,
                 &format!("/v1/accounts/{id}/deposits"),
                 &json!({ "amount": funding }),
                 &uuid::Uuid::new_v4().to_string(),
                 false,
             )
-            .await?;
-            anyhow::ensure!(status == 201, "fund {id}: {status} {body}");
+            .await
+            .map_err(|failure| anyhow::anyhow!("fund {id}: {failure:?}"))?;
+            anyhow::ensure!(
+                funded.status == 201,
+                "fund {id}: {} {}",
+                funded.status,
+                funded.body
+            );
             accounts.push(Account {
                 id,
                 slot: account.slot(),
@@ -209,37 +250,19 @@ pub async fn open_accounts(
     Ok(accounts)
 }
 
+/// One POST to one region, answered as the region answered it.
 pub(super) async fn post(
-    http: &reqwest::Client,
-    base: &str,
+    client: &RegionClient,
     path: &str,
     body: &Value,
     key: &str,
     replicated: bool,
-) -> anyhow::Result<(u16, Value)> {
-    let mut request = http
-        .post(format!("{base}{path}"))
-        .header("idempotency-key", key)
-        .json(body);
+) -> Result<RawAnswer, TransportFailure> {
+    let mut request = Request::post(path, body.clone()).with_key(key);
     if replicated {
-        request = request.header("ack", "replicated");
+        request = request.ack(AckMode::Replicated);
     }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let body = response.json::<Value>().await.unwrap_or(Value::Null);
-    Ok((status, body))
-}
-
-/// An HTTP client for the public API that sends `api_key` (when the deployment uses
-/// keys) as `Authorization: Bearer` on every request.
-pub fn api_client(api_key: Option<&str>, builder: reqwest::ClientBuilder) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(value) = api_key
-        .and_then(|key| reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).ok())
-    {
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    builder.default_headers(headers).build().unwrap_or_default()
+    Ok(client.send(&request).await?.answer)
 }
 
 /// Starts sending writes to `accounts` through `nodes` until stopped.
@@ -248,38 +271,36 @@ pub fn start(
     accounts: Vec<Account>,
     options: WorkloadOptions,
     api_key: Option<&str>,
-) -> Workload {
+) -> anyhow::Result<Workload> {
     let records = Arc::new(Mutex::new(Vec::new()));
     let stop = CancellationToken::new();
     let clock = Instant::now();
-    let http = api_client(
+    // A dead region is told in 300 ms; a write unanswered for 6 s is recorded as such.
+    let clients = region_clients(
+        &nodes,
         api_key,
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(300))
-            .timeout(Duration::from_secs(6))
-            .tcp_nodelay(true),
-    );
+        Duration::from_millis(300),
+        Duration::from_secs(6),
+    )?;
     let task = tokio::spawn(run(
-        http,
-        Arc::new(nodes),
+        Arc::new(clients),
         Arc::new(accounts.clone()),
         options,
         clock,
         records.clone(),
         stop.clone(),
     ));
-    Workload {
+    Ok(Workload {
         clock,
         accounts,
         records,
         stop,
         task,
-    }
+    })
 }
 
 async fn run(
-    http: reqwest::Client,
-    nodes: Arc<BTreeMap<String, String>>,
+    clients: Arc<RegionClients>,
     accounts: Arc<Vec<Account>>,
     options: WorkloadOptions,
     clock: Instant,
@@ -291,7 +312,7 @@ async fn run(
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tasks = tokio::task::JoinSet::new();
-    let regions: Vec<String> = nodes.keys().cloned().collect();
+    let regions: Vec<String> = clients.keys().cloned().collect();
     let sessions = Sessions::default();
     while !stop.is_cancelled() {
         tokio::select! {
@@ -311,8 +332,7 @@ async fn run(
         match step {
             Step::Write(spec) => {
                 let write = Write {
-                    http: http.clone(),
-                    nodes: nodes.clone(),
+                    clients: clients.clone(),
                     regions: regions.clone(),
                     spec,
                     key: uuid::Uuid::new_v4().to_string(),
@@ -328,8 +348,7 @@ async fn run(
             }
             Step::Once(once) => {
                 let call = mixed::Call {
-                    http: http.clone(),
-                    nodes: nodes.clone(),
+                    clients: clients.clone(),
                     clock,
                     records: records.clone(),
                 };
@@ -345,8 +364,7 @@ async fn run(
 }
 
 struct Write {
-    http: reqwest::Client,
-    nodes: Arc<BTreeMap<String, String>>,
+    clients: Arc<RegionClients>,
     regions: Vec<String>,
     spec: WriteSpec,
     key: String,
@@ -363,35 +381,29 @@ impl Write {
         let mut via = self.spec.via.clone();
         loop {
             let start = self.clock.elapsed();
-            let base = self.nodes.get(&via).cloned().unwrap_or_default();
-            let answer = post(
-                &self.http,
-                &base,
-                &self.spec.path,
-                &self.spec.body,
-                &self.key,
-                self.replicated,
-            )
-            .await;
+            let answer = match self.clients.get(&via) {
+                Some(client) => {
+                    post(
+                        client,
+                        &self.spec.path,
+                        &self.spec.body,
+                        &self.key,
+                        self.replicated,
+                    )
+                    .await
+                }
+                None => Err(TransportFailure::Connect(format!("no region {via}"))),
+            };
             let end = self.clock.elapsed();
             let (status, error, seq, epoch, transfer_id) = match &answer {
-                Ok((status, body)) if *status == 201 => (
-                    *status,
+                Ok(answer) if answer.status == 201 => (
+                    answer.status,
                     None,
-                    body["seq"].as_i64(),
-                    body["epoch"].as_i64(),
-                    body["id"].as_str().map(str::to_owned),
+                    answer.body["seq"].as_i64(),
+                    answer.body["epoch"].as_i64(),
+                    answer.body["id"].as_str().map(str::to_owned),
                 ),
-                Ok((status, body)) => (
-                    *status,
-                    Some(body["type"].as_str().map_or_else(
-                        || format!("http-{status}"),
-                        |t| t.rsplit('/').next().unwrap_or(t).to_owned(),
-                    )),
-                    None,
-                    None,
-                    None,
-                ),
+                Ok(answer) => (answer.status, Some(answer.problem()), None, None, None),
                 Err(_) => (0, Some("unreachable".to_owned()), None, None, None),
             };
             let attempt = Attempt {

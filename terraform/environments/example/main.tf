@@ -50,6 +50,7 @@ module "region" {
   voter_id            = each.value.voter_id
   regions             = { for name, r in local.regions : name => { voter_id = r.voter_id, cidr = r.cidr } }
   network             = module.network[each.key]
+  api_name            = var.api_name
   internal_domain     = var.internal_domain
   internal_zone_id    = module.global.internal_zone_id
   internal_secret_arn = module.global.internal_secret_arn

@@ -7,3 +7,8 @@ output "regions" {
   description = "Per region: its public API load balancer and its internal endpoints."
   value       = { for name, r in module.region : name => r.endpoints }
 }
+
+output "region_endpoints" {
+  description = "Per region: its own public name (GET /v1/regions lists them; ledger-client pins and fails over by them)."
+  value       = module.global.region_endpoints
+}

@@ -29,7 +29,7 @@ variable "kms_key_arns" {
 }
 
 variable "certificate_arns" {
-  description = "Per region: the ACM certificate of api_name in that region."
+  description = "Per region: the ACM certificate in that region of api_name and <region>.api_name (the region's own name, listed by GET /v1/regions)."
   type        = map(string)
 }
 

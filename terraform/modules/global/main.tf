@@ -75,3 +75,20 @@ resource "aws_route53_record" "api" {
     evaluate_target_health = true
   }
 }
+
+# Each region's own public name (<region>.<api_name>), beside the latency-routed one:
+# what GET /v1/regions lists (LEDGER_PUBLIC_URLS, modules/region), so a client that
+# reached any region can pin or fail over to a named one. No latency policy and no
+# health check: a client chooses among these itself.
+resource "aws_route53_record" "region_api" {
+  #checkov:skip=CKV2_AWS_23:An alias of each region's public load balancer, passed in from modules/region; checkov cannot follow module inputs.
+  for_each = var.regions
+  zone_id  = var.public_zone_id
+  name     = "${each.key}.${var.api_name}"
+  type     = "A"
+  alias {
+    name                   = each.value.public_lb.dns_name
+    zone_id                = each.value.public_lb.zone_id
+    evaluate_target_health = true
+  }
+}

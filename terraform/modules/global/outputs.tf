@@ -18,3 +18,8 @@ output "api_endpoint" {
   description = "The API's name, routed by latency to the nearest healthy region."
   value       = "https://${var.api_name}"
 }
+
+output "region_endpoints" {
+  description = "Each region's own public name (what GET /v1/regions lists)."
+  value       = { for name, r in var.regions : name => "https://${name}.${var.api_name}" }
+}

@@ -6,6 +6,9 @@
 locals {
   voters = join(",", [for r, v in var.regions : "voter.${r}.${var.internal_domain}:7000"])
   peers  = join(",", [for r, v in local.others : "${r}=http://node.${r}.${var.internal_domain}:8080"])
+  # Every region's own public name, made by modules/global (record region_api) from
+  # the same names: GET /v1/regions lists them for clients.
+  public_urls = join(",", [for r, v in var.regions : "${r}=https://${r}.${var.api_name}"])
   # Literal maps (no merge()): the static check reads their keys.
   node_env = {
     LEDGER_REGION           = var.name
@@ -15,6 +18,7 @@ locals {
     LEDGER_SLOT_COUNT       = tostring(var.slot_count)
     LEDGER_OWNERSHIP_VOTERS = local.voters
     LEDGER_PEERS            = local.peers
+    LEDGER_PUBLIC_URLS      = local.public_urls
     LEDGER_API_KEYS_FILE    = "/etc/ledger/keys/api-keys.json"
     LEDGER_LOG_FORMAT       = "json"
   }

@@ -60,8 +60,13 @@ variable "kms_key_arn" {
   type        = string
 }
 
+variable "api_name" {
+  description = "The API's public name, e.g. api.ledger.example.com; this region's own name is <region>.<api_name> (modules/global)."
+  type        = string
+}
+
 variable "certificate_arn" {
-  description = "ACM certificate of the public API's name, for the load balancer's HTTPS listener."
+  description = "ACM certificate of the public API's names (api_name and <region>.api_name; a wildcard *.api_name with api_name covers both), for the load balancer's HTTPS listener."
   type        = string
 }
 
