@@ -175,10 +175,15 @@ async fn make_synchronous(primary_url: &str) -> anyhow::Result<()> {
         .await
         .context("connect to the primary")?;
     tokio::spawn(connection);
+    // Two statements: ALTER SYSTEM refuses to run inside a (multi-statement) transaction.
     client
-        .batch_execute("ALTER SYSTEM SET synchronous_standby_names = '*'; SELECT pg_reload_conf()")
+        .batch_execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
         .await
         .context("make the standby synchronous")?;
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .context("reload the primary's configuration")?;
     let synchronous = harness::wait_until(
         Duration::from_secs(30),
         Duration::from_millis(100),
