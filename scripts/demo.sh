@@ -3,7 +3,9 @@
 # regions (each with its own PostgreSQL, broker, ownership voter, proxy, region
 # node and replicator), runs a short scripted session against the HTTP API printing
 # every request and answer and where it was served, then traffic from clients near each
-# region, kills one region with SIGKILL, reads from the survivors, and stops everything.
+# region, kills one region with SIGKILL, promotes, brings it back, fails back, runs two
+# drills; then (as root) the same three regions under a simulated geography with a
+# ledger-client next to each, losing the Raft leader's region; and stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -148,4 +150,17 @@ bold "The bank drill: transfers only, two kill/promote/restart/failback cycles, 
   --kill-cmd "$BIN/ledger-local --data-dir $LEDGER_LOCAL_DIR kill {region} --unpublished-tail-ms 1000" \
   --report-dir "$LEDGER_LOCAL_DIR/bank-drill"
 
-bold "Done: alice holds 40.00 (100.00 - 30.25 - 19.75 - 10.00) before the traffic; stopping the deployment"
+bold "Done with the local deployment: alice holds 40.00 (100.00 - 30.25 - 19.75 - 10.00) before the traffic; stopping it"
+"$BIN/ledger-local" down
+
+bold "Clients around the world: three regions 70-190 ms apart (network namespaces), ledger-client next to each, the Raft leader's region lost halfway"
+if [ "$(id -u)" -eq 0 ]; then
+  GEO_DIR="$LEDGER_LOCAL_DIR-geo"
+  trap 'rm -rf "$tmp"; "$BIN/ledger-local" --data-dir "$GEO_DIR" down; "$BIN/ledger-local" down' EXIT
+  "$BIN/ledger-local" --data-dir "$GEO_DIR" down >/dev/null
+  "$BIN/ledger-local" --data-dir "$GEO_DIR" up --geo
+  "$BIN/ledger-local" --data-dir "$GEO_DIR" locations --seconds "${DEMO_SECONDS:-20}" --rate 10 --kill leader
+  echo "(ours against a primary with a streaming standby under the same geography: a fresh \`ledger-local up --geo\`, then active-passive-bench; see the README)"
+else
+  echo "skipped: the simulated geography needs network namespaces (run as root)"
+fi
