@@ -1,5 +1,6 @@
 //! Helpers shared by the benchmark binaries.
 
+pub mod cpu;
 pub mod otlp_sink;
 
 /// The `p`-th percentile (0-100, nearest rank) of microsecond samples, in ms.

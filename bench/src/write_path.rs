@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use harness::node::{region_node_command, start_region_node};
 use harness::{free_port, ChildGuard, PgCluster, PgOptions, WorkDir};
+use ledger_bench::cpu::{CpuMeter, CpuSample};
 use ledger_wire::AccountId;
 use rand::Rng;
 use tokio_postgres::NoTls;
@@ -52,6 +53,10 @@ struct Args {
     /// of each.
     #[arg(long)]
     secure: bool,
+    /// Also run, in each round, this other build of region-node (e.g. of the commit
+    /// before a change), so both builds are measured side by side in one run.
+    #[arg(long)]
+    compare_node: Option<std::path::PathBuf>,
 }
 
 /// A node run beside the plain one in each round: what it adds, and its figures.
@@ -59,6 +64,8 @@ struct Variant {
     label: &'static str,
     /// Stopped when the variant is dropped.
     _node: ChildGuard,
+    /// Its CPU, with the database's.
+    meter: CpuMeter,
     base: String,
     api_key: Option<String>,
     figures: Figures,
@@ -71,6 +78,8 @@ struct Figures {
     errors: usize,
     seconds: f64,
     latencies_us: Vec<u64>,
+    /// CPU each party spent over the rounds (measured for pgbench and the plain node).
+    cpu: CpuSample,
 }
 
 impl Figures {
@@ -81,6 +90,7 @@ impl Figures {
             errors: 0,
             seconds: 0.0,
             latencies_us: Vec::new(),
+            cpu: CpuSample::default(),
         }
     }
 
@@ -89,6 +99,17 @@ impl Figures {
         self.errors += round.errors;
         self.seconds += round.seconds;
         self.latencies_us.extend(round.latencies_us);
+        self.cpu.add(&round.cpu);
+    }
+
+    /// CPU microseconds per transaction: (PostgreSQL, client, node).
+    fn cpu_per_transaction_us(&self) -> (f64, f64, f64) {
+        let per = |seconds: f64| seconds * 1e6 / self.transactions.max(1) as f64;
+        (
+            per(self.cpu.postgres),
+            per(self.cpu.client),
+            per(self.cpu.node),
+        )
     }
 
     fn throughput(&self) -> f64 {
@@ -132,14 +153,25 @@ async fn main() -> anyhow::Result<()> {
     let (mut pg, database_url) = PgCluster::start_with_database(dir.path(), &options, "ledger")
         .await
         .context("start PostgreSQL")?;
-    let (node, base) = start_node(&bin_dir, &database_url, args.clients, dir.path(), &[]).await?;
+    let (node, base) = start_node(
+        &bin_dir.join("region-node"),
+        &database_url,
+        args.clients,
+        dir.path(),
+        &[],
+    )
+    .await?;
+    let meter = CpuMeter {
+        postgres_pid: pg.pid().context("the PostgreSQL server's pid")?,
+        node_pid: node.pid(),
+    };
     let exporting = if args.trace_export {
         let port = free_port()?;
         let sink = ledger_bench::otlp_sink::start(port).await?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let env = [("LEDGER_OTLP_ENDPOINT", endpoint.as_str())];
         let (node, base) = start_node(
-            &bin_dir,
+            &bin_dir.join("region-node"),
             &database_url,
             args.clients,
             &dir.join("exporting"),
@@ -152,8 +184,38 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut variants = Vec::new();
     if let Some(certificates) = &certificates {
-        variants =
-            secure_variants(&bin_dir, &database_url, &args, dir.path(), certificates).await?;
+        variants = secure_variants(
+            &bin_dir,
+            &database_url,
+            &args,
+            dir.path(),
+            certificates,
+            meter.postgres_pid,
+        )
+        .await?;
+    }
+    if let Some(other) = &args.compare_node {
+        let label = "node (--compare-node)";
+        let (node, base) = start_node(
+            other,
+            &database_url,
+            args.clients,
+            &dir.join("compare-node"),
+            &[],
+        )
+        .await
+        .with_context(|| format!("start {}", other.display()))?;
+        variants.push(Variant {
+            label,
+            meter: CpuMeter {
+                postgres_pid: meter.postgres_pid,
+                node_pid: node.pid(),
+            },
+            _node: node,
+            base,
+            api_key: None,
+            figures: Figures::empty(label),
+        });
     }
     seed_accounts(&database_url, args.accounts)
         .await
@@ -171,15 +233,28 @@ async fn main() -> anyhow::Result<()> {
     let mut http = Figures::empty("node (HTTP API)");
     let mut exported = Figures::empty("node exporting spans");
     for round in 1..=args.rounds {
-        prepare_round(&database_url).await?;
-        let sql_round = run_pgbench(&pgbench, &pg, &args, dir.path(), duration, round)?;
-        prepare_round(&database_url).await?;
-        let http_round = run_http(&base, &args, duration, round, None).await?;
+        // Odd rounds run pgbench first, even rounds the node: neither side always meets
+        // the tables the other has just grown.
+        let (sql_round, http_round) = if round % 2 == 1 {
+            let sql_round =
+                measured_pgbench(&pgbench, &pg, &args, &dir, duration, round, meter).await?;
+            let http_round =
+                measured_http(&base, &args, duration, round, meter, &database_url).await?;
+            (sql_round, http_round)
+        } else {
+            let http_round =
+                measured_http(&base, &args, duration, round, meter, &database_url).await?;
+            let sql_round =
+                measured_pgbench(&pgbench, &pg, &args, &dir, duration, round, meter).await?;
+            (sql_round, http_round)
+        };
         println!(
-            "round {round}: pgbench {:.1} tx/s, node {:.1} tx/s, ratio {:.3}",
+            "round {round}: pgbench {:.1} tx/s, node {:.1} tx/s, ratio {:.3}; PostgreSQL CPU per tx {:.0} / {:.0} µs",
             sql_round.throughput(),
             http_round.throughput(),
-            http_round.throughput() / sql_round.throughput()
+            http_round.throughput() / sql_round.throughput(),
+            sql_round.cpu_per_transaction_us().0,
+            http_round.cpu_per_transaction_us().0,
         );
         sql.absorb(sql_round);
         http.absorb(http_round);
@@ -196,7 +271,8 @@ async fn main() -> anyhow::Result<()> {
         for (n, variant) in variants.iter_mut().enumerate() {
             prepare_round(&database_url).await?;
             let keys = round + 2_000 + 1_000 * n;
-            let variant_round = run_http(
+            let before = variant.meter.sample();
+            let mut variant_round = run_http(
                 &variant.base,
                 &args,
                 duration,
@@ -204,6 +280,7 @@ async fn main() -> anyhow::Result<()> {
                 variant.api_key.as_deref(),
             )
             .await?;
+            variant_round.cpu = variant.meter.sample().since(&before);
             println!(
                 "round {round}: {} {:.1} tx/s",
                 variant.label,
@@ -237,6 +314,25 @@ async fn main() -> anyhow::Result<()> {
     }
     let ratio = http.throughput() / sql.throughput();
     println!("\nnode / pgbench throughput: {ratio:.3} (target >= 0.85)");
+    println!("\nCPU per transaction (µs; PostgreSQL with its backends, the client: pgbench or this process's HTTP load, the node):");
+    println!(
+        "{:<22} {:>10} {:>9} {:>9} {:>9}",
+        "", "PostgreSQL", "client", "node", "total"
+    );
+    for f in [&sql, &http]
+        .into_iter()
+        .chain(variants.iter().map(|v| &v.figures))
+    {
+        let (postgres, client, node) = f.cpu_per_transaction_us();
+        println!(
+            "{:<22} {:>10.0} {:>9.0} {:>9.0} {:>9.0}",
+            f.label,
+            postgres,
+            client,
+            node,
+            postgres + client + node
+        );
+    }
     if let Some((node, _, sink)) = exporting {
         // Let the last batch go out before counting.
         tokio::time::sleep(Duration::from_secs(6)).await;
@@ -280,6 +376,7 @@ async fn secure_variants(
     args: &Args,
     dir: &Path,
     certificates: &harness::tls::TestCertificates,
+    postgres_pid: u32,
 ) -> anyhow::Result<Vec<Variant>> {
     use ledger_wire::api_keys::{generate, KeyFile, Scope};
     let ca = certificates.ca_cert.display().to_string();
@@ -307,7 +404,7 @@ async fn secure_variants(
         ("node, TLS + API key", with_keys, Some(key)),
     ] {
         let (node, base) = start_node(
-            bin_dir,
+            &bin_dir.join("region-node"),
             database_url,
             args.clients,
             &dir.join(label.replace([',', ' ', '+'], "-")),
@@ -316,6 +413,10 @@ async fn secure_variants(
         .await?;
         variants.push(Variant {
             label,
+            meter: CpuMeter {
+                postgres_pid,
+                node_pid: node.pid(),
+            },
             _node: node,
             base,
             api_key,
@@ -326,15 +427,14 @@ async fn secure_variants(
 }
 
 async fn start_node(
-    bin_dir: &Path,
+    node_bin: &Path,
     database_url: &str,
     clients: usize,
     dir: &Path,
     env: &[(&str, &str)],
 ) -> anyhow::Result<(ChildGuard, String)> {
-    let node_bin = bin_dir.join("region-node");
     let port = free_port()?;
-    let mut command = region_node_command(&node_bin, "bench", database_url, port);
+    let mut command = region_node_command(node_bin, "bench", database_url, port);
     command
         .env("LEDGER_DB_POOL_SIZE", clients.to_string())
         .env("LEDGER_LOG", "warn")
@@ -373,6 +473,47 @@ async fn seed_accounts(database_url: &str, accounts: i64) -> anyhow::Result<()> 
 }
 
 /// A level start for each side: dead rows vacuumed, dirty pages flushed.
+/// One pgbench side of a round, after [`prepare_round`], with the CPU it took.
+async fn measured_pgbench(
+    pgbench: &Path,
+    pg: &PgCluster,
+    args: &Args,
+    dir: &WorkDir,
+    duration: Duration,
+    round: usize,
+    meter: CpuMeter,
+) -> anyhow::Result<Figures> {
+    prepare_round(&pg.url("ledger")).await?;
+    let processes = meter.postgres_processes();
+    let before = meter.sample();
+    let mut figures = run_pgbench(pgbench, pg, args, dir.path(), duration, round)?;
+    // pgbench's backends exit after it does; their time counts once they are reaped.
+    if !meter
+        .await_postgres_processes(processes, Duration::from_secs(10))
+        .await
+    {
+        println!("(pgbench's backends still running 10 s after it: its CPU figure is low)");
+    }
+    figures.cpu = meter.sample().since(&before);
+    Ok(figures)
+}
+
+/// One node side of a round, after [`prepare_round`], with the CPU it took.
+async fn measured_http(
+    base: &str,
+    args: &Args,
+    duration: Duration,
+    round: usize,
+    meter: CpuMeter,
+    database_url: &str,
+) -> anyhow::Result<Figures> {
+    prepare_round(database_url).await?;
+    let before = meter.sample();
+    let mut figures = run_http(base, args, duration, round, None).await?;
+    figures.cpu = meter.sample().since(&before);
+    Ok(figures)
+}
+
 async fn prepare_round(database_url: &str) -> anyhow::Result<()> {
     let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
     tokio::spawn(connection);
@@ -469,6 +610,7 @@ fn run_pgbench(
         errors: failed,
         seconds: duration.as_secs_f64(),
         latencies_us,
+        cpu: CpuSample::default(),
     })
 }
 
@@ -543,5 +685,6 @@ async fn run_http(
         errors,
         seconds: started.elapsed().as_secs_f64(),
         latencies_us,
+        cpu: CpuSample::default(),
     })
 }

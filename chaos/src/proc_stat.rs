@@ -46,6 +46,27 @@ pub fn cpu_ticks_in_stat(stat: &str) -> Option<u64> {
     Some(user + system)
 }
 
+/// How many processes `pid`'s tree holds (`pid` included), zombies included.
+pub fn tree_size(pid: u32) -> usize {
+    let mut count = 0;
+    let mut pending = vec![pid];
+    while let Some(next) = pending.pop() {
+        count += 1;
+        pending.extend(children_of(next));
+    }
+    count
+}
+
+/// As [`cpu_ticks_in_stat`], plus the time of the children this process has waited
+/// for (fields 16 and 17): a living child is not counted there yet, a reaped one only
+/// there.
+pub fn cpu_ticks_with_reaped_in_stat(stat: &str) -> Option<u64> {
+    let fields = fields_after_name(stat)?;
+    let reaped_user: u64 = fields.get(13)?.parse().ok()?;
+    let reaped_system: u64 = fields.get(14)?.parse().ok()?;
+    Some(cpu_ticks_in_stat(stat)? + reaped_user + reaped_system)
+}
+
 /// CPU ticks used so far by `pid` and its children (0 for a process that is gone).
 fn cpu_ticks_with_children(pid: u32) -> u64 {
     std::iter::once(pid)
@@ -55,6 +76,24 @@ fn cpu_ticks_with_children(pid: u32) -> u64 {
             cpu_ticks_in_stat(&stat)
         })
         .sum()
+}
+
+/// CPU seconds used so far by `pid` and all its descendants, living or exited and
+/// reaped (a PostgreSQL server started through a wrapper, with its backends, including
+/// those of connections already closed; 0 for a process that is gone).
+pub fn cpu_seconds_of_tree(pid: u32) -> f64 {
+    let mut ticks = 0;
+    let mut pending = vec![pid];
+    while let Some(next) = pending.pop() {
+        if let Some(used) = std::fs::read_to_string(format!("/proc/{next}/stat"))
+            .ok()
+            .and_then(|stat| cpu_ticks_with_reaped_in_stat(&stat))
+        {
+            ticks += used;
+        }
+        pending.extend(children_of(next));
+    }
+    ticks as f64 / TICKS_PER_SECOND
 }
 
 /// Clock ticks per second in `/proc/<pid>/stat` (USER_HZ): 100 on every Linux ABI
@@ -191,5 +230,25 @@ mod tests {
             cpu_ticks_with_children(me) > before,
             "200 ms of spinning used no CPU"
         );
+    }
+
+    #[test]
+    fn a_reaped_child_s_time_counts_in_its_parent_s_tree() {
+        let line = "7 (a (b) c) R 1 7 7 0 -1 4194560 100 0 0 0 250 31 12 3 20 0 1 0";
+        assert_eq!(cpu_ticks_with_reaped_in_stat(line), Some(296));
+        let me = std::process::id();
+        let reaped = || {
+            let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).expect("own stat");
+            cpu_ticks_with_reaped_in_stat(&stat).expect("parse")
+                - cpu_ticks_in_stat(&stat).expect("parse")
+        };
+        let before = reaped();
+        // A child that spins for a while, then exits and is waited for.
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .expect("run sh");
+        assert!(status.success());
+        assert!(reaped() > before, "the exited child's CPU was not counted");
     }
 }

@@ -188,6 +188,11 @@ impl PgCluster {
         self.port
     }
 
+    /// The pid of the process the harness started (the server, or its wrapper).
+    pub fn pid(&self) -> Option<u32> {
+        self.guard.pid()
+    }
+
     pub fn url(&self, database: &str) -> String {
         format!(
             "postgres://{SUPERUSER}@{}:{}/{database}",

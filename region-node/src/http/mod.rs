@@ -137,8 +137,21 @@ pub struct Settings {
     pub public_urls: Vec<ledger_wire::api::RegionEndpoint>,
 }
 
+/// What every handler and middleware reads, behind one `Arc`: axum clones the state
+/// for each of them on every request.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
     pub store: LedgerStore,
     pub ownership: Arc<Ownership>,
     pub peers: Arc<Peers>,
@@ -149,7 +162,7 @@ pub struct AppState {
     region_header: HeaderValue,
 }
 
-impl AppState {
+impl Shared {
     fn write_context(
         &self,
         key: String,
@@ -212,7 +225,7 @@ pub fn router(
     let region_header = HeaderValue::from_str(ownership.region())
         .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     let max_body_bytes = settings.max_body_bytes;
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         store,
         ownership,
         peers,
@@ -221,7 +234,7 @@ pub fn router(
         shutdown,
         openapi,
         region_header,
-    };
+    }));
     let internal = routes
         .clone()
         .route(
