@@ -26,6 +26,7 @@ pub use service_kit::{supervisor, telemetry};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -112,7 +113,14 @@ pub async fn run(
             let listener = ledger_tls::TlsListener::new(listener, tls).map_err(NodeError::Serve)?;
             supervisor.spawn("https", serve(listener, app, stop));
         }
-        _ => supervisor.spawn("http", serve(listener, app, stop)),
+        _ => {
+            // Answers go out at once, not behind Nagle's wait for an ACK (axum's plain
+            // listener leaves TCP_NODELAY off).
+            let listener = listener.tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            });
+            supervisor.spawn("http", serve(listener, app, stop))
+        }
     }
     supervisor.spawn(
         "saga",

@@ -120,6 +120,8 @@ impl TlsListener {
                 if sender.is_closed() {
                     return;
                 }
+                // Answers go out at once, not behind Nagle's wait for an ACK.
+                let _ = stream.set_nodelay(true);
                 let (acceptor, sender) = (acceptor.clone(), sender.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
