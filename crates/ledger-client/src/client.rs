@@ -22,6 +22,8 @@ pub enum Method {
     Post,
 }
 
+const OPEN_ACCOUNT_PATH: &str = "/v1/accounts";
+
 /// One request of the public API (`path` from `/v1/...`).
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -75,9 +77,10 @@ impl Request {
         Request::post("/v1/transfers", json(body)).for_account(&body.from.to_string())
     }
 
-    /// Opens an account (at `home_region`, or where the request lands).
+    /// Opens an account (at `home_region`, or where the request lands); a home-aware
+    /// client learns the new account's home from the answer.
     pub fn open_account(body: &CreateAccountRequest) -> Request {
-        Request::post("/v1/accounts", json(body))
+        Request::post(OPEN_ACCOUNT_PATH, json(body))
     }
 
     /// Names the account whose home makes this write.
@@ -401,8 +404,18 @@ impl<T: Transport> Client<T> {
                     if raw.status < 300 {
                         self.session().observe(&raw.body);
                     }
-                    if let (Some(account), Some(home)) = (&request.account, &raw.home) {
-                        self.homes().insert(account.clone(), home.clone());
+                    // The account a write named, or the one an open just made (its
+                    // answer names both the id and the home).
+                    let account = request.account.clone().or_else(|| {
+                        let opened = request.method == Method::Post
+                            && request.path == OPEN_ACCOUNT_PATH
+                            && raw.status == 201;
+                        opened
+                            .then(|| raw.body["id"].as_str().map(str::to_owned))
+                            .flatten()
+                    });
+                    if let (Some(account), Some(home)) = (account, &raw.home) {
+                        self.homes().insert(account, home.clone());
                     }
                     return Ok(Answer {
                         status: raw.status,

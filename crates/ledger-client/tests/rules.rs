@@ -100,7 +100,9 @@ impl Transport for &Fake {
                 served_by: Some(region.clone()),
                 home: self.home.lock().expect("the fake's lock").clone(),
                 replayed,
-                body: json!({"account_id": "acc-1", "seq": 7}),
+                // An open's answer names the account as `id` (other writes' answers
+                // name their entry there; the client only reads it after an open).
+                body: json!({"id": "acc-1", "account_id": "acc-1", "seq": 7}),
                 ..RawAnswer::default()
             }
         };
@@ -404,6 +406,37 @@ async fn a_home_aware_client_sends_writes_straight_to_the_home_it_learned() {
         let read = client.read_account("acc-1").await.expect("an answer");
         assert_eq!(read.region, "eu", "reads stay with the nearest");
     }
+}
+
+#[tokio::test]
+async fn a_home_aware_client_learns_a_new_account_s_home_from_its_opening() {
+    let fake = Fake::default();
+    *fake.home.lock().expect("the fake's lock") = Some("ap".to_owned());
+    fake.set_default("eu", Step::Answer(201, Duration::ZERO));
+    fake.set_default("us", Step::Answer(201, Duration::from_millis(10)));
+    fake.set_default("ap", Step::Answer(201, Duration::from_millis(40)));
+    let client = client(&fake, quick_retry()).home_aware();
+    three_reads(&client).await;
+    let opened = client
+        .send(Request::open_account(
+            &ledger_wire::api::CreateAccountRequest {
+                currency: "EUR".to_owned(),
+                home_region: None,
+            },
+        ))
+        .await
+        .expect("an answer");
+    assert_eq!(opened.region, "eu", "opened where the request landed");
+    assert_eq!(client.home_of("acc-1").as_deref(), Some("ap"));
+    let body = ledger_wire::api::AmountRequest {
+        amount: "1.00".to_owned(),
+        reference: None,
+    };
+    let first = client
+        .send(Request::deposit("acc-1", &body))
+        .await
+        .expect("an answer");
+    assert_eq!(first.region, "ap", "the first deposit goes straight home");
 }
 
 #[tokio::test]
