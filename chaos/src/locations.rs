@@ -136,6 +136,28 @@ where
 }
 
 /// Waits for each location's client and reads the samples it printed.
+/// A client process run inside `namespace` (next to a region): `bin` with `leading`
+/// arguments, sending `rate` requests a second for `seconds`, its samples on stdout
+/// for [`collect_samples`], killed if dropped. Callers add their own arguments.
+pub fn client_process(
+    namespace: &str,
+    bin: &std::path::Path,
+    leading: &[&str],
+    seconds: u64,
+    rate: u32,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("ip");
+    command
+        .args(["netns", "exec", namespace])
+        .arg(bin)
+        .args(leading)
+        .args(["--seconds", &seconds.to_string()])
+        .args(["--rate", &rate.to_string()])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
 pub async fn collect_samples(
     children: Vec<(String, tokio::process::Child)>,
 ) -> anyhow::Result<BTreeMap<String, Vec<LocationSample>>> {
@@ -343,21 +365,11 @@ pub async fn run(
     let mut children = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let namespace = deployment.network.namespace(i).context("namespace")?;
-        let mut command = tokio::process::Command::new("ip");
+        let mut command = client_process(&namespace, &bin, &["location-client"], seconds, rate);
         command
-            .args(["netns", "exec", &namespace])
-            .arg(&bin)
-            .args(["location-client", "--regions", &urls.join(",")])
+            .args(["--regions", &urls.join(",")])
             .args(["--reads", &reads.join(",")])
-            .args(["--writes", &writes_of(name).join(",")])
-            .args([
-                "--seconds",
-                &seconds.to_string(),
-                "--rate",
-                &rate.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
+            .args(["--writes", &writes_of(name).join(",")]);
         if let Some(key) = &deployment.api_key {
             command.env("LEDGER_API_KEY", key);
         }

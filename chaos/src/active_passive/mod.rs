@@ -26,7 +26,7 @@ use anyhow::Context;
 pub use cluster::{ActivePassive, Replication};
 pub use figures::{print_comparison, Side};
 
-use crate::locations::{collect_samples, epoch_ms, LocationsRun};
+use crate::locations::{client_process, collect_samples, epoch_ms, LocationsRun};
 use crate::Deployment;
 
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -118,19 +118,9 @@ async fn drive_alternative(
             .take(ACCOUNTS_PER_LOCATION)
             .cloned()
             .collect();
-        let child = tokio::process::Command::new("ip")
-            .args(["netns", "exec", &namespace])
-            .arg(&bin)
+        let child = client_process(&namespace, &bin, &[], seconds, rate)
             .args(["--servers", &specs, "--reads", &ids.join(",")])
             .args(["--writes", &own.join(",")])
-            .args([
-                "--seconds",
-                &seconds.to_string(),
-                "--rate",
-                &rate.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("start the client next to {}", region.name))?;
         children.push((region.name.clone(), child));

@@ -319,23 +319,13 @@ fn in_namespace_as_postgres(command: &Command, namespace: &str) -> Result<Comman
 /// the server's user, as PostgreSQL demands) and refuses plain connections to
 /// `tls.required_for`, if any (first line of pg_hba.conf: the first match decides).
 fn install_tls(data_dir: &Path, tls: &PgTls) -> Result<(), HarnessError> {
-    use std::os::unix::fs::PermissionsExt;
     for (from, name) in [
         (&tls.cert_file, "server.crt"),
         (&tls.key_file, "server.key"),
     ] {
         let to = data_dir.join(name);
         std::fs::copy(from, &to).map_err(io_context(format!("copy {}", from.display())))?;
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_context(format!("chmod {}", to.display())))?;
-        if let Some(user) = postgres_user()? {
-            nix::unistd::chown(&to, Some(user.uid), Some(user.gid)).map_err(|e| {
-                HarnessError::Command {
-                    what: format!("chown {}", to.display()),
-                    detail: e.to_string(),
-                }
-            })?;
-        }
+        own_by_postgres(&to, 0o600)?;
     }
     let Some(database) = &tls.required_for else {
         return Ok(());
@@ -345,6 +335,23 @@ fn install_tls(data_dir: &Path, tls: &PgTls) -> Result<(), HarnessError> {
         &format!("hostnossl {database} all all reject"),
         true,
     )
+}
+
+/// Gives `path` mode `mode` and, when the server runs as the `postgres` user, to that
+/// user (the server refuses key files and data directories others can read).
+fn own_by_postgres(path: &Path, mode: u32) -> Result<(), HarnessError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io_context(format!("chmod {}", path.display())))?;
+    if let Some(user) = postgres_user()? {
+        nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(|e| {
+            HarnessError::Command {
+                what: format!("chown {}", path.display()),
+                detail: e.to_string(),
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Lets hosts of the server's own subnets in (the namespace's bridge and its peers),
@@ -365,21 +372,11 @@ pub fn base_backup(
     port: u16,
     namespace: Option<&str>,
 ) -> Result<(), HarnessError> {
-    use std::os::unix::fs::PermissionsExt;
     let data_dir = dir.join("pgdata");
     // pg_basebackup fills an empty directory its user owns, mode 0700 as the server wants.
     std::fs::create_dir_all(&data_dir)
         .map_err(io_context(format!("create {}", data_dir.display())))?;
-    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io_context(format!("chmod {}", data_dir.display())))?;
-    if let Some(user) = postgres_user()? {
-        nix::unistd::chown(&data_dir, Some(user.uid), Some(user.gid)).map_err(|e| {
-            HarnessError::Command {
-                what: format!("chown {}", data_dir.display()),
-                detail: e.to_string(),
-            }
-        })?;
-    }
+    own_by_postgres(&data_dir, 0o700)?;
     let mut command = Command::new(bin_dir()?.join("pg_basebackup"));
     command
         .args(["-h", host, "-p", &port.to_string(), "-U", SUPERUSER])

@@ -89,6 +89,19 @@ impl Request {
         self
     }
 
+    /// The Idempotency-Key every attempt of this request carries: the one given, or a
+    /// fresh one for a write; none for a read.
+    pub fn attempt_key(&self) -> Option<String> {
+        match self.method {
+            Method::Post => Some(
+                self.idempotency_key
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            ),
+            Method::Get => None,
+        }
+    }
+
     pub fn with_key(mut self, key: impl Into<String>) -> Request {
         self.idempotency_key = Some(key.into());
         self
@@ -339,15 +352,7 @@ impl<T: Transport> Client<T> {
 
     /// Sends `request` (see the crate's rules).
     pub async fn send(&self, request: Request) -> Result<Answer, ClientError> {
-        let key = match request.method {
-            Method::Post => Some(
-                request
-                    .idempotency_key
-                    .clone()
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            ),
-            Method::Get => None,
-        };
+        let key = request.attempt_key();
         let deadline = Instant::now() + self.retry.budget;
         let mut attempts = 0_u32;
         let mut retries = 0_u32;

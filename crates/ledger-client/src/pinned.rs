@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::client::{Method, RawAnswer, Request, Transport, TransportFailure};
+use crate::client::{RawAnswer, Request, Transport, TransportFailure};
 use crate::http::HttpTransport;
 
 /// A client of one region (`region` at `url`).
@@ -63,15 +63,7 @@ impl<T: Transport> RegionClient<T> {
     /// Sends `request` once to this region. A write without a key gets a fresh one
     /// (returned in the reply, to send again with [`Request::with_key`]).
     pub async fn send(&self, request: &Request) -> Result<Reply, TransportFailure> {
-        let key = match request.method {
-            Method::Post => Some(
-                request
-                    .idempotency_key
-                    .clone()
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            ),
-            Method::Get => None,
-        };
+        let key = request.attempt_key();
         let started = Instant::now();
         let answer = self
             .transport
