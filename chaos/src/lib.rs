@@ -6,6 +6,7 @@ pub mod active_passive;
 pub mod delay;
 pub mod demo;
 pub mod deployment;
+pub mod forwarding;
 pub mod geography;
 pub mod locations;
 pub mod network;

@@ -127,6 +127,36 @@ async fn a_forwarded_write_retried_at_another_region_applies_once() -> anyhow::R
         .await?;
     assert_eq!(amount(&account, "balance"), Decimal::new(1000, 2));
     assert_eq!(account["seq"], 1);
+
+    // `ledger-local forwarding`'s measurement: every deposit answered, those through
+    // region 1 forwarded and the others not (checked inside), each applied once.
+    let figures = chaos::forwarding::measure(
+        &regions.client(0),
+        &regions.client(1),
+        &id,
+        10,
+        Duration::ZERO,
+    )
+    .await?;
+    assert_eq!((figures.direct.len(), figures.forwarded.len()), (10, 10));
+    assert_eq!(figures.healthz.len(), 10);
+    let (_, account) = regions
+        .client(0)
+        .get("read", &format!("/v1/accounts/{id}"))
+        .await?;
+    assert_eq!(amount(&account, "balance"), Decimal::new(1020, 2));
+    assert_eq!(account["seq"], 21);
+    // Planted: a "home" that is not the account's home forwards, and the measurement
+    // refuses to call that direct.
+    let wrong_home = chaos::forwarding::measure(
+        &regions.client(1),
+        &regions.client(2),
+        &id,
+        1,
+        Duration::ZERO,
+    )
+    .await;
+    assert!(wrong_home.is_err(), "a forwarded deposit passed as direct");
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chaos::demo::{self, Client};
+use chaos::forwarding;
 use chaos::{Deployment, UpOptions, DEFAULT_BASE_PORT};
 use clap::{Parser, Subcommand};
 use harness::process::pid_alive;
@@ -163,6 +164,28 @@ enum Action {
         /// region whose voter leads: every region's writes then wait for an election.
         #[arg(long)]
         kill: Option<String>,
+    },
+    /// Against the running deployment: what forwarding itself costs. Deposits to one
+    /// account, one at a time, alternately at its home and through another region;
+    /// once per gap between requests, with `/healthz` at the home as the machine's
+    /// cost of waking a process after that gap.
+    Forwarding {
+        /// Requests each way per gap.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Idle time before each request, ms (one run per value).
+        #[arg(long, value_delimiter = ',', default_value = "0,50")]
+        gaps_ms: Vec<u64>,
+        /// The account's home (default: the first region).
+        #[arg(long)]
+        home: Option<String>,
+        /// The region the forwarded deposits are sent to (default: the second).
+        #[arg(long)]
+        via: Option<String>,
+        /// Also measure with every replicator stopped (SIGSTOP, then SIGCONT): the hop
+        /// without the replication each deposit causes competing for the cores.
+        #[arg(long)]
+        hold_replication: bool,
     },
     /// One location's client (what `locations` runs in each namespace): samples as
     /// JSON lines on stdout.
@@ -421,6 +444,18 @@ async fn main() -> anyhow::Result<()> {
                 rate,
             )
             .await?;
+        }
+        Action::Forwarding {
+            requests,
+            gaps_ms,
+            home,
+            via,
+            hold_replication,
+        } => {
+            let deployment = Deployment::load(&cli.data_dir)?
+                .context("nothing running; run `ledger-local up`")?;
+            let regions = (home.as_deref(), via.as_deref());
+            forwarding::run(&deployment, requests, &gaps_ms, regions, hold_replication).await?;
         }
         Action::Traffic { seconds, rate } => {
             let deployment = Deployment::load(&cli.data_dir)?
