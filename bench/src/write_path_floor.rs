@@ -84,8 +84,7 @@ async fn main() -> anyhow::Result<()> {
         stream.set_nodelay(true).context("set TCP_NODELAY")?;
         let pool = pool.clone();
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request| answer(pool.clone(), request));
+            let service = hyper::service::service_fn(move |request| answer(pool.clone(), request));
             // A client that hangs up ends its connection; nothing to report.
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -100,11 +99,9 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/readyz") => (200, "ready".to_owned()),
-        (&Method::POST, path) if path.ends_with("/withdrawals") => {
-            withdraw(&pool, request)
-                .await
-                .unwrap_or_else(|error| (500, format!("{error:#}")))
-        }
+        (&Method::POST, path) if path.ends_with("/withdrawals") => withdraw(&pool, request)
+            .await
+            .unwrap_or_else(|error| (500, format!("{error:#}"))),
         _ => (404, "no such route".to_owned()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
