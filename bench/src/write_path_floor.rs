@@ -9,8 +9,9 @@
 //! Run it as `write-path-bench --compare-node target/release/write-path-floor`: it takes
 //! the node's `LEDGER_LISTEN`, `LEDGER_DATABASE_URL` and `LEDGER_DB_POOL_SIZE` and answers
 //! `/readyz`; like a node in static mode it migrates the schema and records every
-//! slot's lease at epoch 1 when it starts. The node's distance from it is what the node's own code costs; its distance
-//! from pgbench is what any HTTP process in front of PostgreSQL costs on this machine.
+//! slot's lease at epoch 1 when it starts. The node's distance from it is what the
+//! node's own code costs; its distance from pgbench is what any HTTP process in front
+//! of PostgreSQL costs on this machine.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
