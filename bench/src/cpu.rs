@@ -50,9 +50,7 @@ impl CpuMeter {
                 .map_or(0.0, chaos::proc_stat::cpu_seconds_of_tree),
         }
     }
-}
 
-impl CpuMeter {
     /// The database server's processes (its backends included).
     pub fn postgres_processes(&self) -> usize {
         chaos::proc_stat::tree_size(self.postgres_pid)

@@ -8,10 +8,10 @@
 //!
 //! Run it as `write-path-bench --compare-node target/release/write-path-floor`: it takes
 //! the node's `LEDGER_LISTEN`, `LEDGER_DATABASE_URL` and `LEDGER_DB_POOL_SIZE` and answers
-//! `/readyz`; like a node in static mode it migrates the schema and records every
-//! slot's lease at epoch 1 when it starts. The node's distance from it is what the
-//! node's own code costs; its distance from pgbench is what any HTTP process in front
-//! of PostgreSQL costs on this machine.
+//! `/readyz`. It uses the schema and the slot leases (epoch 1) the bench's own node has
+//! already put in that database. The node's distance from it is what the node's own
+//! code costs; its distance from pgbench is what any HTTP process in front of
+//! PostgreSQL costs on this machine.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,8 +32,6 @@ use tokio_postgres::NoTls;
 
 /// Stands in for the node's SHA-256 of the request (the benchmark's keys never repeat).
 const FINGERPRINT: [u8; 32] = [0xab; 32];
-/// The node's default slot count, whose leases this server records at start.
-const SLOT_COUNT: u32 = 4096;
 
 #[derive(serde::Deserialize)]
 struct Withdrawal {
@@ -64,15 +62,6 @@ async fn main() -> anyhow::Result<()> {
         .runtime(Runtime::Tokio1)
         .build()
         .context("build the database pool")?;
-    // Like a node in static mode: the schema, then every slot's lease at epoch 1.
-    let mut client = pool.get().await.context("connect to the database")?;
-    ledger_schema::migrate(&mut client)
-        .await
-        .context("migrate the schema")?;
-    drop(client);
-    region_node::db::record_leases(&pool, SLOT_COUNT, 1, None)
-        .await
-        .context("record the leases")?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;

@@ -6,11 +6,9 @@
 //! a machine whose CPUs idle between requests charges every process on a path for it,
 //! and a forwarded request has one more process on its path, woken twice.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::demo::{percentile_ms, Client, Sample};
@@ -21,31 +19,31 @@ use crate::Deployment;
 /// causes (relay, broker, appliers and their commits) competing for the machine's
 /// cores. The writes wait in the outboxes and replicate once the replicators go on.
 #[derive(Debug)]
-pub struct ReplicationHeld {
-    pids: Vec<Pid>,
+pub struct ReplicationHeld<'a> {
+    deployment: &'a Deployment,
+    /// The regions whose replicator this stopped (all of them once `hold` returns).
+    held: Vec<&'a str>,
 }
 
-impl ReplicationHeld {
-    pub fn hold(deployment: &Deployment) -> anyhow::Result<Self> {
-        let mut held = ReplicationHeld { pids: Vec::new() };
+impl<'a> ReplicationHeld<'a> {
+    pub fn hold(deployment: &'a Deployment) -> anyhow::Result<Self> {
+        let mut held = ReplicationHeld {
+            deployment,
+            held: Vec::new(),
+        };
         for region in &deployment.regions {
-            let pid = region
-                .pid("replicator")
-                .with_context(|| format!("{} has no replicator", region.name))?;
-            let pid = Pid::from_raw(i32::try_from(pid).context("replicator pid")?);
-            kill(pid, Signal::SIGSTOP)
-                .with_context(|| format!("stop the replicator of {}", region.name))?;
-            held.pids.push(pid);
+            deployment.hold_replicator(&region.name)?;
+            held.held.push(&region.name);
         }
         Ok(held)
     }
 }
 
-impl Drop for ReplicationHeld {
+impl Drop for ReplicationHeld<'_> {
     fn drop(&mut self) {
-        for pid in &self.pids {
-            if let Err(error) = kill(*pid, Signal::SIGCONT) {
-                eprintln!("could not continue replicator {pid}: {error}");
+        for region in &self.held {
+            if let Err(error) = self.deployment.release_replicator(region) {
+                eprintln!("{error:#}");
             }
         }
     }
@@ -128,8 +126,7 @@ pub async fn measure(
 /// benchmark's think time, not a wait for a condition).
 async fn pause(gap: Duration) {
     if !gap.is_zero() {
-        let until = Instant::now() + gap;
-        tokio::time::sleep_until(until.into()).await;
+        tokio::time::sleep(gap).await;
     }
 }
 

@@ -43,6 +43,13 @@ impl Deployment {
             .with_context(|| format!("stop the replicator of {name} (pid {pid})"))
     }
 
+    /// Lets a replicator stopped by [`Deployment::hold_replicator`] go on (SIGCONT).
+    pub fn release_replicator(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self.pid_of(name, "replicator")?;
+        nix::sys::signal::kill(raw_pid(pid), Signal::SIGCONT)
+            .with_context(|| format!("continue the replicator of {name} (pid {pid})"))
+    }
+
     /// SIGKILLs one process of a region and waits until it is gone. PostgreSQL goes
     /// with its backends and auxiliary processes, as when its machine fails: a new
     /// server refuses to start while an old child still holds the shared memory.
